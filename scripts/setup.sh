@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what Seal, its tests and its demo need, idempotently, saying what it installs:
+# Debian packages for the interoperability tools the tests compare against, and npm packages
+# (including the pinned Node.js runtime).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tools the test suite and demo run against (reference readers/writers, registries, VMs).
+DEBIAN_PACKAGES=(
+  attr            # getfattr/setfattr: xattrs of directory trees
+  cryptsetup-bin  # veritysetup: dm-verity reference
+  debootstrap     # builds the Debian corpus root filesystem
+  docker-registry # a real OCI registry for tests
+  erofs-utils     # mkfs.erofs / fsck.erofs
+  fsverity        # fs-verity digest reference
+  lz4 lzop xz-utils zstd
+  skopeo umoci    # OCI image interoperability
+  squashfs-tools  # mksquashfs / unsquashfs
+  apache2-utils   # htpasswd for registry auth tests
+  openssl
+)
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages (npm ci), including Node.js $(node -p 'require("./package.json").devDependencies.node')"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,2 @@
+export type { Command, CommandContext, OptionSpec } from './command.ts';
+export { main } from './main.ts';

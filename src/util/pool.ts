@@ -1,0 +1,116 @@
+/**
+ * A small worker-thread pool shared by every CPU-heavy module (hashing, compression).
+ * A task names an exported function of a module by URL; the worker imports the module once
+ * and calls the function, so modules offload pure functions without a worker script of their own.
+ */
+import { availableParallelism } from 'node:os';
+import { type Transferable, Worker } from 'node:worker_threads';
+
+interface Task {
+  id: number;
+  module: string;
+  fn: string;
+  args: unknown[];
+  transfer: Transferable[];
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  busy: Task | undefined;
+}
+
+const workerUrl = new URL('./pool-worker.ts', import.meta.url);
+
+export class WorkerPool {
+  readonly size: number;
+  #slots: Slot[] = [];
+  #queue: Task[] = [];
+  #nextId = 0;
+  #closed = false;
+
+  constructor(size = defaultPoolSize()) {
+    this.size = Math.max(1, size);
+  }
+
+  /** Runs `fn` exported by `module` in a worker with `args` (structured-cloned; `transfer` moved). */
+  run<T>(module: URL | string, fn: string, args: unknown[], transfer: Transferable[] = []): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error('worker pool is closed'));
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({
+        id: this.#nextId++,
+        module: String(module),
+        fn,
+        args,
+        transfer,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+      });
+      this.#pump();
+    });
+  }
+
+  /** Number of tasks queued or running. */
+  get pending(): number {
+    return this.#queue.length + this.#slots.filter((s) => s.busy).length;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const slots = this.#slots;
+    this.#slots = [];
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+  }
+
+  #pump(): void {
+    while (this.#queue.length > 0) {
+      let slot = this.#slots.find((s) => !s.busy);
+      if (!slot && this.#slots.length < this.size) slot = this.#spawn();
+      if (!slot) return;
+      const task = this.#queue.shift()!;
+      slot.busy = task;
+      slot.worker.postMessage(
+        { id: task.id, module: task.module, fn: task.fn, args: task.args },
+        task.transfer,
+      );
+    }
+  }
+
+  #spawn(): Slot {
+    const worker = new Worker(workerUrl);
+    worker.unref();
+    const slot: Slot = { worker, busy: undefined };
+    worker.on('message', (msg: { id: number; ok: boolean; value?: unknown; error?: unknown }) => {
+      const task = slot.busy;
+      slot.busy = undefined;
+      if (task && task.id === msg.id) {
+        if (msg.ok) task.resolve(msg.value);
+        else task.reject(msg.error);
+      }
+      this.#pump();
+    });
+    worker.on('error', (err) => {
+      const task = slot.busy;
+      slot.busy = undefined;
+      this.#slots = this.#slots.filter((s) => s !== slot);
+      task?.reject(err);
+      this.#pump();
+    });
+    this.#slots.push(slot);
+    return slot;
+  }
+}
+
+export function defaultPoolSize(): number {
+  const env = Number(process.env.SEAL_THREADS);
+  return Number.isInteger(env) && env > 0 ? env : availableParallelism();
+}
+
+let shared: WorkerPool | undefined;
+
+/** The process-wide pool; its workers are unref'd so an idle pool never keeps the process alive. */
+export function sharedPool(): WorkerPool {
+  shared ??= new WorkerPool();
+  return shared;
+}
