@@ -17,7 +17,11 @@ export function fileContent(path: string | Buffer, size: number, offset = 0): Co
     size,
     async *read() {
       if (size === 0) return;
-      yield* createReadStream(path, { start: offset, end: offset + size - 1, highWaterMark: 1 << 20 });
+      yield* createReadStream(path, {
+        start: offset,
+        end: offset + size - 1,
+        highWaterMark: Math.min(size, 1 << 20),
+      });
     },
   };
 }

@@ -1,2 +1,17 @@
 export * from './content.ts';
+export { type FromDirectoryOptions, treeFromDirectory, writeTreeToDirectory } from './directory.ts';
+export { TreeError, type TreeErrorCode } from './errors.ts';
 export * from './model.ts';
+export {
+  applyLayer,
+  type LayerTreeOptions,
+  layerTree,
+  mergeLayers,
+  OPAQUE_WHITEOUT,
+  pathComponents,
+  treeFromTar,
+  WHITEOUT_PREFIX,
+} from './overlay.ts';
+export { Spool } from './spool.ts';
+export { treeToTar } from './to-tar.ts';
+export { readTreeXattrs, writeTreeXattrs } from './xattrs.ts';

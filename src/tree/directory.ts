@@ -1,0 +1,197 @@
+/** Trees from and to real directories: owners, modes, xattrs, devices, hardlinks, mtimes. */
+import { spawn } from 'node:child_process';
+import { constants } from 'node:fs';
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  readlink,
+  symlink,
+} from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { fileContent } from './content.ts';
+import { TreeError } from './errors.ts';
+import { type DirInode, decodeDevice, fsPath, type Inode, type Tree, typeFromMode, walk } from './model.ts';
+import { readTreeXattrs, writeTreeXattrs } from './xattrs.ts';
+
+export interface FromDirectoryOptions {
+  /** Read extended attributes (default true). */
+  xattrs?: boolean;
+}
+
+/** Reads a directory into a tree. File contents stay on disk and are read when needed. */
+export async function treeFromDirectory(dir: string, options: FromDirectoryOptions = {}): Promise<Tree> {
+  const base = Buffer.from(dir, 'utf8').toString('latin1');
+  const xattrs = options.xattrs === false ? new Map() : await readTreeXattrs(dir);
+  const byInode = new Map<string, Inode>();
+
+  async function load(path: string, rel: string): Promise<Inode> {
+    const st = await lstat(fsPath(path), { bigint: true });
+    const type = typeFromMode(Number(st.mode));
+    if (!type) throw new TreeError('TREE_UNSUPPORTED', `unsupported file type at ${path}`, { subject: path });
+    const key = `${st.dev}:${st.ino}`;
+    if (type !== 'dir' && st.nlink > 1n) {
+      const seen = byInode.get(key);
+      if (seen) return seen;
+    }
+    const common = {
+      mode: Number(st.mode) & 0o7777,
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtime: { sec: Number(st.mtimeNs / 1_000_000_000n), nsec: Number(st.mtimeNs % 1_000_000_000n) },
+      xattrs: xattrs.get(rel) ?? new Map<string, Uint8Array>(),
+    };
+    let inode: Inode;
+    switch (type) {
+      case 'dir': {
+        const d: DirInode = { ...common, type: 'dir', children: new Map() };
+        const names = (await readdir(fsPath(path), { encoding: 'buffer' })).map((n) => n.toString('latin1'));
+        for (const name of names) {
+          d.children.set(name, await load(`${path}/${name}`, rel === '' ? name : `${rel}/${name}`));
+        }
+        inode = d;
+        break;
+      }
+      case 'file':
+        inode = { ...common, type, content: fileContent(fsPath(path), Number(st.size)) };
+        break;
+      case 'symlink':
+        inode = {
+          ...common,
+          type,
+          target: (await readlink(fsPath(path), { encoding: 'buffer' })).toString('latin1'),
+        };
+        break;
+      case 'char':
+      case 'block':
+        inode = { ...common, type, rdev: decodeDevice(Number(st.rdev)) };
+        break;
+      default:
+        inode = { ...common, type };
+    }
+    if (type !== 'dir' && st.nlink > 1n) byInode.set(key, inode);
+    return inode;
+  }
+
+  const root = await load(base, '');
+  if (root.type !== 'dir')
+    throw new TreeError('TREE_NOT_A_DIRECTORY', `${dir} is not a directory`, { subject: dir });
+  return { root };
+}
+
+function runTool(command: string, args: (string | Buffer)[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args as string[], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(err.trim() || `${command} failed`)),
+    );
+  });
+}
+
+/**
+ * Creates a socket file. Node can only make one by listening on it, and unlinks it on close,
+ * so the socket is bound under a temporary name and hardlinked to its place first.
+ */
+async function makeSocket(path: Buffer): Promise<void> {
+  const temp = Buffer.concat([path, Buffer.from(`.sock-${process.pid}`)]);
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(temp.toString('utf8'), () => resolve());
+  });
+  try {
+    await link(temp, path);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+async function writeFile(path: Buffer, inode: Extract<Inode, { type: 'file' }>): Promise<void> {
+  const handle = await open(
+    path,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    let position = 0;
+    for await (const chunk of inode.content.read()) {
+      let done = 0;
+      while (done < chunk.length) {
+        const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position);
+        done += bytesWritten;
+        position += bytesWritten;
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes a tree into `dir` (created if missing; must not contain the tree's paths yet).
+ * Nothing is created outside `dir`: every parent is a directory this function created, and
+ * files are opened with O_EXCL | O_NOFOLLOW. Order matters: contents, owners, xattrs (chown
+ * would clear security.capability), modes (chown clears setuid), then times, deepest first.
+ */
+export async function writeTreeToDirectory(tree: Tree, dir: string): Promise<void> {
+  const base = Buffer.from(dir, 'utf8').toString('latin1');
+  await mkdir(dir, { recursive: true });
+  const created: { path: string; inode: Inode }[] = [];
+  for (const { path: rel, inode, linkOf } of walk(tree)) {
+    const path = rel === '' ? base : `${base}/${rel}`;
+    const p = fsPath(path);
+    try {
+      if (linkOf !== undefined) {
+        await link(fsPath(`${base}/${linkOf}`), p);
+        continue;
+      }
+      switch (inode.type) {
+        case 'dir':
+          if (rel !== '') await mkdir(p, 0o700);
+          break;
+        case 'file':
+          await writeFile(p, inode);
+          break;
+        case 'symlink':
+          await symlink(fsPath(inode.target), p);
+          break;
+        case 'char':
+        case 'block':
+          await runTool('mknod', [
+            p,
+            inode.type === 'char' ? 'c' : 'b',
+            String(inode.rdev.major),
+            String(inode.rdev.minor),
+          ]);
+          break;
+        case 'fifo':
+          await runTool('mkfifo', [p]);
+          break;
+        case 'socket':
+          await makeSocket(p);
+          break;
+      }
+      await lchown(p, inode.uid, inode.gid);
+    } catch (error) {
+      throw new TreeError('TREE_EXTRACT', `cannot create ${path}: ${(error as Error).message}`, {
+        subject: path,
+        cause: error,
+      });
+    }
+    created.push({ path, inode });
+  }
+  await writeTreeXattrs(created.map(({ path, inode }) => [path, inode.xattrs]));
+  for (const { path, inode } of created) if (inode.type !== 'symlink') await chmod(fsPath(path), inode.mode);
+  for (const { path, inode } of created.reverse()) {
+    const time = inode.mtime.sec + inode.mtime.nsec / 1e9;
+    await lutimes(fsPath(path), time, time);
+  }
+}

@@ -1,0 +1,12 @@
+import { SealError } from '../errors.ts';
+
+export type TreeErrorCode =
+  | 'TREE_UNSAFE_PATH'
+  | 'TREE_SYMLINK_ESCAPE'
+  | 'TREE_NOT_A_DIRECTORY'
+  | 'TREE_DUPLICATE_ENTRY'
+  | 'TREE_HARDLINK_TARGET'
+  | 'TREE_UNSUPPORTED'
+  | 'TREE_EXTRACT';
+
+export class TreeError extends SealError<TreeErrorCode> {}
