@@ -1,0 +1,159 @@
+/**
+ * Authentication against a registry: `WWW-Authenticate` challenges, Basic, and Bearer tokens
+ * fetched from the realm for a set of scopes (several at once for cross-repository mounts),
+ * cached until shortly before they expire.
+ */
+
+import type { Credentials } from './credentials.ts';
+import { RegistryError } from './errors.ts';
+import { type HttpTransport, readBody } from './http.ts';
+
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/** Parses a `WWW-Authenticate` header (RFC 7235: schemes followed by auth-params, quoted strings with escapes). */
+export function parseChallenges(text: string): Challenge[] {
+  const challenges: Challenge[] = [];
+  const token = /[A-Za-z0-9!#$%&'*+.^_`|~-]+/y;
+  const quoted = /"((?:[^"\\]|\\.)*)"/y;
+  let pos = 0;
+  const read = (re: RegExp): RegExpExecArray | null => {
+    re.lastIndex = pos;
+    const m = re.exec(text);
+    if (m) pos = re.lastIndex;
+    return m;
+  };
+  const skip = (chars: RegExp) => {
+    while (pos < text.length && chars.test(text[pos] as string)) pos++;
+  };
+  while (pos < text.length) {
+    skip(/[\s,]/);
+    const name = read(token);
+    if (!name) break;
+    skip(/\s/);
+    const current = challenges.at(-1);
+    if (text[pos] === '=' && current) {
+      pos++;
+      skip(/\s/);
+      const q = read(quoted);
+      const value = q ? (q[1] as string).replace(/\\(.)/g, '$1') : (read(token)?.[0] ?? '');
+      current.params[name[0].toLowerCase()] = value;
+    } else {
+      challenges.push({ scheme: name[0].toLowerCase(), params: {} });
+    }
+  }
+  return challenges;
+}
+
+interface CachedToken {
+  value: string;
+  expires: number;
+}
+
+/** Authorization state for one registry host. */
+export class Authenticator {
+  readonly #transport: HttpTransport;
+  readonly #credentials: () => Promise<Credentials | undefined>;
+  #challenge: Challenge | undefined;
+  #tokens = new Map<string, CachedToken>();
+  #pending = new Map<string, Promise<string>>();
+
+  constructor(transport: HttpTransport, credentials: () => Promise<Credentials | undefined>) {
+    this.#transport = transport;
+    this.#credentials = credentials;
+  }
+
+  /** The `Authorization` header for a request needing `scopes`, if the registry asked for one. */
+  async header(scopes: string[]): Promise<string | undefined> {
+    const challenge = this.#challenge;
+    if (!challenge) return undefined;
+    if (challenge.scheme === 'basic') {
+      const creds = await this.#credentials();
+      return creds
+        ? `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`
+        : undefined;
+    }
+    if (challenge.scheme !== 'bearer') return undefined;
+    const key = [...new Set(scopes)].sort().join(' ');
+    const cached = this.#tokens.get(key);
+    if (cached && cached.expires > Date.now()) return `Bearer ${cached.value}`;
+    let pending = this.#pending.get(key);
+    if (!pending) {
+      pending = this.#fetchToken(challenge, key ? key.split(' ') : []).finally(() =>
+        this.#pending.delete(key),
+      );
+      this.#pending.set(key, pending);
+    }
+    return `Bearer ${await pending}`;
+  }
+
+  /** Records a 401's challenge; returns whether a retry with credentials can be attempted. */
+  onUnauthorized(wwwAuthenticate: string | undefined, scopes: string[]): boolean {
+    const challenges = parseChallenges(wwwAuthenticate ?? '');
+    const chosen =
+      challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
+    if (!chosen) return false;
+    this.#challenge = chosen;
+    // A 401 with a token we already hold means it expired or lacks a scope: forget it.
+    this.#tokens.delete([...new Set(scopes)].sort().join(' '));
+    return true;
+  }
+
+  async #fetchToken(challenge: Challenge, scopes: string[]): Promise<string> {
+    const realm = challenge.params.realm;
+    if (!realm)
+      throw new RegistryError('PROTOCOL', 'Bearer challenge without a realm', {
+        subject: JSON.stringify(challenge),
+      });
+    const url = new URL(realm);
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    for (const scope of scopes) url.searchParams.append('scope', scope);
+    const headers: Record<string, string> = {};
+    const creds = await this.#credentials();
+    if (creds)
+      headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+    const res = await this.#transport.request({ method: 'GET', url, headers });
+    const body = await readBody(res, 1 << 20);
+    if (res.status === 401 || res.status === 403) {
+      throw new RegistryError(
+        res.status === 401 ? 'UNAUTHORIZED' : 'DENIED',
+        `token server ${url.origin} refused credentials`,
+        {
+          subject: realm,
+          status: res.status,
+        },
+      );
+    }
+    if (res.status !== 200) {
+      throw new RegistryError(
+        res.status >= 500 ? 'SERVER' : 'PROTOCOL',
+        `token server ${url.origin} answered ${res.status}`,
+        {
+          subject: realm,
+          status: res.status,
+        },
+      );
+    }
+    let parsed: { token?: string; access_token?: string; expires_in?: number };
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch (cause) {
+      throw new RegistryError('PROTOCOL', `token server ${url.origin} answered with invalid JSON`, {
+        subject: realm,
+        cause,
+      });
+    }
+    const token = parsed.token ?? parsed.access_token;
+    if (!token)
+      throw new RegistryError('PROTOCOL', `token server ${url.origin} gave no token`, { subject: realm });
+    const lifetime = Math.max(60, Number(parsed.expires_in) || 60);
+    // Refresh a little early so a token never expires between check and use.
+    this.#tokens.set(scopes.slice().sort().join(' '), {
+      value: token,
+      expires: Date.now() + (lifetime - 10) * 1000,
+    });
+    return token;
+  }
+}

@@ -1,0 +1,609 @@
+/**
+ * The OCI distribution-spec client for one registry host: manifests, blobs (resumed downloads,
+ * monolithic and chunked uploads, cross-repository mounts), tags and referrers, with retries on
+ * connection failures, 429 and 5xx, and authentication on demand.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Digester, digestOf, parseDigest } from '../oci/digest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
+import type { Descriptor, Index } from '../oci/types.ts';
+import { Authenticator } from './auth.ts';
+import { type Credentials, loadCredentials } from './credentials.ts';
+import { RegistryError, type RegistryErrorCode } from './errors.ts';
+import { type HttpResponse, HttpTransport, header, readBody, type TlsOptions } from './http.ts';
+import { apiHost, isLoopback } from './reference.ts';
+
+export interface RegistryOptions extends TlsOptions {
+  /** Credentials file (default: `REGISTRY_AUTH_FILE`, then Docker's `config.json`). */
+  authFile?: string;
+  /** Explicit credentials, overriding the file. */
+  credentials?: Credentials;
+  /** Speak plain HTTP (always the case for loopback hosts). */
+  plainHttp?: boolean;
+  /** Attempts per request on connection errors, 429 and 5xx (default 5). */
+  retries?: number;
+  /** First backoff delay, doubled on each retry (default 250 ms). */
+  retryDelayMs?: number;
+  /** Upload blobs larger than this in chunks of this size (default: monolithic uploads). */
+  chunkSize?: number;
+}
+
+export const MANIFEST_ACCEPT = [
+  MediaType.ImageManifest,
+  MediaType.ImageIndex,
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+].join(', ');
+
+const MANIFEST_LIMIT = 4 << 20;
+const MAX_RETRY_AFTER_MS = 60_000;
+
+interface CallOptions {
+  scopes: string[];
+  headers?: Record<string, string>;
+  body?: Uint8Array | AsyncIterable<Uint8Array>;
+  /** Statuses that are answers, not failures. */
+  ok: number[];
+}
+
+export interface ManifestResponse {
+  descriptor: Descriptor;
+  bytes: Uint8Array;
+}
+
+const pull = (repo: string) => `repository:${repo}:pull`;
+const push = (repo: string) => `repository:${repo}:pull,push`;
+
+/** The tag under which a registry without the referrers API keeps the referrers of `digest`. */
+export function referrersTag(digest: string): string {
+  const { algorithm, hex } = parseDigest(digest);
+  return `${algorithm}-${hex}`.slice(0, 128);
+}
+
+function mediaTypeOf(contentType: string | undefined, bytes: Uint8Array): string {
+  const fromHeader = contentType?.split(';')[0]?.trim();
+  if (fromHeader && fromHeader !== 'application/json' && fromHeader !== 'application/octet-stream')
+    return fromHeader;
+  try {
+    const doc = JSON.parse(Buffer.from(bytes).toString('utf8')) as {
+      mediaType?: string;
+      manifests?: unknown;
+    };
+    if (typeof doc.mediaType === 'string') return doc.mediaType;
+    return Array.isArray(doc.manifests) ? MediaType.ImageIndex : MediaType.ImageManifest;
+  } catch {
+    return fromHeader ?? MediaType.ImageManifest;
+  }
+}
+
+export class RegistryClient {
+  readonly registry: string;
+  readonly options: RegistryOptions;
+  readonly #base: URL;
+  readonly #transport: HttpTransport;
+  readonly #auth: Authenticator;
+  readonly #subjectLocks = new Map<string, Promise<void>>();
+
+  constructor(registry: string, options: RegistryOptions = {}) {
+    this.registry = registry;
+    this.options = options;
+    const scheme = options.plainHttp || isLoopback(registry) ? 'http' : 'https';
+    this.#base = new URL(`${scheme}://${apiHost(registry)}`);
+    this.#transport = new HttpTransport(options);
+    let cached: Promise<Credentials | undefined> | undefined;
+    this.#auth = new Authenticator(this.#transport, () => {
+      cached ??= options.credentials
+        ? Promise.resolve(options.credentials)
+        : loadCredentials(registry, options.authFile);
+      return cached;
+    });
+  }
+
+  close(): void {
+    this.#transport.close();
+  }
+
+  #url(path: string): URL {
+    return new URL(path, this.#base);
+  }
+
+  /** One request with authentication, retries and backoff; statuses outside `ok` become typed errors. */
+  async #call(method: string, url: URL, options: CallOptions): Promise<HttpResponse> {
+    const attempts = Math.max(1, this.options.retries ?? 5);
+    const replayable = options.body === undefined || options.body instanceof Uint8Array;
+    let reauthenticated = false;
+    for (let attempt = 1; ; attempt++) {
+      const headers: Record<string, string> = { 'user-agent': 'seal', ...options.headers };
+      const authorization = await this.#auth.header(options.scopes);
+      if (authorization) headers.authorization = authorization;
+      let res: HttpResponse;
+      try {
+        res = await this.#transport.request({ method, url, headers, body: options.body });
+      } catch (error) {
+        if (!replayable || attempt >= attempts) throw error;
+        await this.#backoff(attempt);
+        continue;
+      }
+      if (options.ok.includes(res.status)) return res;
+      if (res.status === 401 && !reauthenticated && replayable) {
+        res.body.resume();
+        reauthenticated = true;
+        if (this.#auth.onUnauthorized(header(res, 'www-authenticate'), options.scopes)) {
+          attempt--;
+          continue;
+        }
+        throw await this.#failure(res, method, url);
+      }
+      const transient = res.status === 429 || res.status >= 500;
+      if (transient && replayable && attempt < attempts) {
+        res.body.resume();
+        await this.#backoff(attempt, header(res, 'retry-after'));
+        continue;
+      }
+      throw await this.#failure(res, method, url);
+    }
+  }
+
+  async #backoff(attempt: number, retryAfter?: string): Promise<void> {
+    let delay = (this.options.retryDelayMs ?? 250) * 2 ** (attempt - 1);
+    if (retryAfter) {
+      const seconds = Number(retryAfter);
+      const at = Date.parse(retryAfter);
+      if (Number.isFinite(seconds)) delay = seconds * 1000;
+      else if (Number.isFinite(at)) delay = at - Date.now();
+    }
+    await sleep(Math.min(MAX_RETRY_AFTER_MS, Math.max(0, delay)));
+  }
+
+  async #failure(res: HttpResponse, method: string, url: URL): Promise<RegistryError> {
+    let detail = '';
+    try {
+      const body = await readBody(res, 64 << 10);
+      const parsed = JSON.parse(body.toString('utf8')) as { errors?: { code?: string; message?: string }[] };
+      detail = (parsed.errors ?? [])
+        .map((e) => `${e.code ?? ''}${e.message ? `: ${e.message}` : ''}`)
+        .join('; ');
+    } catch {
+      res.body.destroy();
+    }
+    const code: RegistryErrorCode =
+      res.status === 401
+        ? 'UNAUTHORIZED'
+        : res.status === 403
+          ? 'DENIED'
+          : res.status === 404
+            ? 'NOT_FOUND'
+            : res.status === 429
+              ? 'RATE_LIMITED'
+              : res.status >= 500
+                ? 'SERVER'
+                : 'PROTOCOL';
+    return new RegistryError(
+      code,
+      `${method} ${url.pathname}${url.search} on ${this.registry}: ${res.status}${detail ? ` (${detail})` : ''}`,
+      {
+        subject: `${this.registry}${url.pathname}`,
+        status: res.status,
+      },
+    );
+  }
+
+  /** Checks that the registry speaks the distribution API and that we may talk to it. */
+  async ping(): Promise<void> {
+    const res = await this.#call('GET', this.#url('/v2/'), { scopes: [], ok: [200] });
+    res.body.resume();
+  }
+
+  async getManifest(repo: string, reference: string): Promise<ManifestResponse> {
+    const url = this.#url(`/v2/${repo}/manifests/${reference}`);
+    const res = await this.#call('GET', url, {
+      scopes: [pull(repo)],
+      headers: { accept: MANIFEST_ACCEPT },
+      ok: [200],
+    });
+    const bytes = await readBody(res, MANIFEST_LIMIT);
+    const byDigest = reference.includes(':');
+    const algorithm = byDigest ? parseDigest(reference).algorithm : 'sha256';
+    const digest = digestOf(bytes, algorithm);
+    const claimed = header(res, 'docker-content-digest');
+    const expected = byDigest ? reference : claimed?.startsWith(`${algorithm}:`) ? claimed : undefined;
+    if (expected && digest !== expected) {
+      throw new RegistryError(
+        'DIGEST_MISMATCH',
+        `manifest ${repo}:${reference} from ${this.registry} has digest ${digest}, expected ${expected}`,
+        {
+          subject: `${this.registry}/${repo}@${expected}`,
+        },
+      );
+    }
+    return {
+      bytes,
+      descriptor: { mediaType: mediaTypeOf(header(res, 'content-type'), bytes), digest, size: bytes.length },
+    };
+  }
+
+  /** The descriptor of a manifest, or undefined if the registry does not have it. */
+  async headManifest(repo: string, reference: string): Promise<Descriptor | undefined> {
+    const url = this.#url(`/v2/${repo}/manifests/${reference}`);
+    const res = await this.#call('HEAD', url, {
+      scopes: [pull(repo)],
+      headers: { accept: MANIFEST_ACCEPT },
+      ok: [200, 404],
+    });
+    res.body.resume();
+    if (res.status === 404) return undefined;
+    const digest = header(res, 'docker-content-digest');
+    const size = Number(header(res, 'content-length'));
+    const mediaType = header(res, 'content-type')?.split(';')[0]?.trim();
+    if (!digest || !Number.isSafeInteger(size) || !mediaType) {
+      // Some registries omit these on HEAD: fall back to reading the manifest.
+      return (await this.getManifest(repo, reference)).descriptor;
+    }
+    return { mediaType, digest, size };
+  }
+
+  /** Stores a manifest with its exact bytes; returns whether the registry processed its `subject`. */
+  async putManifest(
+    repo: string,
+    reference: string,
+    bytes: Uint8Array,
+    mediaType: string,
+  ): Promise<{ subjectHandled: boolean }> {
+    const url = this.#url(`/v2/${repo}/manifests/${reference}`);
+    const res = await this.#call('PUT', url, {
+      scopes: [push(repo)],
+      headers: { 'content-type': mediaType, 'content-length': String(bytes.length) },
+      body: bytes,
+      ok: [200, 201, 202],
+    });
+    res.body.resume();
+    return { subjectHandled: header(res, 'oci-subject') !== undefined };
+  }
+
+  async deleteManifest(repo: string, reference: string): Promise<void> {
+    const res = await this.#call('DELETE', this.#url(`/v2/${repo}/manifests/${reference}`), {
+      scopes: [push(repo)],
+      ok: [202, 200],
+    });
+    res.body.resume();
+  }
+
+  async hasBlob(repo: string, digest: string): Promise<boolean> {
+    const res = await this.#call('HEAD', this.#url(`/v2/${repo}/blobs/${digest}`), {
+      scopes: [pull(repo)],
+      ok: [200, 404],
+    });
+    res.body.resume();
+    return res.status === 200;
+  }
+
+  /**
+   * Streams a blob, verifying size and digest; an interrupted download is resumed with `Range`
+   * from the last byte received. The stream throws before ending if the content is wrong.
+   */
+  async *getBlob(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
+    const { algorithm } = parseDigest(desc.digest);
+    const digester = new Digester(algorithm);
+    const url = this.#url(`/v2/${repo}/blobs/${desc.digest}`);
+    const subject = `${this.registry}/${repo}@${desc.digest}`;
+    const attempts = Math.max(1, this.options.retries ?? 5);
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      const offset = digester.size;
+      if (attempt > 1) await this.#backoff(attempt - 1);
+      const res = await this.#call('GET', url, {
+        scopes: [pull(repo)],
+        headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+        ok: [200, 206],
+      });
+      // A server that ignores Range sends everything again: skip what we already have.
+      let skip = 0;
+      if (offset > 0 && res.status === 200) skip = offset;
+      if (res.status === 206 && !header(res, 'content-range')?.startsWith(`bytes ${offset}-`)) {
+        res.body.destroy();
+        throw new RegistryError(
+          'PROTOCOL',
+          `${this.registry} answered a range request for ${desc.digest} with the wrong range`,
+          { subject },
+        );
+      }
+      try {
+        for await (const raw of res.body as AsyncIterable<Buffer>) {
+          let chunk = raw;
+          if (skip > 0) {
+            const n = Math.min(skip, chunk.length);
+            skip -= n;
+            chunk = chunk.subarray(n);
+            if (chunk.length === 0) continue;
+          }
+          if (digester.size + chunk.length > desc.size) {
+            throw new RegistryError(
+              'SIZE_MISMATCH',
+              `blob ${desc.digest} from ${this.registry} is larger than ${desc.size} bytes`,
+              { subject },
+            );
+          }
+          digester.update(chunk);
+          yield chunk;
+        }
+      } catch (error) {
+        res.body.destroy();
+        if (error instanceof RegistryError) throw error;
+        lastError = error;
+        continue;
+      } finally {
+        res.body.destroy();
+      }
+      if (digester.size < desc.size) {
+        lastError = new Error(`body ended after ${digester.size} of ${desc.size} bytes`);
+        continue;
+      }
+      const actual = digester.digest();
+      if (actual !== desc.digest) {
+        throw new RegistryError(
+          'DIGEST_MISMATCH',
+          `blob ${desc.digest} from ${this.registry} has digest ${actual}`,
+          { subject },
+        );
+      }
+      return;
+    }
+    throw new RegistryError(
+      'NETWORK',
+      `download of ${desc.digest} from ${this.registry} failed: ${(lastError as Error)?.message}`,
+      {
+        subject,
+        cause: lastError,
+      },
+    );
+  }
+
+  /**
+   * Uploads a blob unless the repository has it: tries cross-repository mounts from `mountFrom`
+   * first, then a monolithic PUT, or PATCH chunks when it is larger than `chunkSize`.
+   * The data is verified on the way; a failed upload is cancelled so nothing partial remains.
+   */
+  async putBlob(
+    repo: string,
+    desc: Descriptor,
+    data: AsyncIterable<Uint8Array>,
+    mountFrom: string[] = [],
+  ): Promise<'exists' | 'mounted' | 'uploaded'> {
+    if (await this.hasBlob(repo, desc.digest)) return 'exists';
+    let location: URL | undefined;
+    let minChunk = 0;
+    for (const from of mountFrom) {
+      if (from === repo) continue;
+      const url = this.#url(`/v2/${repo}/blobs/uploads/`);
+      url.searchParams.set('mount', desc.digest);
+      url.searchParams.set('from', from);
+      const res = await this.#call('POST', url, {
+        scopes: [push(repo), pull(from)],
+        headers: { 'content-length': '0' },
+        ok: [201, 202],
+      });
+      res.body.resume();
+      if (res.status === 201) return 'mounted';
+      location = this.#location(res);
+      minChunk = Number(header(res, 'oci-chunk-min-length') ?? 0);
+      break;
+    }
+    if (!location) {
+      const res = await this.#call('POST', this.#url(`/v2/${repo}/blobs/uploads/`), {
+        scopes: [push(repo)],
+        headers: { 'content-length': '0' },
+        ok: [202],
+      });
+      res.body.resume();
+      location = this.#location(res);
+      minChunk = Number(header(res, 'oci-chunk-min-length') ?? 0);
+    }
+    const verified = verify(data, desc, `${this.registry}/${repo}@${desc.digest}`);
+    try {
+      const chunkSize = this.options.chunkSize;
+      if (chunkSize && desc.size > chunkSize) {
+        location = await this.#uploadChunks(repo, location, verified, Math.max(chunkSize, minChunk || 0));
+        const done = new URL(location);
+        done.searchParams.set('digest', desc.digest);
+        const res = await this.#call('PUT', done, {
+          scopes: [push(repo)],
+          headers: { 'content-length': '0' },
+          ok: [201],
+        });
+        res.body.resume();
+      } else {
+        const done = new URL(location);
+        done.searchParams.set('digest', desc.digest);
+        const res = await this.#call('PUT', done, {
+          scopes: [push(repo)],
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
+          body: verified,
+          ok: [201],
+        });
+        res.body.resume();
+      }
+    } catch (error) {
+      await this.#call('DELETE', location, { scopes: [push(repo)], ok: [204, 202, 200, 404] }).then(
+        (r) => r.body.resume(),
+        () => {},
+      );
+      throw error;
+    }
+    return 'uploaded';
+  }
+
+  #location(res: HttpResponse): URL {
+    const location = header(res, 'location');
+    if (!location)
+      throw new RegistryError('PROTOCOL', `${this.registry} started an upload without a Location`, {
+        subject: this.registry,
+      });
+    return new URL(location, res.url);
+  }
+
+  /** PATCHes `data` in chunks, always following the newest `Location`; returns the final one. */
+  async #uploadChunks(
+    repo: string,
+    start: URL,
+    data: AsyncIterable<Uint8Array>,
+    chunkSize: number,
+  ): Promise<URL> {
+    let location = start;
+    let offset = 0;
+    const send = async (chunk: Buffer) => {
+      const res = await this.#call('PATCH', location, {
+        scopes: [push(repo)],
+        headers: {
+          'content-type': 'application/octet-stream',
+          'content-length': String(chunk.length),
+          'content-range': `${offset}-${offset + chunk.length - 1}`,
+        },
+        body: chunk,
+        ok: [202],
+      });
+      res.body.resume();
+      location = this.#location(res);
+      offset += chunk.length;
+    };
+    let pending: Buffer[] = [];
+    let pendingSize = 0;
+    for await (const piece of data) {
+      pending.push(Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength));
+      pendingSize += piece.length;
+      while (pendingSize >= chunkSize) {
+        const all = Buffer.concat(pending);
+        await send(all.subarray(0, chunkSize));
+        pending = [all.subarray(chunkSize)];
+        pendingSize = all.length - chunkSize;
+      }
+    }
+    if (pendingSize > 0) await send(Buffer.concat(pending));
+    return location;
+  }
+
+  /** All tags of a repository, following `Link` pagination, sorted. */
+  async listTags(repo: string): Promise<string[]> {
+    const tags = new Set<string>();
+    let url: URL | undefined = this.#url(`/v2/${repo}/tags/list?n=1000`);
+    for (let page = 0; url && page < 10_000; page++) {
+      const res = await this.#call('GET', url, { scopes: [pull(repo)], ok: [200] });
+      const body = JSON.parse((await readBody(res)).toString('utf8')) as { tags?: string[] | null };
+      for (const tag of body.tags ?? []) tags.add(tag);
+      url = nextLink(header(res, 'link'), res.url);
+    }
+    return [...tags].sort();
+  }
+
+  /**
+   * Descriptors of the manifests whose `subject` is `digest`: the referrers API, or the
+   * `sha256-<hex>` tag fallback when the registry does not have it.
+   */
+  async referrers(repo: string, digest: string, artifactType?: string): Promise<Descriptor[]> {
+    const url = this.#url(`/v2/${repo}/referrers/${digest}`);
+    if (artifactType) url.searchParams.set('artifactType', artifactType);
+    const res = await this.#call('GET', url, {
+      scopes: [pull(repo)],
+      headers: { accept: MediaType.ImageIndex },
+      ok: [200, 404],
+    });
+    let found: Descriptor[];
+    const contentType = header(res, 'content-type') ?? '';
+    if (res.status === 200 && contentType.startsWith(MediaType.ImageIndex)) {
+      found = [];
+      let page: HttpResponse | undefined = res;
+      while (page) {
+        const index = JSON.parse((await readBody(page)).toString('utf8')) as Index;
+        found.push(...(index.manifests ?? []));
+        const next = nextLink(header(page, 'link'), page.url);
+        page = next
+          ? await this.#call('GET', next, {
+              scopes: [pull(repo)],
+              headers: { accept: MediaType.ImageIndex },
+              ok: [200],
+            })
+          : undefined;
+      }
+    } else {
+      res.body.resume();
+      found = (await this.#fallbackIndex(repo, digest))?.manifests ?? [];
+    }
+    return artifactType ? found.filter((d) => d.artifactType === artifactType) : found;
+  }
+
+  async #fallbackIndex(repo: string, digest: string): Promise<Index | undefined> {
+    try {
+      const { bytes } = await this.getManifest(repo, referrersTag(digest));
+      const index = JSON.parse(Buffer.from(bytes).toString('utf8')) as Index;
+      return Array.isArray(index.manifests) ? index : undefined;
+    } catch (error) {
+      if (error instanceof RegistryError && error.code === 'NOT_FOUND') return undefined;
+      throw error;
+    }
+  }
+
+  /** Adds `referrer` to the fallback index of `subject` (for registries without the referrers API). */
+  async addReferrer(repo: string, subject: string, referrer: Descriptor): Promise<void> {
+    const key = `${repo}@${subject}`;
+    const previous = this.#subjectLocks.get(key) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      const index: Index = (await this.#fallbackIndex(repo, subject)) ?? {
+        schemaVersion: 2,
+        mediaType: MediaType.ImageIndex,
+        manifests: [],
+      };
+      if (index.manifests.some((d) => d.digest === referrer.digest)) return;
+      index.manifests.push(referrer);
+      const bytes = Buffer.from(JSON.stringify(index));
+      await this.putManifest(repo, referrersTag(subject), bytes, MediaType.ImageIndex);
+    });
+    this.#subjectLocks.set(
+      key,
+      next.catch(() => {}),
+    );
+    await next;
+  }
+}
+
+/** Parses `Link: <url>; rel="next"`. */
+function nextLink(link: string | undefined, base: URL): URL | undefined {
+  const m = link && /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
+  return m ? new URL(m[1] as string, base) : undefined;
+}
+
+/** Passes `data` through, throwing before its end if the size or digest differs from `desc`. */
+async function* verify(
+  data: AsyncIterable<Uint8Array>,
+  desc: Descriptor,
+  subject: string,
+): AsyncGenerator<Uint8Array> {
+  const digester = new Digester(parseDigest(desc.digest).algorithm);
+  const check = () => {
+    const actual = digester.digest();
+    if (actual !== desc.digest) {
+      throw new RegistryError(
+        'DIGEST_MISMATCH',
+        `blob content has digest ${actual}, expected ${desc.digest}`,
+        { subject },
+      );
+    }
+  };
+  for await (const chunk of data) {
+    if (digester.size + chunk.length > desc.size) {
+      throw new RegistryError('SIZE_MISMATCH', `blob ${desc.digest} is larger than ${desc.size} bytes`, {
+        subject,
+      });
+    }
+    digester.update(chunk);
+    // Checked before the last chunk goes out, so a wrong blob is never completely sent.
+    if (digester.size === desc.size) check();
+    yield chunk;
+  }
+  if (desc.size === 0) check();
+  if (digester.size !== desc.size) {
+    throw new RegistryError(
+      'SIZE_MISMATCH',
+      `blob ${desc.digest} has ${digester.size} bytes, expected ${desc.size}`,
+      { subject },
+    );
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * Copying an image graph between any two transports: manifests, indexes, their blobs, images
+ * pinned inside artifacts and, optionally, everything attached as referrers. Whatever the
+ * destination already has is skipped, which makes a repeated mirror incremental.
+ */
+import { arch } from 'node:process';
+import type { ImageDestination, ImageSource } from '../oci/transport.ts';
+import type { Descriptor, Index, Manifest } from '../oci/types.ts';
+import { isRetryable, RegistryError } from './errors.ts';
+import { isManifestType } from './transport.ts';
+
+export interface MirrorEvent {
+  kind: 'manifest' | 'blob';
+  descriptor: Descriptor;
+  action: 'copied' | 'skipped';
+}
+
+/** Finds the images a document pins by digest (a system manifest's images, say). */
+export type PinnedResolver = (
+  desc: Descriptor,
+  doc: Manifest | Index,
+  readBlob: (desc: Descriptor) => Promise<Uint8Array>,
+) => Promise<Descriptor[]> | Descriptor[];
+
+export interface MirrorOptions {
+  /** What to copy (default: what the source reference names). */
+  root?: Descriptor;
+  /** Tag of the root at the destination. */
+  tag?: string;
+  /** Copy every image of an index (default: only the one for this platform, as skopeo does). */
+  all?: boolean;
+  /** Copy referrers (signatures, SBOMs, composefs metadata) of every manifest copied, recursively. */
+  referrers?: boolean;
+  /** Extra images to follow; `sync` uses `pinnedInJson` plus the manifest module's hook. */
+  pinned?: PinnedResolver[];
+  /** Parallel blob transfers (default 4). */
+  concurrency?: number;
+  /** Whole-blob transfer attempts on transient failures (default 3). */
+  attempts?: number;
+  onEvent?: (event: MirrorEvent) => void;
+  onBytes?: (delta: number) => void;
+}
+
+export interface MirrorResult {
+  root: Descriptor;
+  manifests: { copied: number; skipped: number };
+  blobs: { copied: number; skipped: number; bytes: number };
+}
+
+const GO_ARCH: Record<string, string> = {
+  x64: 'amd64',
+  ia32: '386',
+  arm64: 'arm64',
+  arm: 'arm',
+  ppc64: 'ppc64le',
+  s390x: 's390x',
+  riscv64: 'riscv64',
+};
+
+/** Runs at most `n` tasks at once. */
+function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async (task) => {
+    if (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await task();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+async function collect(
+  stream: AsyncIterable<Uint8Array>,
+  limit: number,
+  subject: string,
+): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += chunk.length;
+    if (size > limit)
+      throw new RegistryError('TOO_LARGE', `${subject} is larger than ${limit} bytes`, { subject });
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseDocument(bytes: Uint8Array, subject: string): Manifest | Index {
+  try {
+    const doc = JSON.parse(Buffer.from(bytes).toString('utf8')) as Manifest | Index;
+    if (typeof doc !== 'object' || doc === null) throw new Error('not an object');
+    return doc;
+  } catch (cause) {
+    throw new RegistryError('PROTOCOL', `manifest ${subject} is not valid JSON`, { subject, cause });
+  }
+}
+
+export async function mirror(
+  src: ImageSource,
+  dst: ImageDestination,
+  options: MirrorOptions = {},
+): Promise<MirrorResult> {
+  const result: MirrorResult = {
+    root: undefined as unknown as Descriptor,
+    manifests: { copied: 0, skipped: 0 },
+    blobs: { copied: 0, skipped: 0, bytes: 0 },
+  };
+  const limit = limiter(options.concurrency ?? 4);
+  const attempts = options.attempts ?? 3;
+  const visited = new Map<string, Promise<void>>();
+  const blobs = new Map<string, Promise<void>>();
+
+  const readBlob = (desc: Descriptor) => collect(src.getBlob(desc), 16 << 20, `${src.name}@${desc.digest}`);
+
+  const copyBlob = (desc: Descriptor): Promise<void> => {
+    let job = blobs.get(desc.digest);
+    if (!job) {
+      job = limit(async () => {
+        if (await dst.hasBlob(desc)) {
+          result.blobs.skipped++;
+          options.onEvent?.({ kind: 'blob', descriptor: desc, action: 'skipped' });
+          return;
+        }
+        for (let attempt = 1; ; attempt++) {
+          let sent = 0;
+          try {
+            await dst.putBlob(
+              desc,
+              counted(src.getBlob(desc), (n) => {
+                sent += n;
+                options.onBytes?.(n);
+              }),
+            );
+            break;
+          } catch (error) {
+            options.onBytes?.(-sent);
+            if (attempt >= attempts || !isRetryable(error)) throw error;
+          }
+        }
+        result.blobs.copied++;
+        result.blobs.bytes += desc.size;
+        options.onEvent?.({ kind: 'blob', descriptor: desc, action: 'copied' });
+      });
+      blobs.set(desc.digest, job);
+    }
+    return job;
+  };
+
+  const copyManifest = (desc: Descriptor, tag?: string): Promise<void> => {
+    let job = visited.get(desc.digest);
+    if (!job) {
+      job = (async () => {
+        const present = !tag && (await dst.hasBlob(desc));
+        if (present) {
+          result.manifests.skipped++;
+          options.onEvent?.({ kind: 'manifest', descriptor: desc, action: 'skipped' });
+        } else {
+          const bytes = await src.getManifest(desc);
+          const doc = parseDocument(bytes, `${src.name}@${desc.digest}`);
+          const children: Promise<void>[] = [];
+          const follow = (d: Descriptor) =>
+            children.push(isManifestType(d.mediaType) ? copyManifest(d) : copyBlob(d));
+          if ('manifests' in doc && Array.isArray(doc.manifests)) doc.manifests.forEach(follow);
+          if ('config' in doc && doc.config) follow(doc.config);
+          if ('layers' in doc && Array.isArray(doc.layers)) doc.layers.forEach(follow);
+          for (const resolver of options.pinned ?? []) {
+            for (const pinned of await resolver(desc, doc, readBlob)) children.push(copyManifest(pinned));
+          }
+          await settleAll(children);
+          await dst.putManifest(desc, bytes, tag);
+          result.manifests.copied++;
+          options.onEvent?.({ kind: 'manifest', descriptor: desc, action: 'copied' });
+        }
+        if (options.referrers && src.referrers) {
+          const attached = await src.referrers(desc);
+          await settleAll(
+            attached.map((r) => copyManifest({ mediaType: r.mediaType, digest: r.digest, size: r.size })),
+          );
+        }
+      })();
+      visited.set(desc.digest, job);
+    }
+    return job;
+  };
+
+  let root = options.root ?? (await src.resolve());
+  if (
+    !options.all &&
+    (root.mediaType === 'application/vnd.oci.image.index.v1+json' ||
+      root.mediaType === 'application/vnd.docker.distribution.manifest.list.v2+json')
+  ) {
+    const index = parseDocument(await src.getManifest(root), src.name) as Index;
+    const wanted = GO_ARCH[arch] ?? arch;
+    const match = index.manifests.find(
+      (m) => m.platform?.os === 'linux' && m.platform.architecture === wanted,
+    );
+    if (!match) {
+      throw new RegistryError(
+        'NOT_FOUND',
+        `${src.name} has no image for linux/${wanted} (use --all to copy the whole index)`,
+        { subject: src.name },
+      );
+    }
+    root = { mediaType: match.mediaType, digest: match.digest, size: match.size };
+  }
+  result.root = { mediaType: root.mediaType, digest: root.digest, size: root.size };
+  await copyManifest(result.root, options.tag);
+  await dst.commit();
+  return result;
+}
+
+/** Waits for every task, then throws the first failure (so no transfer is left running). */
+async function settleAll(tasks: Promise<void>[]): Promise<void> {
+  const outcomes = await Promise.allSettled(tasks);
+  const failed = outcomes.find((o) => o.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+async function* counted(
+  stream: AsyncIterable<Uint8Array>,
+  tick: (n: number) => void,
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of stream) {
+    tick(chunk.length);
+    yield chunk;
+  }
+}
+
+/**
+ * The generic resolver of `sync`: small JSON blobs of an artifact (its config and layers) are
+ * read and every object in them shaped like a manifest descriptor is followed.
+ */
+export const pinnedInJson: PinnedResolver = async (_desc, doc, readBlob) => {
+  if (!('layers' in doc) || !Array.isArray(doc.layers)) return [];
+  const found: Descriptor[] = [];
+  for (const blob of [doc.config, ...doc.layers]) {
+    if (!blob || !/json/.test(blob.mediaType) || blob.size > 4 << 20 || blob.size <= 2) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(Buffer.from(await readBlob(blob)).toString('utf8'));
+    } catch {
+      continue;
+    }
+    const visit = (v: unknown): void => {
+      if (Array.isArray(v)) v.forEach(visit);
+      else if (v && typeof v === 'object') {
+        const o = v as Record<string, unknown>;
+        if (
+          isManifestType(o.mediaType as string) &&
+          typeof o.digest === 'string' &&
+          typeof o.size === 'number'
+        ) {
+          found.push({ mediaType: o.mediaType as string, digest: o.digest, size: o.size });
+        } else Object.values(o).forEach(visit);
+      }
+    };
+    visit(value);
+  }
+  return found;
+};

@@ -1,0 +1,250 @@
+/**
+ * Test servers: Debian's docker-registry in three setups (no auth, htpasswd Basic, token auth
+ * with a token server of ours), and a fault-injecting proxy. Everything listens on 127.0.0.1
+ * and is stopped by `stop()`.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createSign, randomBytes, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export type AuthSetup = 'none' | 'basic' | 'token';
+
+export interface TestRegistry {
+  /** `127.0.0.1:PORT` */
+  host: string;
+  auth: AuthSetup;
+  username: string;
+  password: string;
+  /** Scopes the token server was asked for, one entry per token request. */
+  tokenRequests: string[][];
+  stop(): Promise<void>;
+}
+
+export const USERNAME = 'sealtest';
+export const PASSWORD = 'correct horse battery staple';
+
+async function listen(server: http.Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+async function freePort(): Promise<number> {
+  const server = http.createServer();
+  const port = await listen(server);
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+const b64url = (data: Buffer | string) => Buffer.from(data).toString('base64url');
+
+/** A token server in the manner of Docker's: Basic credentials in, a signed JWT granting the asked scopes out. */
+async function startTokenServer(dir: string, service: string, issuer: string, tokenRequests: string[][]) {
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      join(dir, 'token.key'),
+      '-out',
+      join(dir, 'token.crt'),
+      '-days',
+      '2',
+      '-subj',
+      '/CN=seal test token issuer',
+    ],
+    { stdio: 'ignore' },
+  );
+  const key = readFileSync(join(dir, 'token.key'), 'utf8');
+  const certDer = new X509Certificate(readFileSync(join(dir, 'token.crt'))).raw;
+  const expected = `Basic ${Buffer.from(`${USERNAME}:${PASSWORD}`).toString('base64')}`;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.headers.authorization !== expected) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
+      return;
+    }
+    const scopes = url.searchParams.getAll('scope');
+    tokenRequests.push(scopes);
+    const access = scopes.map((scope) => {
+      const [type, name, actions] = scope.split(':') as [string, string, string];
+      return { type, name, actions: actions.split(',') };
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const head = b64url(JSON.stringify({ alg: 'RS256', typ: 'JWT', x5c: [certDer.toString('base64')] }));
+    const claims = b64url(
+      JSON.stringify({
+        iss: issuer,
+        sub: USERNAME,
+        aud: url.searchParams.get('service') ?? service,
+        exp: now + 300,
+        nbf: now - 10,
+        iat: now,
+        jti: randomBytes(8).toString('hex'),
+        access,
+      }),
+    );
+    const signature = createSign('RSA-SHA256').update(`${head}.${claims}`).sign(key).toString('base64url');
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ token: `${head}.${claims}.${signature}`, expires_in: 300 }));
+  });
+  const port = await listen(server);
+  return { port, stop: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+export async function startRegistry(auth: AuthSetup): Promise<TestRegistry> {
+  const dir = mkdtempSync(join(tmpdir(), 'seal-registry-'));
+  const port = await freePort();
+  const tokenRequests: string[][] = [];
+  let authYaml = '';
+  let tokenServer: { port: number; stop: () => Promise<void> } | undefined;
+  if (auth === 'basic') {
+    const line = execFileSync('htpasswd', ['-Bbn', USERNAME, PASSWORD], { encoding: 'utf8' }).trim();
+    writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
+    authYaml = `auth:\n  htpasswd:\n    realm: seal-test\n    path: ${join(dir, 'htpasswd')}\n`;
+  } else if (auth === 'token') {
+    tokenServer = await startTokenServer(dir, 'seal-test-registry', 'seal-test-issuer', tokenRequests);
+    authYaml = `auth:\n  token:\n    realm: http://127.0.0.1:${tokenServer.port}/token\n    service: seal-test-registry\n    issuer: seal-test-issuer\n    rootcertbundle: ${join(dir, 'token.crt')}\n`;
+  }
+  const config = `version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${join(dir, 'data')}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:${port}
+${authYaml}`;
+  writeFileSync(join(dir, 'config.yml'), config);
+  const child: ChildProcess = spawn('/usr/bin/docker-registry', ['serve', join(dir, 'config.yml')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    await tokenServer?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  for (let i = 0; ; i++) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/v2/`);
+      await res.arrayBuffer();
+      if (res.status === 200 || res.status === 401) break;
+    } catch {}
+    if (i > 200 || child.exitCode !== null) {
+      await stop();
+      throw new Error(`docker-registry did not start: ${stderr}`);
+    }
+    await sleep(50);
+  }
+  return { host: `127.0.0.1:${port}`, auth, username: USERNAME, password: PASSWORD, tokenRequests, stop };
+}
+
+export type FaultKind = 'reset' | 'truncate' | 'corrupt' | '429' | '500';
+
+export interface Fault {
+  kind: FaultKind;
+  /** Requests it applies to, e.g. GET of blobs. */
+  match: (method: string, path: string) => boolean;
+  /** How many times it fires (default 1). */
+  times?: number;
+}
+
+export interface FaultProxy {
+  host: string;
+  faults: Fault[];
+  /** Faults that fired, in order. */
+  fired: FaultKind[];
+  stop(): Promise<void>;
+}
+
+/** A proxy in front of `target` (`host:port`) that misbehaves as the faults say, then forwards faithfully. */
+export async function startFaultProxy(target: string, faults: Fault[] = []): Promise<FaultProxy> {
+  const [targetHost, targetPort] = target.split(':') as [string, string];
+  const fired: FaultKind[] = [];
+  const proxy: FaultProxy = { host: '', faults, fired, stop: async () => {} };
+  const server = http.createServer((req, res) => {
+    const path = req.url ?? '/';
+    const fault = proxy.faults.find((f) => (f.times ?? 1) > 0 && f.match(req.method ?? 'GET', path));
+    if (fault) {
+      fault.times = (fault.times ?? 1) - 1;
+      fired.push(fault.kind);
+    }
+    if (fault?.kind === '429' || fault?.kind === '500') {
+      req.resume();
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (fault.kind === '429') headers['retry-after'] = '1';
+      res
+        .writeHead(Number(fault.kind), headers)
+        .end('{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}');
+      return;
+    }
+    const upstream = http.request(
+      { host: targetHost, port: Number(targetPort), method: req.method, path, headers: req.headers },
+      (up) => {
+        const status = up.statusCode ?? 502;
+        const length = Number(up.headers['content-length'] ?? 0);
+        if (!fault || status >= 300 || length < 2) {
+          res.writeHead(status, up.headers);
+          up.pipe(res);
+          return;
+        }
+        const half = Math.floor(length / 2);
+        const headers = { ...up.headers };
+        if (fault.kind === 'truncate') headers['content-length'] = String(half);
+        res.writeHead(status, headers);
+        let seen = 0;
+        up.on('data', (chunk: Buffer) => {
+          let out = chunk;
+          if (fault.kind === 'corrupt' && seen <= half && half < seen + chunk.length) {
+            out = Buffer.from(chunk);
+            out[half - seen] = (out[half - seen] as number) ^ 0xff;
+          }
+          if (fault.kind !== 'corrupt' && seen + chunk.length >= half) {
+            res.write(out.subarray(0, half - seen));
+            up.destroy();
+            if (fault.kind === 'reset') res.socket?.destroy();
+            else res.end();
+            seen = length;
+            return;
+          }
+          seen += chunk.length;
+          res.write(out);
+        });
+        up.on('end', () => res.end());
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  const port = await listen(server);
+  proxy.host = `127.0.0.1:${port}`;
+  proxy.stop = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
+  return proxy;
+}
