@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import type { Content } from './model.ts';
 
 /** Content held in memory (small files, generated test data). */
@@ -11,17 +11,39 @@ export function bufferContent(data: Uint8Array): Content {
   };
 }
 
+/**
+ * Small files are read with synchronous calls: a root filesystem has thousands of them, and
+ * three thread-pool round trips per file (open, read, close) would dominate the time.
+ */
+const SYNC_READ_LIMIT = 256 * 1024;
+
+function readSmall(path: string | Buffer, size: number, offset: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      const n = readSync(fd, buffer, done, size - done, offset + done);
+      if (n === 0) throw new Error(`${String(path)} is shorter than ${size} bytes`);
+      done += n;
+    }
+    return buffer;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Content read from a file on disk, optionally a byte range of it (spool files, images). */
 export function fileContent(path: string | Buffer, size: number, offset = 0): Content {
   return {
     size,
     async *read() {
       if (size === 0) return;
-      yield* createReadStream(path, {
-        start: offset,
-        end: offset + size - 1,
-        highWaterMark: Math.min(size, 1 << 20),
-      });
+      if (size <= SYNC_READ_LIMIT) {
+        yield readSmall(path, size, offset);
+        return;
+      }
+      yield* createReadStream(path, { start: offset, end: offset + size - 1, highWaterMark: 1 << 20 });
     },
   };
 }

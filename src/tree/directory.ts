@@ -1,6 +1,6 @@
 /** Trees from and to real directories: owners, modes, xattrs, devices, hardlinks, mtimes. */
 import { spawn } from 'node:child_process';
-import { constants } from 'node:fs';
+import { constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import {
   chmod,
   lchown,
@@ -24,14 +24,18 @@ export interface FromDirectoryOptions {
   xattrs?: boolean;
 }
 
-/** Reads a directory into a tree. File contents stay on disk and are read when needed. */
+/**
+ * Reads a directory into a tree. File contents stay on disk and are read when needed.
+ * Metadata is read with synchronous calls: thousands of small stat calls are several times
+ * faster that way than through the thread pool.
+ */
 export async function treeFromDirectory(dir: string, options: FromDirectoryOptions = {}): Promise<Tree> {
   const base = Buffer.from(dir, 'utf8').toString('latin1');
   const xattrs = options.xattrs === false ? new Map() : await readTreeXattrs(dir);
   const byInode = new Map<string, Inode>();
 
-  async function load(path: string, rel: string): Promise<Inode> {
-    const st = await lstat(fsPath(path), { bigint: true });
+  function load(path: string, rel: string): Inode {
+    const st = lstatSync(fsPath(path), { bigint: true });
     const type = typeFromMode(Number(st.mode));
     if (!type) throw new TreeError('TREE_UNSUPPORTED', `unsupported file type at ${path}`, { subject: path });
     const key = `${st.dev}:${st.ino}`;
@@ -50,9 +54,9 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
     switch (type) {
       case 'dir': {
         const d: DirInode = { ...common, type: 'dir', children: new Map() };
-        const names = (await readdir(fsPath(path), { encoding: 'buffer' })).map((n) => n.toString('latin1'));
+        const names = readdirSync(fsPath(path), { encoding: 'buffer' }).map((n) => n.toString('latin1'));
         for (const name of names) {
-          d.children.set(name, await load(`${path}/${name}`, rel === '' ? name : `${rel}/${name}`));
+          d.children.set(name, load(`${path}/${name}`, rel === '' ? name : `${rel}/${name}`));
         }
         inode = d;
         break;
@@ -64,7 +68,7 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
         inode = {
           ...common,
           type,
-          target: (await readlink(fsPath(path), { encoding: 'buffer' })).toString('latin1'),
+          target: readlinkSync(fsPath(path), { encoding: 'buffer' }).toString('latin1'),
         };
         break;
       case 'char':
@@ -78,7 +82,7 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
     return inode;
   }
 
-  const root = await load(base, '');
+  const root = load(base, '');
   if (root.type !== 'dir')
     throw new TreeError('TREE_NOT_A_DIRECTORY', `${dir} is not a directory`, { subject: dir });
   return { root };

@@ -4,6 +4,7 @@
  * it is opened: nothing is left behind even if the process dies.
  */
 import { randomBytes } from 'node:crypto';
+import { readSync, writeSync } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,12 +52,12 @@ export class Spool {
     return this.#content(offset, written);
   }
 
+  // Synchronous writes: they land in the page cache, and a layer has thousands of small files
+  // for which a thread-pool round trip each would dominate.
   async #write(chunk: Uint8Array, position: number): Promise<void> {
     let done = 0;
-    while (done < chunk.length) {
-      const { bytesWritten } = await this.#handle.write(chunk, done, chunk.length - done, position + done);
-      done += bytesWritten;
-    }
+    while (done < chunk.length)
+      done += writeSync(this.#handle.fd, chunk, done, chunk.length - done, position + done);
   }
 
   #content(offset: number, size: number): Content {
@@ -69,7 +70,10 @@ export class Spool {
         while (position < end) {
           if (spool.#closed) throw new Error('spool is closed');
           const buffer = Buffer.allocUnsafe(Math.min(1 << 20, end - position));
-          const { bytesRead } = await spool.#handle.read(buffer, 0, buffer.length, position);
+          const bytesRead =
+            buffer.length <= 256 * 1024
+              ? readSync(spool.#handle.fd, buffer, 0, buffer.length, position)
+              : (await spool.#handle.read(buffer, 0, buffer.length, position)).bytesRead;
           if (bytesRead === 0) throw new Error('spool file shorter than expected');
           position += bytesRead;
           yield buffer.subarray(0, bytesRead);
