@@ -26,6 +26,8 @@ export interface RegistryOptions extends TlsOptions {
   retryDelayMs?: number;
   /** Upload blobs larger than this in chunks of this size (default: monolithic uploads). */
   chunkSize?: number;
+  /** Try cross-repository mounts from repositories known to hold a blob (default true). */
+  mount?: boolean;
 }
 
 export const MANIFEST_ACCEPT = [

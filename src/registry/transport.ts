@@ -123,7 +123,12 @@ export class RegistryDestination implements ImageDestination {
 
   async putBlob(desc: Descriptor, data: AsyncIterable<Uint8Array>): Promise<void> {
     const { registry, repository } = this.reference;
-    await this.client.putBlob(repository, desc, data, homesOn(desc.digest, registry));
+    await this.client.putBlob(
+      repository,
+      desc,
+      data,
+      this.client.options.mount === false ? [] : homesOn(desc.digest, registry),
+    );
     rememberHome(desc.digest, registry, repository);
   }
 

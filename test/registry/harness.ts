@@ -177,6 +177,8 @@ export interface FaultProxy {
   faults: Fault[];
   /** Faults that fired, in order. */
   fired: FaultKind[];
+  /** Every request seen: `METHOD path range?`. */
+  log: string[];
   stop(): Promise<void>;
 }
 
@@ -184,9 +186,11 @@ export interface FaultProxy {
 export async function startFaultProxy(target: string, faults: Fault[] = []): Promise<FaultProxy> {
   const [targetHost, targetPort] = target.split(':') as [string, string];
   const fired: FaultKind[] = [];
-  const proxy: FaultProxy = { host: '', faults, fired, stop: async () => {} };
+  const log: string[] = [];
+  const proxy: FaultProxy = { host: '', faults, fired, log, stop: async () => {} };
   const server = http.createServer((req, res) => {
     const path = req.url ?? '/';
+    log.push(`${req.method} ${path}${req.headers.range ? ` ${req.headers.range}` : ''}`);
     const fault = proxy.faults.find((f) => (f.times ?? 1) > 0 && f.match(req.method ?? 'GET', path));
     if (fault) {
       fault.times = (fault.times ?? 1) - 1;
