@@ -19,6 +19,7 @@ export {
   pinnedInJson,
 } from './mirror.ts';
 export { formatRegistryReference, parseRegistryReference, type RegistryReference } from './reference.ts';
+export { registerPinnedResolver, syncImage } from './sync.ts';
 export {
   isManifestType,
   openRegistryDestination,

@@ -1,3 +1,293 @@
-import type { Command } from '../command.ts';
+/** seal copy, ls-tags, referrers, sync, login, logout. */
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../../errors.ts';
+import type { ImageDestination, ImageSource } from '../../oci/transport.ts';
+import type { RegistryOptions } from '../../registry/index.ts';
+import type { Command, CommandContext, OptionSpec } from '../command.ts';
 
-export const registryCommands: Command[] = [];
+type Options = Record<string, string | boolean | string[] | undefined>;
+
+const TRANSPORT_OPTIONS: Record<string, OptionSpec> = {
+  authfile: {
+    type: 'string',
+    value: 'PATH',
+    description: 'credentials file (default: REGISTRY_AUTH_FILE or Docker config.json)',
+  },
+  creds: {
+    type: 'string',
+    value: 'USER:PASS',
+    description: 'registry credentials, overriding the credentials file',
+  },
+  'cert-dir': {
+    type: 'string',
+    value: 'DIR',
+    description: 'extra CA certificates (*.crt) and a client certificate (*.cert, *.key)',
+  },
+  'tls-verify': {
+    type: 'string',
+    value: 'true|false',
+    default: 'true',
+    description: 'verify registry TLS certificates',
+  },
+  'chunk-size': { type: 'string', value: 'BYTES', description: 'upload blobs larger than this in chunks' },
+  jobs: { type: 'string', value: 'N', default: '4', description: 'parallel blob transfers' },
+};
+
+function registryOptions(options: Options): RegistryOptions {
+  const result: RegistryOptions = {};
+  if (typeof options.authfile === 'string') result.authFile = options.authfile;
+  if (typeof options['cert-dir'] === 'string') result.certDir = options['cert-dir'];
+  if (options['tls-verify'] === 'false') result.tlsVerify = false;
+  else if (options['tls-verify'] !== undefined && options['tls-verify'] !== 'true')
+    throw new UsageError('--tls-verify takes true or false');
+  if (typeof options.creds === 'string') {
+    const colon = options.creds.indexOf(':');
+    if (colon < 0) throw new UsageError('--creds takes USER:PASSWORD');
+    result.credentials = {
+      username: options.creds.slice(0, colon),
+      password: options.creds.slice(colon + 1),
+    };
+  }
+  if (typeof options['chunk-size'] === 'string') {
+    const n = Number(options['chunk-size']);
+    if (!Number.isSafeInteger(n) || n <= 0)
+      throw new UsageError('--chunk-size takes a positive number of bytes');
+    result.chunkSize = n;
+  }
+  return result;
+}
+
+function jobs(options: Options): number {
+  const n = Number(options.jobs ?? 4);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError('--jobs takes a positive integer');
+  return n;
+}
+
+const isRegistry = (ref: string) => ref.startsWith('docker://');
+
+/** The store module's agreed surface; imported by URL so this file does not depend on it at type level. */
+interface StoreModule {
+  openSource(ref: string, options?: unknown): Promise<ImageSource>;
+  openDestination(ref: string, options?: unknown): Promise<ImageDestination>;
+  parseReference(text: string): unknown;
+}
+
+async function optionalModule<T>(relative: string): Promise<T | undefined> {
+  try {
+    return (await import(new URL(relative, import.meta.url).href)) as T;
+  } catch (error) {
+    if (
+      (error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' &&
+      String((error as Error).message).includes(relative.replace(/^(\.\.\/)+/, ''))
+    )
+      return undefined;
+    throw error;
+  }
+}
+
+async function storeModule(): Promise<StoreModule> {
+  const store = await optionalModule<StoreModule>('../../store/index.ts');
+  if (!store) throw new UsageError('only docker:// references are available in this build');
+  return store;
+}
+
+async function openSourceFor(ref: string, options: RegistryOptions): Promise<ImageSource> {
+  if (isRegistry(ref)) return (await import('../../registry/index.ts')).openRegistrySource(ref, options);
+  const store = await storeModule();
+  return store.openSource(ref, options);
+}
+
+async function openDestinationFor(ref: string, options: RegistryOptions): Promise<ImageDestination> {
+  if (isRegistry(ref)) return (await import('../../registry/index.ts')).openRegistryDestination(ref, options);
+  const store = await storeModule();
+  return store.openDestination(ref, options);
+}
+
+/** The tag a destination reference names, if any. */
+async function destinationTag(ref: string): Promise<string | undefined> {
+  if (isRegistry(ref)) return (await import('../../registry/index.ts')).parseRegistryReference(ref).tag;
+  const store = await storeModule();
+  return (store.parseReference(ref) as { tag?: string }).tag;
+}
+
+async function transfer(
+  ctx: CommandContext,
+  positionals: string[],
+  options: Options,
+  mode: 'copy' | 'sync',
+): Promise<number> {
+  const [srcRef, dstRef] = positionals as [string, string];
+  const { mirror, syncImage } = await import('../../registry/index.ts');
+  if (mode === 'sync') {
+    // The system-manifest module registers how to find the images a system pins.
+    await optionalModule('../../manifest/index.ts');
+  }
+  const transport = registryOptions(options);
+  const src = await openSourceFor(srcRef, transport);
+  try {
+    const dst = await openDestinationFor(dstRef, transport);
+    try {
+      const progress = ctx.progress(mode === 'copy' ? 'copying' : 'syncing');
+      const common = {
+        tag: await destinationTag(dstRef),
+        concurrency: jobs(options),
+        onBytes: (n: number) => progress.tick(n),
+      };
+      const result =
+        mode === 'copy'
+          ? await mirror(src, dst, {
+              ...common,
+              all: options.all === true,
+              referrers: options.referrers === true,
+            })
+          : await syncImage(src, dst, common);
+      progress.done();
+      ctx.result(result);
+      ctx.print(
+        `${result.root.digest}: ${result.manifests.copied} manifests and ${result.blobs.copied} blobs copied (${result.blobs.bytes} bytes), ${result.manifests.skipped + result.blobs.skipped} already there`,
+      );
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+  return 0;
+}
+
+function registryHost(text: string): string {
+  return text
+    .replace(/^docker:\/\//, '')
+    .replace(/^https?:\/\//, '')
+    .replace(/\/.*$/, '');
+}
+
+export const registryCommands: Command[] = [
+  {
+    path: ['copy'],
+    summary: 'Copy an image between any two transports, keeping its digests',
+    args: 'SRC DEST',
+    arity: [2, 2],
+    details:
+      'References: docker://HOST/REPO[:TAG|@DIGEST], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, dir:PATH, NAME[:TAG].',
+    options: {
+      all: { type: 'boolean', description: 'copy every image of an index, not only this platform' },
+      referrers: { type: 'boolean', description: 'also copy referrers (signatures, SBOMs...), recursively' },
+      ...TRANSPORT_OPTIONS,
+    },
+    run: (ctx, positionals, options) => transfer(ctx, positionals, options, 'copy'),
+  },
+  {
+    path: ['sync'],
+    summary: 'Mirror a system (or any image) with everything it pins and everything attached, incrementally',
+    args: 'SRC DEST',
+    arity: [2, 2],
+    options: TRANSPORT_OPTIONS,
+    run: (ctx, positionals, options) => transfer(ctx, positionals, options, 'sync'),
+  },
+  {
+    path: ['ls-tags'],
+    summary: 'List the tags of a registry repository',
+    args: 'docker://HOST/REPO',
+    arity: [1, 1],
+    options: TRANSPORT_OPTIONS,
+    async run(ctx, [ref], options) {
+      const { openRegistrySource } = await import('../../registry/index.ts');
+      const src = await openRegistrySource(ref as string, registryOptions(options));
+      try {
+        const tags = await src.listTags();
+        ctx.result({ repository: `${src.reference.registry}/${src.reference.repository}`, tags });
+        for (const tag of tags) ctx.print(tag);
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['referrers'],
+    summary: 'List the manifests attached to an image (its referrers)',
+    args: 'REF',
+    arity: [1, 1],
+    options: {
+      'artifact-type': { type: 'string', value: 'TYPE', description: 'only referrers of this artifact type' },
+      ...TRANSPORT_OPTIONS,
+    },
+    async run(ctx, [ref], options) {
+      const src = await openSourceFor(ref as string, registryOptions(options));
+      try {
+        if (!src.referrers) throw new UsageError(`${src.name} cannot list referrers`);
+        const subject = await src.resolve();
+        const artifactType =
+          typeof options['artifact-type'] === 'string' ? options['artifact-type'] : undefined;
+        const found = await src.referrers(subject, artifactType);
+        ctx.result({ subject, referrers: found });
+        for (const d of found) ctx.print(`${d.digest} ${d.artifactType ?? '-'} ${d.mediaType} ${d.size}`);
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['login'],
+    summary: 'Check credentials against a registry and store them',
+    args: 'HOST',
+    arity: [1, 1],
+    options: {
+      username: { type: 'string', short: 'u', value: 'USER', description: 'user name' },
+      password: {
+        type: 'string',
+        short: 'p',
+        value: 'PASS',
+        description: 'password (prefer --password-stdin)',
+      },
+      'password-stdin': { type: 'boolean', description: 'read the password from standard input' },
+      ...TRANSPORT_OPTIONS,
+    },
+    async run(ctx, [host], options) {
+      const { RegistryClient, saveCredentials } = await import('../../registry/index.ts');
+      const username = options.username;
+      if (typeof username !== 'string') throw new UsageError('login needs --username');
+      let password = typeof options.password === 'string' ? options.password : undefined;
+      if (options['password-stdin']) password = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+      if (password === undefined) throw new UsageError('login needs --password or --password-stdin');
+      const registry = registryHost(host as string);
+      const client = new RegistryClient(registry, {
+        ...registryOptions(options),
+        credentials: { username, password },
+      });
+      try {
+        await client.ping();
+      } finally {
+        client.close();
+      }
+      const where = await saveCredentials(
+        registry,
+        { username, password },
+        typeof options.authfile === 'string' ? options.authfile : undefined,
+      );
+      ctx.result({ registry, stored: where });
+      ctx.print(`Login succeeded; credentials for ${registry} stored in ${where}`);
+      return 0;
+    },
+  },
+  {
+    path: ['logout'],
+    summary: 'Remove stored credentials of a registry',
+    args: 'HOST',
+    arity: [1, 1],
+    options: { authfile: TRANSPORT_OPTIONS.authfile as OptionSpec },
+    async run(ctx, [host], options) {
+      const { removeCredentials } = await import('../../registry/index.ts');
+      const registry = registryHost(host as string);
+      const removed = await removeCredentials(
+        registry,
+        typeof options.authfile === 'string' ? options.authfile : undefined,
+      );
+      ctx.result({ registry, removed });
+      ctx.print(removed ? `Removed credentials for ${registry}` : `No credentials stored for ${registry}`);
+      return removed ? 0 : 1;
+    },
+  },
+];
