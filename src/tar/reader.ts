@@ -140,7 +140,9 @@ export async function* readTar(input: AsyncIterable<Uint8Array>): AsyncGenerator
     let entryType = type;
     if (type === 'file' && h.typeflag !== TYPEFLAG.contiguous && path.endsWith('/')) entryType = 'dir';
     if (entryType === 'dir') path = path.replace(/\/+$/, '') || '.';
-    // Only regular files carry data; whatever size other entry types declare, nothing follows them.
+    // Only regular-file entries are followed by data (even one turned into a directory by a
+    // trailing slash); whatever size other entry types declare, nothing follows them.
+    const followSize = type === 'file' ? size : 0;
     const dataSize = entryType === 'file' ? size : 0;
     let remaining = dataSize;
     let started = false;
@@ -170,7 +172,7 @@ export async function* readTar(input: AsyncIterable<Uint8Array>): AsyncGenerator
       body: body(),
     };
     // Skip what the consumer left of the data, then the padding to the next block.
-    const skip = remaining + ((BLOCK - (dataSize % BLOCK)) % BLOCK);
+    const skip = remaining + (followSize - dataSize) + ((BLOCK - (followSize % BLOCK)) % BLOCK);
     remaining = 0;
     if ((await reader.skip(skip)) < skip) {
       throw new TarError('TAR_TRUNCATED', `tar archive truncated in the data of ${path}`);
