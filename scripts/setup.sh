@@ -33,7 +33,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing npm packages (npm ci), including Node.js $(node -p 'require("./package.json").devDependencies.node')"
-  npm ci --no-audit --no-fund --loglevel=error
+if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
+  [ package.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages, including Node.js $(node -p 'require("./package.json").devDependencies.node')"
+  # npm install, not npm ci: npm here writes lockfiles without other platforms' optional
+  # packages (biome's), which npm ci then refuses; install honours the lockfile all the same.
+  npm install --no-audit --no-fund --loglevel=error
 fi
