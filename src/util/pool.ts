@@ -70,6 +70,8 @@ export class WorkerPool {
       if (!slot) return;
       const task = this.#queue.shift()!;
       slot.busy = task;
+      // A busy worker keeps the process alive; an idle one does not.
+      slot.worker.ref();
       slot.worker.postMessage(
         { id: task.id, module: task.module, fn: task.fn, args: task.args },
         task.transfer,
@@ -79,11 +81,11 @@ export class WorkerPool {
 
   #spawn(): Slot {
     const worker = new Worker(workerUrl);
-    worker.unref();
     const slot: Slot = { worker, busy: undefined };
     worker.on('message', (msg: { id: number; ok: boolean; value?: unknown; error?: unknown }) => {
       const task = slot.busy;
       slot.busy = undefined;
+      worker.unref();
       if (task && task.id === msg.id) {
         if (msg.ok) task.resolve(msg.value);
         else task.reject(msg.error);
@@ -97,6 +99,8 @@ export class WorkerPool {
       task?.reject(err);
       this.#pump();
     });
+    // Unref'd last: adding a 'message' listener refs the worker's port again.
+    worker.unref();
     this.#slots.push(slot);
     return slot;
   }

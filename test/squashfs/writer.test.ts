@@ -1,0 +1,94 @@
+/**
+ * The squashfs writer against the kernel (loop mounts) and squashfs-tools (unsquashfs).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { SquashfsError, writeSquashfs } from '../../src/squashfs/index.ts';
+import { bufferContent, emptyDir, type Inode, type Tree, treeFromDirectory } from '../../src/tree/index.ts';
+import { withMount } from '../helpers/mount.ts';
+import { assertTreesEqual, generateEdgeCaseTree } from '../helpers/trees.ts';
+
+const work = await mkdtemp(join(tmpdir(), 'seal-squashfs-'));
+after(() => rm(work, { recursive: true, force: true }));
+
+const edge = generateEdgeCaseTree(5, { sockets: true });
+
+for (const [compression, blockSize] of [
+  ['gzip', 131072],
+  ['zstd', 4096],
+  ['none', 1 << 20],
+] as const) {
+  test(`${compression} image with ${blockSize}-byte blocks mounts as the source tree`, async () => {
+    const image = join(work, `edge-${compression}.sqfs`);
+    await writeSquashfs(edge, image, { compression, blockSize });
+    await withMount('squashfs', image, join(work, `mnt-${compression}`), async (dir) => {
+      await assertTreesEqual(await treeFromDirectory(dir), edge, { root: false });
+    });
+    // unsquashfs extracts the same tree too.
+    const out = join(work, `unsquashfs-${compression}`);
+    execFileSync('unsquashfs', ['-quiet', '-no-progress', '-d', out, image]);
+    await assertTreesEqual(await treeFromDirectory(out), edge, { root: false });
+  });
+}
+
+test('tail ends packed into fragments still read back', async () => {
+  const image = join(work, 'tails.sqfs');
+  await writeSquashfs(edge, image, { compression: 'gzip', blockSize: 4096, tailEnds: true });
+  await withMount('squashfs', image, join(work, 'mnt-tails'), async (dir) => {
+    await assertTreesEqual(await treeFromDirectory(dir), edge, { root: false });
+  });
+});
+
+test('the same tree gives the same bytes', async () => {
+  const a = join(work, 'det-a.sqfs');
+  const b = join(work, 'det-b.sqfs');
+  await writeSquashfs(edge, a, { compression: 'zstd', level: 3, mkfsTime: 1 });
+  await writeSquashfs(edge, b, { compression: 'zstd', level: 3, mkfsTime: 1 });
+  assert.ok(readFileSync(a).equals(readFileSync(b)));
+});
+
+test('a directory of 100 000 entries: directory index and header splitting', async () => {
+  const root = emptyDir();
+  const big = emptyDir();
+  root.children.set('big', big);
+  const attrs = { mode: 0o644, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() };
+  for (let i = 0; i < 100_000; i++) {
+    big.children.set(`entry-${i.toString().padStart(6, '0')}`, {
+      ...attrs,
+      type: 'file',
+      content: bufferContent(new Uint8Array(0)),
+    } as Inode);
+  }
+  const tree: Tree = { root };
+  const image = join(work, 'big.sqfs');
+  await writeSquashfs(tree, image, { compression: 'gzip', exportable: false });
+  await withMount('squashfs', image, join(work, 'mnt-big'), async (dir) => {
+    const names = execFileSync('ls', ['-f', join(dir, 'big')], { encoding: 'utf8', maxBuffer: 1 << 26 })
+      .split('\n')
+      .filter((n) => n.startsWith('entry-'));
+    assert.equal(names.length, 100_000);
+    // Lookups by name go through the directory index.
+    for (const i of [0, 1, 4095, 50_000, 99_999]) {
+      execFileSync('stat', [join(dir, 'big', `entry-${i.toString().padStart(6, '0')}`)]);
+    }
+  });
+});
+
+test('options out of range and unrepresentable xattrs are refused with typed errors', async () => {
+  const bad = [{ blockSize: 3000 }, { blockSize: 1 << 21 }, { compression: 'gzip' as const, level: 10 }];
+  for (const options of bad) {
+    await assert.rejects(writeSquashfs(edge, join(work, 'bad.sqfs'), options), (e: unknown) => {
+      assert.ok(e instanceof SquashfsError);
+      assert.equal(e.code, 'SQUASHFS_INVALID_OPTION');
+      return true;
+    });
+  }
+  const root = emptyDir();
+  root.xattrs.set('system.posix_acl_access', Buffer.from([2, 0, 0, 0]));
+  await assert.rejects(writeSquashfs({ root }, join(work, 'bad.sqfs')), { code: 'SQUASHFS_UNREPRESENTABLE' });
+});
