@@ -2,3 +2,4 @@ export * from './digest.ts';
 export * from './mediatypes.ts';
 export type * from './transport.ts';
 export type * from './types.ts';
+export * from './validate.ts';

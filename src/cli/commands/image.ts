@@ -1,3 +1,136 @@
+import {
+  copyImage,
+  defaultStorePath,
+  destinationTag,
+  LayoutStore,
+  openDestination,
+  openSource,
+  readImage,
+  unpackImage,
+} from '../../store/index.ts';
 import type { Command } from '../command.ts';
 
-export const imageCommands: Command[] = [];
+function formatSize(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+export const imageCommands: Command[] = [
+  {
+    path: ['image', 'import'],
+    summary: 'Import an image (or a root filesystem directory) into a store or layout',
+    args: 'SRC DEST',
+    arity: [2, 2],
+    details:
+      'SRC and DEST are image references: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG] (read),\n' +
+      'dir:PATH (a root filesystem directory, read as a one-layer image), docker://HOST/REPO[:TAG], or NAME[:TAG]\n' +
+      'for the default store ($SEAL_STORE, else ~/.local/share/seal/store).',
+    async run(ctx, [srcRef, dstRef]) {
+      const src = await openSource(srcRef!);
+      try {
+        const dst = await openDestination(dstRef!);
+        try {
+          const progress = ctx.progress('importing');
+          const root = await copyImage(src, dst, {
+            tag: destinationTag(dstRef!),
+            onBytes: (n) => progress.tick(n),
+          });
+          progress.done();
+          ctx.result({
+            source: srcRef,
+            destination: dstRef,
+            digest: root.digest,
+            mediaType: root.mediaType,
+            size: root.size,
+          });
+          ctx.print(`Imported ${srcRef} as ${dstRef} (${root.digest})`);
+        } finally {
+          await dst.close();
+        }
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['image', 'inspect'],
+    summary: 'Show an image: manifest digest, platform, config and layers',
+    args: 'REF',
+    arity: [1, 1],
+    async run(ctx, [ref]) {
+      const src = await openSource(ref!);
+      try {
+        const { descriptor, manifest, config, index } = await readImage(src);
+        const total = manifest.layers.reduce((sum, l) => sum + l.size, 0);
+        ctx.result({ reference: ref, descriptor, index: index?.descriptor, manifest, config });
+        ctx.print(`Reference:  ${ref}`);
+        if (index) ctx.print(`Index:      ${index.descriptor.digest}`);
+        ctx.print(`Digest:     ${descriptor.digest}`);
+        ctx.print(`Media type: ${descriptor.mediaType}`);
+        ctx.print(
+          `Platform:   ${config.os}/${config.architecture}${config.variant ? `/${config.variant}` : ''}`,
+        );
+        if (config.created) ctx.print(`Created:    ${config.created}`);
+        ctx.print(`Config:     ${manifest.config.digest}`);
+        if (config.config?.Entrypoint || config.config?.Cmd) {
+          ctx.print(
+            `Command:    ${JSON.stringify([...(config.config.Entrypoint ?? []), ...(config.config.Cmd ?? [])])}`,
+          );
+        }
+        ctx.print(`Layers:     ${manifest.layers.length} (${formatSize(total)})`);
+        manifest.layers.forEach((layer, i) => {
+          ctx.print(
+            `  ${i + 1}. ${layer.digest}  ${formatSize(layer.size).padStart(10)}  ${layer.mediaType}`,
+          );
+          for (const [k, v] of Object.entries(layer.annotations ?? {})) ctx.print(`       ${k}=${v}`);
+        });
+        for (const [k, v] of Object.entries(manifest.annotations ?? {})) ctx.print(`Annotation: ${k}=${v}`);
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['image', 'ls'],
+    summary: 'List the images of a store (default: the default store)',
+    args: '[STORE]',
+    arity: [0, 1],
+    async run(ctx, [dir]) {
+      const store = await LayoutStore.open(dir ?? defaultStorePath(), { create: !dir });
+      const images = await store.list();
+      ctx.result(images.map(({ name, descriptor }) => ({ name: name ?? null, ...descriptor })));
+      for (const { name, descriptor } of images) {
+        ctx.print(
+          `${(name ?? '<untagged>').padEnd(40)} ${descriptor.digest}  ${formatSize(descriptor.size).padStart(9)}`,
+        );
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['image', 'unpack'],
+    summary: "Write an image's merged root filesystem into a directory",
+    args: 'REF DIR',
+    arity: [2, 2],
+    async run(ctx, [ref, dir]) {
+      const src = await openSource(ref!);
+      try {
+        const { descriptor, manifest } = await unpackImage(src, dir!);
+        ctx.result({
+          reference: ref,
+          directory: dir,
+          digest: descriptor.digest,
+          layers: manifest.layers.length,
+        });
+        ctx.print(`Unpacked ${ref} (${manifest.layers.length} layers) into ${dir}`);
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+];

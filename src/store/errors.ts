@@ -1,0 +1,12 @@
+import { SealError } from '../errors.ts';
+
+export type StoreErrorCode =
+  | 'STORE_NOT_A_LAYOUT'
+  | 'STORE_NOT_FOUND'
+  | 'STORE_BLOB_MISMATCH'
+  | 'STORE_INVALID_REFERENCE'
+  | 'STORE_INVALID_DOCUMENT'
+  | 'STORE_LOCKED'
+  | 'STORE_UNSUPPORTED';
+
+export class StoreError extends SealError<StoreErrorCode> {}

@@ -1,0 +1,104 @@
+/** Reading an image through any transport: its manifest, its config, its merged root filesystem. */
+import { arch } from 'node:os';
+import { MediaType } from '../oci/mediatypes.ts';
+import type { ImageSource } from '../oci/transport.ts';
+import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.ts';
+import { isIndexType, parseConfig, parseIndex, parseManifest } from '../oci/validate.ts';
+import { decompress } from '../tar/index.ts';
+import { applyLayer, emptyDir, Spool, type Tree, writeTreeToDirectory } from '../tree/index.ts';
+import { StoreError } from './errors.ts';
+
+const GO_ARCH: Record<string, string> = {
+  x64: 'amd64',
+  arm64: 'arm64',
+  arm: 'arm',
+  ia32: '386',
+  s390x: 's390x',
+  ppc64: 'ppc64le',
+};
+
+export interface ImageDocuments {
+  /** The descriptor of the image manifest (the platform's, when the reference names an index). */
+  descriptor: Descriptor;
+  manifest: Manifest;
+  config: ImageConfig;
+  /** The index the reference named, if it named one. */
+  index?: { descriptor: Descriptor; index: Index };
+}
+
+const TAR_LAYERS = new Set<string>([
+  MediaType.Layer,
+  MediaType.LayerGzip,
+  MediaType.LayerZstd,
+  MediaType.LayerNondistributable,
+  MediaType.LayerNondistributableGzip,
+  MediaType.LayerNondistributableZstd,
+  MediaType.DockerLayerGzip,
+  MediaType.DockerLayerForeignGzip,
+]);
+
+export function isTarLayer(mediaType: string): boolean {
+  return TAR_LAYERS.has(mediaType);
+}
+
+export async function readImage(src: ImageSource, root?: Descriptor): Promise<ImageDocuments> {
+  let descriptor = root ?? (await src.resolve());
+  let index: ImageDocuments['index'];
+  if (isIndexType(descriptor.mediaType)) {
+    const doc = parseIndex(await src.getManifest(descriptor), `${src.name} index`);
+    index = { descriptor, index: doc };
+    const wanted = GO_ARCH[arch()] ?? arch();
+    const match =
+      doc.manifests.find((m) => m.platform?.os === 'linux' && m.platform.architecture === wanted) ??
+      (doc.manifests.length === 1 ? doc.manifests[0] : undefined);
+    if (!match)
+      throw new StoreError('STORE_NOT_FOUND', `${src.name} has no image for linux/${wanted}`, {
+        subject: src.name,
+      });
+    descriptor = match;
+  }
+  const manifest = parseManifest(await src.getManifest(descriptor), `${src.name} manifest`);
+  const chunks: Uint8Array[] = [];
+  if (manifest.config.size > 16 << 20)
+    throw new StoreError('STORE_INVALID_DOCUMENT', `${src.name}: config is too large`);
+  for await (const c of src.getBlob(manifest.config)) chunks.push(c);
+  const config = parseConfig(Buffer.concat(chunks), `${src.name} config`);
+  if (config.rootfs.diff_ids.length !== manifest.layers.length) {
+    throw new StoreError(
+      'STORE_INVALID_DOCUMENT',
+      `${src.name}: config lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
+      { subject: src.name },
+    );
+  }
+  return { descriptor, manifest, config, ...(index ? { index } : {}) };
+}
+
+/** Merges the image's tar layers into one tree (contents spooled to `spool`). */
+export async function mergedTree(src: ImageSource, docs: ImageDocuments, spool: Spool): Promise<Tree> {
+  const tree: Tree = { root: emptyDir() };
+  for (const layer of docs.manifest.layers) {
+    if (!isTarLayer(layer.mediaType)) {
+      throw new StoreError(
+        'STORE_UNSUPPORTED',
+        `${src.name}: layer ${layer.digest} is ${layer.mediaType}, not a tar layer`,
+        {
+          subject: layer.digest,
+        },
+      );
+    }
+    await applyLayer(tree, decompress(src.getBlob(layer)), spool);
+  }
+  return tree;
+}
+
+/** Writes the image's merged root filesystem into `dir`. */
+export async function unpackImage(src: ImageSource, dir: string): Promise<ImageDocuments> {
+  const docs = await readImage(src);
+  const spool = await Spool.create();
+  try {
+    await writeTreeToDirectory(await mergedTree(src, docs, spool), dir);
+  } finally {
+    await spool.close();
+  }
+  return docs;
+}

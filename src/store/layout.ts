@@ -1,0 +1,393 @@
+/**
+ * An OCI image layout on disk: `oci-layout`, `index.json`, `blobs/<alg>/<hex>`. Blobs are
+ * written streamed and verified under a temporary name, then renamed into place, so a bad or
+ * interrupted write leaves nothing; index.json is replaced atomically under a lock file.
+ */
+import { constants, createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DigestError, Digester, digestOf, parseDigest } from '../oci/digest.ts';
+import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
+import type { Descriptor, Index } from '../oci/types.ts';
+import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
+import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
+import { StoreError } from './errors.ts';
+
+const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
+
+export interface FsckReport {
+  blobs: number;
+  corrupt: string[];
+  missing: string[];
+}
+
+/** Reads a stream, verifying its size and digest; throws before the last chunk if wrong. */
+export async function* verifiedStream(
+  stream: AsyncIterable<Uint8Array>,
+  desc: { digest: string; size: number },
+  subject: string,
+): AsyncGenerator<Uint8Array> {
+  const { algorithm } = parseDigest(desc.digest);
+  const digester = new Digester(algorithm);
+  let pending: Uint8Array | undefined;
+  for await (const chunk of stream) {
+    digester.update(chunk);
+    if (digester.size > desc.size) {
+      throw new DigestError('DIGEST_MISMATCH', `${subject} is larger than its declared ${desc.size} bytes`, {
+        subject,
+      });
+    }
+    if (pending) yield pending;
+    pending = chunk;
+  }
+  if (digester.size !== desc.size) {
+    throw new DigestError('DIGEST_MISMATCH', `${subject} has ${digester.size} bytes, ${desc.size} declared`, {
+      subject,
+    });
+  }
+  const actual = digester.digest();
+  if (actual !== desc.digest) {
+    throw new DigestError('DIGEST_MISMATCH', `${subject} has digest ${actual}, expected ${desc.digest}`, {
+      subject,
+    });
+  }
+  if (pending) yield pending;
+}
+
+export class LayoutStore {
+  readonly dir: string;
+  #indexLock: Promise<void> = Promise.resolve();
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Opens a layout; with `create`, makes an empty one if `dir` is missing or empty. */
+  static async open(dir: string, options: { create?: boolean } = {}): Promise<LayoutStore> {
+    const store = new LayoutStore(dir);
+    let layout: string | undefined;
+    try {
+      layout = await readFile(join(dir, 'oci-layout'), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    if (layout === undefined) {
+      const entries = await readdir(dir).catch(() => undefined);
+      if (!options.create || (entries && entries.length > 0)) {
+        throw new StoreError(
+          'STORE_NOT_A_LAYOUT',
+          entries === undefined ? `no OCI image layout at ${dir}` : `${dir} is not an OCI image layout`,
+          { subject: dir },
+        );
+      }
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFileAtomic(
+        join(dir, 'index.json'),
+        `${JSON.stringify({ schemaVersion: 2, manifests: [] })}\n`,
+      );
+      await writeFileAtomic(join(dir, 'oci-layout'), LAYOUT_FILE);
+      return store;
+    }
+    try {
+      if (JSON.parse(layout).imageLayoutVersion !== '1.0.0') throw new Error('unsupported version');
+    } catch {
+      throw new StoreError('STORE_NOT_A_LAYOUT', `${dir}/oci-layout is not a supported image layout`, {
+        subject: dir,
+      });
+    }
+    return store;
+  }
+
+  blobPath(digest: string): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return join(this.dir, 'blobs', algorithm, hex);
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    try {
+      await stat(this.blobPath(digest));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Stores a blob streamed from `data`. With `expected`, the size and digest must match or
+   * nothing is stored; without, the digest is computed. Returns the digest and size.
+   */
+  async putBlob(
+    data: AsyncIterable<Uint8Array>,
+    expected?: { digest: string; size?: number },
+  ): Promise<{ digest: string; size: number }> {
+    const algorithm = expected ? parseDigest(expected.digest).algorithm : 'sha256';
+    const dir = join(this.dir, 'blobs', algorithm);
+    await mkdir(dir, { recursive: true });
+    const digester = new Digester(algorithm);
+    const temp = temporaryNameFor(join(dir, 'incoming'));
+    const handle = await open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o644);
+    try {
+      let position = 0;
+      for await (const chunk of data) {
+        digester.update(chunk);
+        if (expected?.size !== undefined && digester.size > expected.size) {
+          throw new DigestError(
+            'DIGEST_MISMATCH',
+            `blob ${expected.digest} is larger than its declared ${expected.size} bytes`,
+            {
+              subject: expected.digest,
+            },
+          );
+        }
+        let done = 0;
+        while (done < chunk.length) {
+          const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position);
+          done += bytesWritten;
+          position += bytesWritten;
+        }
+      }
+      const digest = digester.digest();
+      if (expected?.size !== undefined && digester.size !== expected.size) {
+        throw new DigestError(
+          'DIGEST_MISMATCH',
+          `blob ${expected.digest} has ${digester.size} bytes, ${expected.size} declared`,
+          {
+            subject: expected.digest,
+          },
+        );
+      }
+      if (expected && digest !== expected.digest) {
+        throw new DigestError('DIGEST_MISMATCH', `blob has digest ${digest}, expected ${expected.digest}`, {
+          subject: expected.digest,
+        });
+      }
+      await handle.sync();
+      await handle.close();
+      await rename(temp, this.blobPath(digest));
+      return { digest, size: digester.size };
+    } catch (error) {
+      await handle.close().catch(() => {});
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  async putBytes(bytes: Uint8Array, mediaType: string): Promise<Descriptor> {
+    const digest = digestOf(bytes);
+    if (!(await this.hasBlob(digest))) {
+      await this.putBlob(
+        (async function* () {
+          yield bytes;
+        })(),
+        { digest, size: bytes.length },
+      );
+    }
+    return { mediaType, digest, size: bytes.length };
+  }
+
+  /** Streams a blob, verified against the descriptor as it is read. */
+  getBlob(desc: { digest: string; size: number }): AsyncIterable<Uint8Array> {
+    const path = this.blobPath(desc.digest);
+    const dir = this.dir;
+    return verifiedStream(
+      (async function* () {
+        try {
+          await stat(path);
+        } catch {
+          throw new StoreError('STORE_NOT_FOUND', `blob ${desc.digest} is not in ${dir}`, {
+            subject: desc.digest,
+          });
+        }
+        yield* createReadStream(path, { highWaterMark: 1 << 20 });
+      })(),
+      desc,
+      `blob ${desc.digest} in ${dir}`,
+    );
+  }
+
+  async readBlob(desc: { digest: string; size: number }, limit = 64 << 20): Promise<Buffer> {
+    if (desc.size > limit)
+      throw new StoreError('STORE_INVALID_DOCUMENT', `blob ${desc.digest} is too large to read`);
+    const chunks: Uint8Array[] = [];
+    for await (const c of this.getBlob(desc)) chunks.push(c);
+    return Buffer.concat(chunks);
+  }
+
+  async index(): Promise<Index> {
+    const path = join(this.dir, 'index.json');
+    return validateIndex(JSON.parse(await readFile(path, 'utf8')), path);
+  }
+
+  /** Runs `change` on index.json under an in-process queue and a lock file, then writes it atomically. */
+  async updateIndex(change: (index: Index) => void): Promise<void> {
+    const run = this.#indexLock.then(async () => {
+      const lock = join(this.dir, 'index.json.lock');
+      let handle: Awaited<ReturnType<typeof open>> | undefined;
+      for (let attempt = 0; !handle; attempt++) {
+        try {
+          handle = await open(lock, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o644);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 200) {
+            throw new StoreError('STORE_LOCKED', `${this.dir} is locked by another writer (${lock})`, {
+              subject: lock,
+            });
+          }
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      }
+      try {
+        const index = await this.index();
+        change(index);
+        await writeFileAtomic(join(this.dir, 'index.json'), `${JSON.stringify(index)}\n`);
+      } finally {
+        await handle.close();
+        await rm(lock, { force: true });
+      }
+    });
+    this.#indexLock = run.catch(() => {});
+    return run;
+  }
+
+  /** Adds a manifest to index.json, optionally named; a name moves from any previous manifest. */
+  async tag(desc: Descriptor, name?: string): Promise<void> {
+    await this.updateIndex((index) => {
+      const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+      if (desc.artifactType) entry.artifactType = desc.artifactType;
+      if (desc.platform) entry.platform = desc.platform;
+      if (name !== undefined) entry.annotations = { [ANNOTATION_REF_NAME]: name };
+      index.manifests = index.manifests.filter(
+        (m) =>
+          !(name !== undefined && m.annotations?.[ANNOTATION_REF_NAME] === name) &&
+          !(m.digest === desc.digest && !m.annotations?.[ANNOTATION_REF_NAME]),
+      );
+      if (name === undefined && index.manifests.some((m) => m.digest === desc.digest)) return;
+      index.manifests.push(entry);
+    });
+  }
+
+  async untag(name: string): Promise<void> {
+    let found = false;
+    await this.updateIndex((index) => {
+      const before = index.manifests.length;
+      index.manifests = index.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== name);
+      found = index.manifests.length < before;
+    });
+    if (!found)
+      throw new StoreError('STORE_NOT_FOUND', `no image named ${name} in ${this.dir}`, { subject: name });
+  }
+
+  /** The descriptor a name (or a digest) refers to. */
+  async resolve(nameOrDigest?: string): Promise<Descriptor> {
+    const { manifests } = await this.index();
+    let found: Descriptor | undefined;
+    if (nameOrDigest === undefined) {
+      if (manifests.length !== 1) {
+        throw new StoreError('STORE_NOT_FOUND', `${this.dir} holds ${manifests.length} images: name one`, {
+          subject: this.dir,
+        });
+      }
+      found = manifests[0];
+    } else if (nameOrDigest.includes(':') && /^sha(256|512):/.test(nameOrDigest)) {
+      found = manifests.find((m) => m.digest === nameOrDigest);
+      if (!found && (await this.hasBlob(nameOrDigest))) {
+        const bytes = await readFile(this.blobPath(nameOrDigest));
+        const doc = parseManifestOrIndex(bytes, nameOrDigest);
+        const mediaType =
+          doc.mediaType ?? ('manifests' in doc ? MediaType.ImageIndex : MediaType.ImageManifest);
+        found = { mediaType, digest: nameOrDigest, size: bytes.length };
+      }
+    } else {
+      found = manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === nameOrDigest);
+    }
+    if (!found)
+      throw new StoreError('STORE_NOT_FOUND', `no image ${nameOrDigest} in ${this.dir}`, {
+        subject: nameOrDigest,
+      });
+    return { ...found, mediaType: found.mediaType ?? MediaType.ImageManifest };
+  }
+
+  async list(): Promise<{ name: string | undefined; descriptor: Descriptor }[]> {
+    const { manifests } = await this.index();
+    return manifests.map((m) => ({ name: m.annotations?.[ANNOTATION_REF_NAME], descriptor: m }));
+  }
+
+  /** Every blob digest reachable from index.json (manifests, indexes, configs, layers, subjects). */
+  async reachable(strict = true): Promise<Set<string>> {
+    const seen = new Set<string>();
+    const visit = async (desc: Descriptor) => {
+      if (seen.has(desc.digest)) return;
+      seen.add(desc.digest);
+      if (!(await this.hasBlob(desc.digest))) return;
+      const isDoc =
+        isIndexType(desc.mediaType) ||
+        desc.mediaType === MediaType.ImageManifest ||
+        desc.mediaType === MediaType.DockerManifest ||
+        desc.mediaType === undefined;
+      if (!isDoc || desc.size > 16 << 20) return;
+      let doc: ReturnType<typeof parseManifestOrIndex>;
+      try {
+        doc = parseManifestOrIndex(await this.readBlob(desc), desc.digest);
+      } catch (error) {
+        // fsck reports a corrupt document; gc must not guess what it referenced.
+        if (strict) throw error;
+        return;
+      }
+      if ('manifests' in doc) for (const m of doc.manifests) await visit(m);
+      else {
+        seen.add(doc.config.digest);
+        for (const l of doc.layers) seen.add(l.digest);
+      }
+    };
+    for (const m of (await this.index()).manifests) await visit(m);
+    return seen;
+  }
+
+  async *#allBlobs(): AsyncGenerator<string> {
+    for (const algorithm of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
+      for (const hex of await readdir(join(this.dir, 'blobs', algorithm))) {
+        if (hex.startsWith('.')) continue;
+        yield `${algorithm}:${hex}`;
+      }
+    }
+  }
+
+  /** Removes blobs no image in index.json references (and leftover temporary files). */
+  async gc(): Promise<{ removed: string[]; freed: number }> {
+    const keep = await this.reachable();
+    const removed: string[] = [];
+    let freed = 0;
+    for await (const digest of this.#allBlobs()) {
+      if (keep.has(digest)) continue;
+      const path = this.blobPath(digest);
+      freed += (await stat(path)).size;
+      await rm(path);
+      removed.push(digest);
+    }
+    for (const algorithm of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
+      for (const name of await readdir(join(this.dir, 'blobs', algorithm))) {
+        if (name.startsWith('.') && name.includes('.tmp-'))
+          await rm(join(this.dir, 'blobs', algorithm, name), { force: true });
+      }
+    }
+    return { removed, freed };
+  }
+
+  /** Re-verifies every blob against its name, and that every referenced blob is present. */
+  async fsck(onBlob?: (digest: string) => void): Promise<FsckReport> {
+    const report: FsckReport = { blobs: 0, corrupt: [], missing: [] };
+    for await (const digest of this.#allBlobs()) {
+      report.blobs++;
+      onBlob?.(digest);
+      try {
+        parseDigest(digest);
+        const size = (await stat(this.blobPath(digest))).size;
+        for await (const _ of this.getBlob({ digest, size })) void _;
+      } catch {
+        report.corrupt.push(digest);
+      }
+    }
+    for (const digest of await this.reachable(false))
+      if (!(await this.hasBlob(digest))) report.missing.push(digest);
+    return report;
+  }
+}
