@@ -157,5 +157,10 @@ function reportFailure(error: unknown, debug: boolean): number {
 }
 
 if (import.meta.main) {
+  // A reader that stops early (`seal squashfs ls IMG | head`) is not a failure.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
   process.exitCode = await main(process.argv.slice(2));
 }

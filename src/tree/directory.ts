@@ -1,18 +1,7 @@
 /** Trees from and to real directories: owners, modes, xattrs, devices, hardlinks, mtimes. */
 import { spawn } from 'node:child_process';
 import { constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import {
-  chmod,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readdir,
-  readlink,
-  symlink,
-} from 'node:fs/promises';
+import { chmod, lchown, link, lutimes, mkdir, open, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { fileContent } from './content.ts';
 import { TreeError } from './errors.ts';

@@ -3,12 +3,12 @@ import { type Tree, walk } from './model.ts';
 
 /**
  * The tree as a deterministic tar layer: depth-first, children sorted bytewise, directories
- * with a trailing '/', hardlinks as tar hardlinks to the first path, no root entry.
+ * with a trailing '/', hardlinks as tar hardlinks to the first path; the root is './' so its
+ * owner, mode and mtime travel with the layer.
  */
 export function treeToTar(tree: Tree): AsyncGenerator<Uint8Array> {
   function* entries(): Generator<TarWriteEntry> {
     for (const { path, inode, linkOf } of walk(tree)) {
-      if (path === '') continue;
       const common = {
         mode: inode.mode,
         uid: inode.uid,
@@ -22,7 +22,7 @@ export function treeToTar(tree: Tree): AsyncGenerator<Uint8Array> {
       }
       switch (inode.type) {
         case 'dir':
-          yield { ...common, path: `${path}/`, type: 'dir' };
+          yield { ...common, path: path === '' ? './' : `${path}/`, type: 'dir' };
           break;
         case 'file':
           yield { ...common, path, type: 'file', size: inode.content.size, body: inode.content.read() };

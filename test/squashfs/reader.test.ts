@@ -1,0 +1,117 @@
+/**
+ * The squashfs reader against mksquashfs-made images (every compressor squashfs-tools offers
+ * here), its listing against `unsquashfs -lln`, and a fuzz test of mutated images.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { isSealError } from '../../src/errors.ts';
+import { listLines, SquashfsError, SquashfsImage, writeSquashfs } from '../../src/squashfs/index.ts';
+import { readContent, treeFromDirectory, walk, writeTreeToDirectory } from '../../src/tree/index.ts';
+import { runSeal } from '../helpers/cli.ts';
+import { assertTreesEqual, generateEdgeCaseTree, prng } from '../helpers/trees.ts';
+
+const work = await mkdtemp(join(tmpdir(), 'seal-squashfs-read-'));
+after(() => rm(work, { recursive: true, force: true }));
+
+const source = join(work, 'source');
+await writeTreeToDirectory(generateEdgeCaseTree(13, { sockets: true, files: 30 }), source);
+const expected = await treeFromDirectory(source);
+
+function mksquashfs(out: string, ...args: string[]) {
+  execFileSync('mksquashfs', [source, out, '-noappend', '-quiet', '-no-progress', ...args]);
+}
+
+for (const [compressor, extra] of [
+  ['gzip', []],
+  ['zstd', ['-Xcompression-level', '3']],
+  ['gzip', ['-b', '4096', '-always-use-fragments']],
+  ['gzip', ['-noI', '-noD', '-noF', '-noX']],
+  ['zstd', ['-no-fragments', '-no-duplicates']],
+] as const) {
+  test(`reads mksquashfs -comp ${compressor} ${extra.join(' ')} like unsquashfs`, async () => {
+    const image = join(work, `mk-${compressor}-${extra.length}.sqfs`);
+    mksquashfs(image, '-comp', compressor, ...extra);
+    const sq = SquashfsImage.open(image);
+    try {
+      await assertTreesEqual(sq.toTree(), expected, { root: false });
+      assert.deepEqual(
+        [...listLines(sq)].join('\n'),
+        execFileSync('unsquashfs', ['-lln', image], { encoding: 'latin1' }).trimEnd(),
+      );
+    } finally {
+      sq.close();
+    }
+  });
+}
+
+test('compressors Seal does not read are refused with a typed error', () => {
+  for (const compressor of ['xz', 'lzo', 'lz4']) {
+    const image = join(work, `mk-${compressor}.sqfs`);
+    mksquashfs(image, '-comp', compressor);
+    assert.throws(
+      () => SquashfsImage.open(image).toTree(),
+      (e: unknown) =>
+        e instanceof SquashfsError && e.code === 'SQUASHFS_UNSUPPORTED' && e.message.includes(compressor),
+    );
+  }
+});
+
+test('seal squashfs ls and extract agree with unsquashfs', async () => {
+  const image = join(work, 'cli.sqfs');
+  mksquashfs(image, '-comp', 'gzip');
+  const r = runSeal(['squashfs', 'ls', image]);
+  assert.equal(r.status, 0, r.stderr);
+  const ours = runSeal(['squashfs', 'ls', image]).stdout;
+  assert.equal(ours, execFileSync('unsquashfs', ['-lln', image], { encoding: 'utf8' }));
+  const out = join(work, 'extracted');
+  assert.equal(runSeal(['squashfs', 'extract', image, out]).status, 0);
+  await assertTreesEqual(await treeFromDirectory(out), expected, { root: false });
+});
+
+test('mutated images give typed errors, never a crash or a hang', async () => {
+  const image = join(work, 'fuzz-base.sqfs');
+  await writeSquashfs(generateEdgeCaseTree(2, { files: 5, maxFileSize: 10_000 }), image, {
+    compression: 'gzip',
+    blockSize: 4096,
+  });
+  const base = readFileSync(image);
+  const random = prng(42);
+  const mutant = join(work, 'fuzz.sqfs');
+  let refused = 0;
+  for (let i = 0; i < 1500; i++) {
+    const data = Buffer.from(base);
+    const r = random();
+    if (r < 0.1) {
+      writeFileSync(mutant, data.subarray(0, Math.floor(random() * data.length)));
+    } else {
+      // Bias towards the superblock and the metadata tables at the end.
+      for (let k = 0, n = 1 + Math.floor(random() * 6); k < n; k++) {
+        const at =
+          random() < 0.3
+            ? Math.floor(random() * 96)
+            : data.length - 1 - Math.floor(random() * Math.min(data.length, 20_000));
+        data[at] = Math.floor(random() * 256);
+      }
+      writeFileSync(mutant, data);
+    }
+    try {
+      const sq = SquashfsImage.open(mutant);
+      try {
+        for (const { inode } of walk(sq.toTree()))
+          if (inode.type === 'file') await readContent(inode.content);
+        [...listLines(sq)];
+      } finally {
+        sq.close();
+      }
+    } catch (error) {
+      assert.ok(isSealError(error), `case ${i}: ${(error as Error).stack}`);
+      refused++;
+    }
+  }
+  assert.ok(refused > 300, `only ${refused} mutants were refused`);
+});
