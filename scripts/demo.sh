@@ -22,6 +22,26 @@ step "Inspect it"
 seal image inspect debian:bookworm
 seal image ls
 
+step "Unpack it again and compare with the original (contents, owners, modes, xattrs)"
+seal image unpack debian:bookworm "$work/unpacked"
+describe() { # type, mode, owner, mtime, link target, device, xattrs and content hash of every entry
+  (cd "$1" && find . -printf '%p %y %m %U:%G %T@ %l\n' | LC_ALL=C sort &&
+    find . -type f -exec sha256sum {} + | LC_ALL=C sort -k2 &&
+    find . \( -type c -o -type b \) -exec stat -c '%n %t:%T' {} + | LC_ALL=C sort &&
+    getfattr -R -d -m - -e hex --absolute-names . 2>/dev/null)
+}
+if cmp -s <(describe "$rootfs") <(describe "$work/unpacked"); then
+  echo "identical: $(describe "$rootfs" | wc -l) lines of metadata, contents and xattrs compared"
+else
+  echo "the unpacked tree differs from the original" >&2
+  exit 1
+fi
+
+step "Write it as a squashfs image (zstd) and list it like unsquashfs -lln"
+seal squashfs create debian:bookworm "$work/debian.sqfs" --compression zstd
+seal squashfs ls "$work/debian.sqfs" | head -5
+echo "..."
+
 step "Check the store"
 seal store fsck
 

@@ -183,8 +183,27 @@ export async function writeTreeToDirectory(tree: Tree, dir: string): Promise<voi
   }
   await writeTreeXattrs(created.map(({ path, inode }) => [path, inode.xattrs]));
   for (const { path, inode } of created) if (inode.type !== 'symlink') await chmod(fsPath(path), inode.mode);
+  const precise = new Map<string, string[]>();
   for (const { path, inode } of created.reverse()) {
-    const time = inode.mtime.sec + inode.mtime.nsec / 1e9;
-    await lutimes(fsPath(path), time, time);
+    const { sec, nsec } = inode.mtime;
+    await lutimes(fsPath(path), sec + nsec / 1e9, sec + nsec / 1e9);
+    const utf8 = Buffer.from(path, 'latin1').toString('utf8');
+    if (nsec !== 0 && sec >= 0 && Buffer.from(utf8, 'utf8').toString('latin1') === path) {
+      const stamp = `@${sec}.${String(nsec).padStart(9, '0')}`;
+      precise.set(stamp, [...(precise.get(stamp) ?? []), utf8]);
+    }
+  }
+  await setPreciseTimes(precise);
+}
+
+/**
+ * Node sets times from a double, which cannot hold a 2020s date to the nanosecond; GNU touch
+ * can. Paths sharing a timestamp go in one call (a root filesystem has few distinct ones).
+ */
+async function setPreciseTimes(groups: Map<string, string[]>): Promise<void> {
+  for (const [stamp, paths] of groups) {
+    for (let i = 0; i < paths.length; i += 500) {
+      await runTool('touch', ['-h', '-c', '-d', stamp, '--', ...paths.slice(i, i + 500)]);
+    }
   }
 }
