@@ -3,7 +3,7 @@
  * so the worker pool can run them: each worker reads its range itself (no data crosses
  * threads) and returns the packed digests.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 
 export type HashAlgorithm = 'sha1' | 'sha256' | 'sha512';
@@ -19,13 +19,11 @@ export interface BlockHashing {
   suffix: Uint8Array;
 }
 
-function seeded(h: BlockHashing): Hash {
-  const base = createHash(h.algorithm);
-  if (h.prefix.length) base.update(h.prefix);
-  return base;
-}
-
-/** Hashes whole blocks of `data` (a multiple of the block size) into `out` at `outOffset`. */
+/**
+ * Hashes whole blocks of `data` (a multiple of the block size) into `out` at `outOffset`.
+ * One-shot `crypto.hash` over a scratch buffer holding prefix ‖ block ‖ suffix: Node's
+ * per-call overhead dominates 4 KiB hashes, and this is the cheapest call it offers.
+ */
 export function hashBlocksInto(
   h: BlockHashing,
   data: Uint8Array,
@@ -33,14 +31,22 @@ export function hashBlocksInto(
   outOffset: number,
   stride: number,
 ): void {
-  const base = seeded(h);
   const size = DIGEST_SIZE[h.algorithm];
+  const plain = h.prefix.length === 0 && h.suffix.length === 0;
+  const scratch = plain ? undefined : Buffer.alloc(h.prefix.length + h.blockSize + h.suffix.length);
+  if (scratch) {
+    scratch.set(h.prefix, 0);
+    scratch.set(h.suffix, h.prefix.length + h.blockSize);
+  }
   for (let i = 0, o = outOffset; i < data.length; i += h.blockSize, o += stride) {
-    const hash = base.copy();
-    hash.update(data.subarray(i, i + h.blockSize));
-    if (h.suffix.length) hash.update(h.suffix);
-    const digest = hash.digest();
-    out.set(size === stride ? digest : digest.subarray(0, size), o);
+    const block = data.subarray(i, i + h.blockSize);
+    let input: Uint8Array = block;
+    if (scratch) {
+      scratch.set(block, h.prefix.length);
+      input = scratch;
+    }
+    const digest = hash(h.algorithm, input, 'buffer');
+    out.set(digest.length === size ? digest : digest.subarray(0, size), o);
   }
 }
 
