@@ -1,21 +1,12 @@
 /** Reading an image through any transport: its manifest, its config, its merged root filesystem. */
-import { arch } from 'node:os';
 import { MediaType } from '../oci/mediatypes.ts';
+import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.ts';
 import { isIndexType, parseConfig, parseIndex, parseManifest } from '../oci/validate.ts';
 import { decompress } from '../tar/index.ts';
 import { applyLayer, emptyDir, Spool, type Tree, writeTreeToDirectory } from '../tree/index.ts';
 import { StoreError } from './errors.ts';
-
-const GO_ARCH: Record<string, string> = {
-  x64: 'amd64',
-  arm64: 'arm64',
-  arm: 'arm',
-  ia32: '386',
-  s390x: 's390x',
-  ppc64: 'ppc64le',
-};
 
 export interface ImageDocuments {
   /** The descriptor of the image manifest (the platform's, when the reference names an index). */
@@ -47,7 +38,7 @@ export async function readImage(src: ImageSource, root?: Descriptor): Promise<Im
   if (isIndexType(descriptor.mediaType)) {
     const doc = parseIndex(await src.getManifest(descriptor), `${src.name} index`);
     index = { descriptor, index: doc };
-    const wanted = GO_ARCH[arch()] ?? arch();
+    const wanted = hostArchitecture();
     const match =
       doc.manifests.find((m) => m.platform?.os === 'linux' && m.platform.architecture === wanted) ??
       (doc.manifests.length === 1 ? doc.manifests[0] : undefined);

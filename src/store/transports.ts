@@ -5,12 +5,13 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { arch, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Digester } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
+import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Manifest } from '../oci/types.ts';
 import { parseManifestOrIndex } from '../oci/validate.ts';
@@ -32,15 +33,6 @@ export interface OpenOptions {
   /** Registry options, passed through for `docker://` references. */
   [key: string]: unknown;
 }
-
-const GO_ARCH: Record<string, string> = {
-  x64: 'amd64',
-  arm64: 'arm64',
-  arm: 'arm',
-  ia32: '386',
-  s390x: 's390x',
-  ppc64: 'ppc64le',
-};
 
 async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
@@ -254,7 +246,7 @@ async function directorySource(ref: Extract<ImageReference, { transport: 'dir' }
     const epoch = process.env.SOURCE_DATE_EPOCH;
     const config: ImageConfig = {
       ...(epoch ? { created: new Date(Number(epoch) * 1000).toISOString() } : {}),
-      architecture: GO_ARCH[arch()] ?? arch(),
+      architecture: hostArchitecture(),
       os: 'linux',
       config: {},
       rootfs: { type: 'layers', diff_ids: [diff.digest()] },

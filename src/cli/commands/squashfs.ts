@@ -8,15 +8,8 @@ import {
 } from '../../squashfs/index.ts';
 import { walk, writeTreeToDirectory } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
+import { integerOption } from '../options.ts';
 import { withSourceTree } from './source-tree.ts';
-
-function integer(value: unknown, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n))
-    throw new UsageError(`--${name} takes a whole number, not ${JSON.stringify(value)}`);
-  return n;
-}
 
 export const squashfsCommands: Command[] = [
   {
@@ -64,9 +57,9 @@ export const squashfsCommands: Command[] = [
           const progress = ctx.progress('squashfs', total);
           const r = await writeSquashfs(tree, out!, {
             compression,
-            level: integer(options.level, 'level'),
-            blockSize: integer(options['block-size'], 'block-size'),
-            mkfsTime: integer(options.mtime, 'mtime'),
+            level: integerOption(options.level, 'level'),
+            blockSize: integerOption(options['block-size'], 'block-size'),
+            mkfsTime: integerOption(options.mtime, 'mtime'),
             allRoot: options['all-root'] === true,
             xattrs: options['no-xattrs'] !== true,
             tailEnds: options['tail-ends'] === true,

@@ -9,14 +9,7 @@ import {
   verifyVerity,
 } from '../../verity/index.ts';
 import type { Command, OptionSpec } from '../command.ts';
-
-function integer(value: unknown, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 0)
-    throw new UsageError(`--${name} takes a whole number, not ${JSON.stringify(value)}`);
-  return n;
-}
+import { integerOption } from '../options.ts';
 
 function hex(value: unknown, name: string): Buffer | undefined {
   if (value === undefined) return undefined;
@@ -51,18 +44,18 @@ const treeOptions: Record<string, OptionSpec> = {
 };
 
 function treeParams(options: Record<string, unknown>) {
-  const format = integer(options.format, 'format');
+  const format = integerOption(options.format, 'format');
   if (format !== undefined && format !== 0 && format !== 1) throw new UsageError('--format is 0 or 1');
   return {
     algorithm: options.hash as HashAlgorithm | undefined,
-    dataBlockSize: integer(options['data-block-size'], 'data-block-size'),
-    hashBlockSize: integer(options['hash-block-size'], 'hash-block-size'),
-    dataBlocks: integer(options['data-blocks'], 'data-blocks'),
+    dataBlockSize: integerOption(options['data-block-size'], 'data-block-size'),
+    hashBlockSize: integerOption(options['hash-block-size'], 'hash-block-size'),
+    dataBlocks: integerOption(options['data-blocks'], 'data-blocks'),
     salt: hex(options.salt, 'salt'),
     version: format as 0 | 1 | undefined,
     uuid: options.uuid as string | undefined,
     superblock: options['no-superblock'] !== true,
-    hashOffset: integer(options['hash-offset'], 'hash-offset'),
+    hashOffset: integerOption(options['hash-offset'], 'hash-offset'),
   };
 }
 
@@ -153,7 +146,7 @@ export const verityCommands: Command[] = [
     async run(ctx, files, options) {
       const opts = {
         algorithm: (options['hash-alg'] as FsverityAlgorithm | undefined) ?? 'sha256',
-        blockSize: integer(options['block-size'], 'block-size'),
+        blockSize: integerOption(options['block-size'], 'block-size'),
         salt: hex(options.salt, 'salt'),
       };
       const results = await Promise.all(
