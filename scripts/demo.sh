@@ -42,6 +42,19 @@ seal squashfs create debian:bookworm "$work/debian.sqfs" --compression zstd
 seal squashfs ls "$work/debian.sqfs" | head -5
 echo "..."
 
+step "Append its dm-verity tree (the stacker/atomfs layout) and verify it; then flip one byte"
+seal verity format "$work/debian.sqfs" --append --salt - | tee "$work/verity.txt"
+root=$(sed -n 's/^Root hash:[[:space:]]*//p' "$work/verity.txt")
+offset=$(sed -n 's/^Hash offset:[[:space:]]*//p' "$work/verity.txt")
+seal verity verify "$work/debian.sqfs" "$work/debian.sqfs" "$root" --hash-offset "$offset"
+veritysetup verify "$work/debian.sqfs" "$work/debian.sqfs" "$root" --hash-offset "$offset" && echo "veritysetup agrees"
+printf '\x00' | dd of="$work/debian.sqfs" bs=1 seek=5000000 conv=notrunc status=none
+if seal verity verify "$work/debian.sqfs" "$work/debian.sqfs" "$root" --hash-offset "$offset"; then
+  echo "tampering went unnoticed" >&2
+  exit 1
+fi
+echo "tampering caught"
+
 step "Check the store"
 seal store fsck
 
