@@ -92,3 +92,41 @@ test('options out of range and unrepresentable xattrs are refused with typed err
   root.xattrs.set('system.posix_acl_access', Buffer.from([2, 0, 0, 0]));
   await assert.rejects(writeSquashfs({ root }, join(work, 'bad.sqfs')), { code: 'SQUASHFS_UNREPRESENTABLE' });
 });
+
+test('a file over 4 GiB (sparse) gets an extended inode the kernel reads', async () => {
+  const size = 2 ** 32 + 12345;
+  const zeros = new Uint8Array(1 << 20);
+  const tail = Buffer.from('the end');
+  const root = emptyDir();
+  root.children.set('huge', {
+    type: 'file',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: { sec: 0, nsec: 0 },
+    xattrs: new Map(),
+    content: {
+      size,
+      async *read() {
+        let left = size - tail.length;
+        while (left > 0) {
+          const n = Math.min(left, zeros.length);
+          yield zeros.subarray(0, n);
+          left -= n;
+        }
+        yield tail;
+      },
+    },
+  });
+  const image = join(work, 'huge.sqfs');
+  const { bytesUsed } = await writeSquashfs({ root }, image, { compression: 'gzip' });
+  assert.ok(bytesUsed < 1 << 20, 'all-zero blocks take no room');
+  await withMount('squashfs', image, join(work, 'mnt-huge'), async (dir) => {
+    assert.equal(
+      execFileSync('stat', ['-c', '%s', join(dir, 'huge')], { encoding: 'utf8' }).trim(),
+      String(size),
+    );
+    const end = execFileSync('tail', ['-c', String(tail.length), join(dir, 'huge')]);
+    assert.equal(end.toString(), 'the end');
+  });
+});
