@@ -54,15 +54,24 @@ async function inodeOf(entry: TarEntry, spool: Spool): Promise<Inode> {
   }
 }
 
-/** Looks up the directory holding `parts`' last component, creating missing parents. */
-function parentDir(root: DirInode, parts: string[], raw: string, create: boolean): DirInode | undefined {
+/**
+ * Looks up the directory holding `parts`' last component, creating missing parents (by
+ * `implicit`, default: an empty root-owned 0755 directory).
+ */
+function parentDir(
+  root: DirInode,
+  parts: string[],
+  raw: string,
+  create: boolean,
+  implicit: (path: string[]) => DirInode = () => emptyDir(),
+): DirInode | undefined {
   let dir = root;
   for (let i = 0; i < parts.length - 1; i++) {
     const name = parts[i]!;
     let child = dir.children.get(name);
     if (!child) {
       if (!create) return undefined;
-      child = emptyDir();
+      child = implicit(parts.slice(0, i + 1));
       dir.children.set(name, child);
     }
     if (child.type === 'symlink') {
@@ -210,6 +219,18 @@ export async function layerTree(
   const tree: Tree = { root: emptyDir() };
   const prefix = options.xattrPrefix ?? 'trusted.overlay.';
   const state = new LayerState();
+  // A directory the layer only implies must not shadow the lower one's owner, mode and mtime.
+  const implicit = (path: string[]): DirInode => {
+    let lower: Inode | undefined = options.lower?.root;
+    for (const name of path) lower = lower?.type === 'dir' ? lower.children.get(name) : undefined;
+    return lower?.type === 'dir'
+      ? {
+          ...lower,
+          xattrs: new Map([...lower.xattrs].filter(([k]) => !k.startsWith(prefix))),
+          children: new Map(),
+        }
+      : emptyDir();
+  };
   for await (const entry of readTar(tar)) {
     const parts = pathComponents(entry.path);
     if (parts.length === 0) {
@@ -220,7 +241,7 @@ export async function layerTree(
       continue;
     }
     const name = parts.at(-1)!;
-    const dir = parentDir(tree.root, parts, entry.path, true)!;
+    const dir = parentDir(tree.root, parts, entry.path, true, implicit)!;
     if (options.whiteouts === 'overlayfs' && name.startsWith(WHITEOUT_PREFIX)) {
       if (name === OPAQUE_WHITEOUT) dir.xattrs.set(`${prefix}opaque`, Buffer.from('y'));
       else if (!name.slice(WHITEOUT_PREFIX.length).startsWith(WHITEOUT_PREFIX)) {

@@ -76,8 +76,13 @@ export async function readTreeXattrs(root: string): Promise<Map<string, Map<stri
       current.set(name, Buffer.from(value.startsWith('0x') ? value.slice(2) : '', 'hex'));
     }
   }
-  if (code !== 0 && result.size === 0 && stderr.trim()) {
-    throw new TreeError('TREE_UNSUPPORTED', `getfattr failed on ${root}: ${stderr.trim().split('\n')[0]}`, {
+  // Filesystems without xattr support (a squashfs image made without any) answer listxattr
+  // with EOPNOTSUPP: that means no xattrs, not a failure.
+  const failures = stderr
+    .split('\n')
+    .filter((line) => line.trim() && !line.includes('Operation not supported'));
+  if (code !== 0 && result.size === 0 && failures.length > 0) {
+    throw new TreeError('TREE_UNSUPPORTED', `getfattr failed on ${root}: ${failures[0]}`, {
       subject: root,
     });
   }

@@ -443,6 +443,17 @@ export async function verifyVerity(
   for (let i = 0; i < count; i++) {
     const leaf = leaves.subarray(i * g.slot, i * g.slot + digestSize);
     const expected = levels > 0 ? entry(0, first + i) : root;
+    if (!leaf.equals(expected) && levels === 0) {
+      // A one-block image has no tree: its block is hashed straight into the root.
+      throw new VerityError(
+        'VERITY_ROOT_MISMATCH',
+        `${dataPath}: data block 0 does not match the root hash`,
+        {
+          subject: dataPath,
+          block: { kind: 'data', index: 0 },
+        },
+      );
+    }
     if (!leaf.equals(expected)) {
       throw new VerityError('VERITY_DATA_BLOCK_MISMATCH', `${dataPath}: data block ${first + i} is corrupt`, {
         subject: dataPath,

@@ -1,0 +1,192 @@
+/**
+ * Sealing: every tar layer of an image becomes a squashfs image of that layer, whiteouts in
+ * the form overlayfs reads under atomfs's `userxattr` mounts, with its dm-verity tree appended
+ * (the stacker/atomfs layout); the descriptor carries stacker's media type and the root hash.
+ * Layers already sealed are kept. `flatten` seals the merged tree as a single layer.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SealError } from '../errors.ts';
+import { Digester } from '../oci/digest.ts';
+import { MediaType } from '../oci/mediatypes.ts';
+import type { ImageDestination, ImageSource } from '../oci/transport.ts';
+import type { Descriptor, ImageConfig, Manifest } from '../oci/types.ts';
+import { writeSquashfs } from '../squashfs/index.ts';
+import { type ImageDocuments, isTarLayer, readImage } from '../store/index.ts';
+import { decompress } from '../tar/index.ts';
+import { applyLayer, emptyDir, layerTree, Spool, type Tree } from '../tree/index.ts';
+import { appendVerity } from '../verity/index.ts';
+import { isSealedLayer, StackerMediaType, VERITY_ANNOTATION } from './formats.ts';
+
+export class SealingError extends SealError<'SEAL_UNSUPPORTED_LAYER' | 'SEAL_INVALID_OPTION'> {}
+
+export interface SealOptions {
+  format: 'squashfs';
+  compression?: 'zstd' | 'gzip';
+  /** One layer of the merged tree instead of one per layer. */
+  flatten?: boolean;
+  /** Tag at the destination. */
+  tag?: string;
+  onLayer?: (index: number, total: number) => void;
+}
+
+export interface SealResult {
+  descriptor: Descriptor;
+  layers: { digest: string; size: number; rootHash: string; kept: boolean }[];
+}
+
+async function fileDigest(path: string): Promise<{ digest: string; size: number }> {
+  const d = new Digester('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) d.update(chunk as Buffer);
+  return { digest: d.digest(), size: d.size };
+}
+
+/** Writes `tree` as a verity-protected squashfs layer and stores it at `dst`. */
+async function sealTree(
+  tree: Tree,
+  work: string,
+  dst: ImageDestination,
+  options: SealOptions,
+  index: number,
+) {
+  const image = join(work, `layer-${index}.sqfs`);
+  const compression = options.compression ?? 'zstd';
+  // Layers are reproducible: no time of day in the superblock.
+  await writeSquashfs(tree, image, { compression, mkfsTime: 0 });
+  const verity = await appendVerity(image, {
+    salt: new Uint8Array(0),
+    uuid: '00000000-0000-0000-0000-000000000000',
+  });
+  const { digest, size } = await fileDigest(image);
+  const rootHash = verity.rootHash.toString('hex');
+  const descriptor: Descriptor = {
+    mediaType: compression === 'zstd' ? StackerMediaType.SquashfsZstd : StackerMediaType.SquashfsGzip,
+    digest,
+    size,
+    annotations: { [VERITY_ANNOTATION]: rootHash },
+  };
+  if (!(await dst.hasBlob(descriptor)))
+    await dst.putBlob(descriptor, createReadStream(image, { highWaterMark: 1 << 20 }));
+  await rm(image, { force: true });
+  return { descriptor, rootHash };
+}
+
+export async function sealImage(
+  src: ImageSource,
+  dst: ImageDestination,
+  options: SealOptions,
+): Promise<SealResult> {
+  if (options.format !== 'squashfs') {
+    throw new SealingError(
+      'SEAL_INVALID_OPTION',
+      `sealing as ${options.format} is not available yet (squashfs is)`,
+    );
+  }
+  const docs: ImageDocuments = await readImage(src);
+  const work = await mkdtemp(join(process.env.SEAL_TMPDIR ?? tmpdir(), 'seal-'));
+  const spool = await Spool.create(work);
+  try {
+    const layers: Descriptor[] = [];
+    const result: SealResult['layers'] = [];
+    const merged: Tree = { root: emptyDir() };
+    const total = docs.manifest.layers.length;
+    const tarLayer = (layer: Descriptor) => {
+      if (!isTarLayer(layer.mediaType)) {
+        throw new SealingError(
+          'SEAL_UNSUPPORTED_LAYER',
+          `${src.name}: layer ${layer.digest} is ${layer.mediaType}, neither tar nor sealed`,
+          {
+            subject: layer.digest,
+          },
+        );
+      }
+      return decompress(src.getBlob(layer));
+    };
+    if (options.flatten) {
+      for (const layer of docs.manifest.layers) await applyLayer(merged, tarLayer(layer), spool);
+      const sealed = await sealTree(merged, work, dst, options, 0);
+      layers.push(sealed.descriptor);
+      result.push({
+        digest: sealed.descriptor.digest,
+        size: sealed.descriptor.size,
+        rootHash: sealed.rootHash,
+        kept: false,
+      });
+    } else {
+      for (const [i, layer] of docs.manifest.layers.entries()) {
+        options.onLayer?.(i, total);
+        if (isSealedLayer(layer)) {
+          if (!(await dst.hasBlob(layer))) await dst.putBlob(layer, src.getBlob(layer));
+          layers.push(layer);
+          result.push({
+            digest: layer.digest,
+            size: layer.size,
+            rootHash: layer.annotations![VERITY_ANNOTATION] ?? '',
+            kept: true,
+          });
+          continue;
+        }
+        const tree = await layerTree(tarLayer(layer), spool, {
+          whiteouts: 'overlayfs',
+          xattrPrefix: 'user.overlay.',
+          lower: merged,
+        });
+        // The merged view below the next layer, for hardlinks that reach into lower layers.
+        if (i < total - 1) await applyLayer(merged, tarLayer(layer), spool);
+        const sealed = await sealTree(tree, work, dst, options, i);
+        layers.push(sealed.descriptor);
+        result.push({
+          digest: sealed.descriptor.digest,
+          size: sealed.descriptor.size,
+          rootHash: sealed.rootHash,
+          kept: false,
+        });
+      }
+    }
+    const config: ImageConfig = {
+      ...docs.config,
+      // A sealed layer has no uncompressed form: its diff_id is its own digest.
+      rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+      ...(options.flatten
+        ? { history: [{ created_by: 'seal image seal --flatten', comment: `flattened ${total} layers` }] }
+        : {}),
+    };
+    const configBytes = Buffer.from(JSON.stringify(config));
+    const configDigest = new Digester('sha256');
+    configDigest.update(configBytes);
+    const configDesc: Descriptor = {
+      mediaType: MediaType.ImageConfig,
+      digest: configDigest.digest(),
+      size: configBytes.length,
+    };
+    await dst.putBlob(
+      configDesc,
+      (async function* () {
+        yield configBytes;
+      })(),
+    );
+    const manifest: Manifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      config: configDesc,
+      layers,
+      ...(docs.manifest.annotations ? { annotations: docs.manifest.annotations } : {}),
+    };
+    const bytes = Buffer.from(JSON.stringify(manifest));
+    const md = new Digester('sha256');
+    md.update(bytes);
+    const descriptor: Descriptor = {
+      mediaType: MediaType.ImageManifest,
+      digest: md.digest(),
+      size: bytes.length,
+    };
+    await dst.putManifest(descriptor, bytes, options.tag);
+    await dst.commit();
+    return { descriptor, layers: result };
+  } finally {
+    await spool.close();
+    await rm(work, { recursive: true, force: true });
+  }
+}
