@@ -55,6 +55,10 @@ if seal verity verify "$work/debian.sqfs" "$work/debian.sqfs" "$root" --hash-off
 fi
 echo "tampering caught"
 
+step "Seal the image: every layer a squashfs image with its dm-verity tree (stacker/atomfs layout)"
+seal image seal debian:bookworm debian:sealed --compression zstd
+seal image verify debian:sealed
+
 step "Check the store"
 seal store fsck
 
