@@ -7,5 +7,6 @@ export {
   VERITY_ANNOTATION,
   verityRootHash,
 } from './formats.ts';
+export { MountError, type MountResult, mountImage, unmountImage } from './mount.ts';
 export { SealingError, type SealOptions, type SealResult, sealImage } from './seal.ts';
 export { ImageVerifyError, type LayerReport, verifyImage } from './verify.ts';

@@ -201,3 +201,44 @@ test('tampering with a layer, the layer order, an annotation or the config is ca
   writeFileSync(configPath, readFileSync(configPath, 'utf8').replace('"amd64"', '"arm64"'));
   expectFailure(edited, /digest/);
 });
+
+test('seal image mount verifies, mounts and unmounts without leftovers; a tampered image is refused', async () => {
+  const sealed = join(work, 'to-mount');
+  seal('image', 'seal', `oci:${source}:test`, `oci:${sealed}:m`);
+  const unpacked = join(work, 'unpacked-for-mount');
+  seal('image', 'unpack', `oci:${source}:test`, unpacked);
+  const env = { SEAL_RUNTIME_DIR: join(work, 'runtime') };
+  const target = join(work, 'mounted');
+  const mounted = runSeal(['image', 'mount', `oci:${sealed}:m`, target], { env });
+  assert.equal(mounted.status, 0, mounted.stderr);
+  assert.match(mounted.stdout, /no device-mapper/);
+  try {
+    await assertTreesEqual(await treeFromDirectory(target), await treeFromDirectory(unpacked), {
+      root: false,
+      hardlinks: false,
+    });
+  } finally {
+    assert.equal(runSeal(['image', 'umount', target], { env }).status, 0);
+  }
+  const table = readFileSync('/proc/self/mountinfo', 'utf8');
+  assert.ok(!table.includes(target) && !table.includes(env.SEAL_RUNTIME_DIR), 'every mount is gone');
+  assert.ok(
+    !execFileSync('losetup', ['-a'], { encoding: 'utf8' }).includes(sealed),
+    'every loop device is gone',
+  );
+  // One flipped byte in a layer (digest fixed up in a copy of the store) and mount refuses.
+  const manifest = JSON.parse(seal('image', 'inspect', `oci:${sealed}:m`, '--json')).manifest;
+  const blobPath = join(sealed, 'blobs/sha256', manifest.layers[0].digest.slice(7));
+  const original = readFileSync(blobPath);
+  const bytes = Buffer.from(original);
+  bytes[200] ^= 0x10;
+  writeFileSync(blobPath, bytes);
+  try {
+    const r = runSeal(['image', 'mount', `oci:${sealed}:m`, target], { env });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /digest|corrupt/);
+    assert.ok(!readFileSync('/proc/self/mountinfo', 'utf8').includes(target));
+  } finally {
+    writeFileSync(blobPath, original);
+  }
+});

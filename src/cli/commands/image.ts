@@ -1,5 +1,5 @@
 import { UsageError } from '../../errors.ts';
-import { sealImage, verifyImage } from '../../seal/index.ts';
+import { mountImage, sealImage, unmountImage, verifyImage } from '../../seal/index.ts';
 import {
   copyImage,
   defaultStorePath,
@@ -211,6 +211,41 @@ export const imageCommands: Command[] = [
       } finally {
         await src.close();
       }
+      return 0;
+    },
+  },
+  {
+    path: ['image', 'mount'],
+    summary: 'Mount a sealed image as its root filesystem (layers verified, stacked with overlayfs)',
+    args: 'REF DIR',
+    arity: [2, 2],
+    options: { writable: { type: 'boolean', description: 'add a writable upper layer' } },
+    async run(ctx, [ref, dir], options) {
+      const src = await openSource(ref!);
+      try {
+        const result = await mountImage(src, dir!, { writable: options.writable === true });
+        ctx.result(result);
+        ctx.print(`Mounted ${ref} (${result.layers} layers) at ${result.target}`);
+        if (!result.runtimeEnforcement) {
+          ctx.print(
+            'note: this kernel has no device-mapper: every layer was verified before mounting, but reads are not verified at run time',
+          );
+        }
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['image', 'umount'],
+    summary: 'Unmount an image mounted by seal image mount, with every layer mount it made',
+    args: 'DIR',
+    arity: [1, 1],
+    async run(ctx, [dir]) {
+      await unmountImage(dir!);
+      ctx.result({ unmounted: dir });
+      ctx.print(`Unmounted ${dir}`);
       return 0;
     },
   },

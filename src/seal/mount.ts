@@ -1,0 +1,152 @@
+/**
+ * Mounting a sealed image as its root filesystem. This host kernel has no device-mapper, so
+ * every layer is verified in userspace against its root hash first, then loop-mounted from the
+ * store read-only and the layers are stacked with overlayfs as atomfs does. What was mounted is
+ * recorded beside the mount point so `umount` removes exactly that.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { SealError } from '../errors.ts';
+import type { ImageSource } from '../oci/transport.ts';
+import { LayoutSource, readImage } from '../store/index.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { layerFilesystem } from './formats.ts';
+import { verifyImage } from './verify.ts';
+
+const run = promisify(execFile);
+
+export class MountError extends SealError<'MOUNT_UNSUPPORTED' | 'MOUNT_FAILED' | 'MOUNT_NOT_MOUNTED'> {}
+
+interface MountState {
+  target: string;
+  mounts: string[];
+  created: string[];
+}
+
+function stateDir(target: string): string {
+  const base = process.env.SEAL_RUNTIME_DIR ?? '/run/seal/mounts';
+  return join(base, createHash('sha256').update(resolve(target)).digest('hex').slice(0, 16));
+}
+
+export interface MountResult {
+  target: string;
+  layers: number;
+  /** False here: the kernel has no device-mapper, the layers were verified before mounting. */
+  runtimeEnforcement: boolean;
+}
+
+async function mountCmd(args: string[], what: string): Promise<void> {
+  try {
+    await run('mount', args);
+  } catch (error) {
+    throw new MountError(
+      'MOUNT_FAILED',
+      `mounting ${what} failed: ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
+      {
+        subject: what,
+        cause: error,
+      },
+    );
+  }
+}
+
+export async function mountImage(
+  src: ImageSource,
+  target: string,
+  options: { writable?: boolean } = {},
+): Promise<MountResult> {
+  if (!(src instanceof LayoutSource)) {
+    throw new MountError(
+      'MOUNT_UNSUPPORTED',
+      `${src.name}: only images in a store or an oci: layout can be mounted; import it first`,
+      {
+        subject: src.name,
+      },
+    );
+  }
+  // Every byte of every layer is checked before the kernel sees it.
+  await verifyImage(src);
+  const { manifest } = await readImage(src);
+  const state: MountState = { target: resolve(target), mounts: [], created: [] };
+  const dir = stateDir(target);
+  if (existsSync(join(dir, 'state.json'))) {
+    throw new MountError('MOUNT_FAILED', `${target} already has an image mounted; unmount it first`, {
+      subject: target,
+    });
+  }
+  await mkdir(dir, { recursive: true });
+  await mkdir(target, { recursive: true });
+  try {
+    const lowers: string[] = [];
+    // overlayfs needs two lower layers without an upper one: a single read-only layer is
+    // mounted at the target itself.
+    const direct = manifest.layers.length === 1 && !options.writable;
+    for (const [i, layer] of manifest.layers.entries()) {
+      const fs = layerFilesystem(layer.mediaType)!;
+      const at = direct ? state.target : join(dir, `layer-${i}`);
+      if (!direct) {
+        await mkdir(at, { recursive: true });
+        state.created.push(at);
+      }
+      const blob = src.store.blobPath(layer.digest);
+      await mountCmd(['-t', fs, '-o', fs === 'squashfs' ? 'loop,ro' : 'ro', blob, at], `layer ${i + 1}`);
+      state.mounts.push(at);
+      lowers.unshift(at);
+    }
+    if (!direct) {
+      const overlay = ['index=off', 'xino=on', 'userxattr', `lowerdir=${lowers.join(':')}`];
+      if (options.writable) {
+        for (const d of ['upper', 'work']) {
+          await mkdir(join(dir, d), { recursive: true });
+          state.created.push(join(dir, d));
+        }
+        overlay.push(`upperdir=${join(dir, 'upper')}`, `workdir=${join(dir, 'work')}`);
+      } else {
+        overlay.unshift('ro');
+      }
+      await mountCmd(['-t', 'overlay', 'overlay', '-o', overlay.join(','), state.target], target);
+      state.mounts.push(state.target);
+    }
+    await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
+  } catch (error) {
+    await undo(state);
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+  return { target: state.target, layers: manifest.layers.length, runtimeEnforcement: false };
+}
+
+async function undo(state: MountState): Promise<void> {
+  for (const m of [...state.mounts].reverse()) await run('umount', [m]).catch(() => {});
+  for (const d of [...state.created].reverse()) await rm(d, { recursive: true, force: true });
+}
+
+export async function unmountImage(target: string): Promise<void> {
+  const dir = stateDir(target);
+  let state: MountState;
+  try {
+    state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as MountState;
+  } catch {
+    throw new MountError('MOUNT_NOT_MOUNTED', `no image is mounted at ${target} by seal`, {
+      subject: target,
+    });
+  }
+  for (const m of [...state.mounts].reverse()) {
+    try {
+      await run('umount', [m]);
+    } catch (error) {
+      throw new MountError(
+        'MOUNT_FAILED',
+        `unmounting ${m} failed (busy?): ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
+        {
+          subject: m,
+        },
+      );
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+}
