@@ -281,3 +281,48 @@ test('bad input gives one clear line and leaves the store unchanged', async () =
   }
   assert.ok(isSealError(new (await import('../../src/store/index.ts')).StoreError('STORE_NOT_FOUND', 'x')));
 });
+
+test('seal image unpack of a multi-layer image with whiteouts, opaque dirs and hardlinks equals umoci unpack', async () => {
+  const {
+    dirEntry,
+    fileEntry,
+    linkEntry,
+    tarOf: layerOf,
+    writeLayout,
+  } = await import('../helpers/layout.ts');
+  const layout = join(work, 'multi-layer');
+  writeLayout(layout, [
+    await layerOf([
+      dirEntry('etc/'),
+      fileEntry('etc/gone', 'x'),
+      dirEntry('opaque/'),
+      fileEntry('opaque/old', 'old'),
+      fileEntry('target', 'hardlinked', { uid: 5, mode: 0o600 }),
+      {
+        path: 'dev-null',
+        type: 'char',
+        devmajor: 1,
+        devminor: 3,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+        mtime: { sec: 1, nsec: 0 },
+      },
+    ]),
+    await layerOf([
+      fileEntry('etc/.wh.gone', ''),
+      fileEntry('opaque/.wh..wh..opq', ''),
+      fileEntry('opaque/new', 'new', { xattrs: new Map([['user.note', Buffer.from('kept')]]) }),
+      linkEntry('link', 'hardlink', 'target'),
+      linkEntry('sym', 'symlink', '../target'),
+    ]),
+  ]);
+  const ours = join(work, 'multi-seal');
+  seal('image', 'unpack', `oci:${layout}:test`, ours);
+  const bundle = join(work, 'multi-umoci');
+  execFileSync('umoci', ['unpack', '--image', `${layout}:test`, bundle], { stdio: 'pipe' });
+  await assertTreesEqual(await treeFromDirectory(ours), await treeFromDirectory(join(bundle, 'rootfs')), {
+    root: false,
+    mtime: 'nsec',
+  });
+});
