@@ -18,6 +18,7 @@ export function parseChallenges(text: string): Challenge[] {
   const challenges: Challenge[] = [];
   const token = /[A-Za-z0-9!#$%&'*+.^_`|~-]+/y;
   const quoted = /"((?:[^"\\]|\\.)*)"/y;
+  const unquoted = /[^,\s]*/y;
   let pos = 0;
   const read = (re: RegExp): RegExpExecArray | null => {
     re.lastIndex = pos;
@@ -38,7 +39,7 @@ export function parseChallenges(text: string): Challenge[] {
       pos++;
       skip(/\s/);
       const q = read(quoted);
-      const value = q ? (q[1] as string).replace(/\\(.)/g, '$1') : (read(token)?.[0] ?? '');
+      const value = q ? (q[1] as string).replace(/\\(.)/g, '$1') : (read(unquoted)?.[0] ?? '');
       current.params[name[0].toLowerCase()] = value;
     } else {
       challenges.push({ scheme: name[0].toLowerCase(), params: {} });
@@ -103,11 +104,20 @@ export class Authenticator {
 
   async #fetchToken(challenge: Challenge, scopes: string[]): Promise<string> {
     const realm = challenge.params.realm;
-    if (!realm)
-      throw new RegistryError('PROTOCOL', 'Bearer challenge without a realm', {
-        subject: JSON.stringify(challenge),
-      });
-    const url = new URL(realm);
+    let url: URL;
+    try {
+      url = new URL(realm ?? '');
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error('not http(s)');
+    } catch (cause) {
+      throw new RegistryError(
+        'PROTOCOL',
+        `Bearer challenge with an unusable realm ${JSON.stringify(realm)}`,
+        {
+          subject: String(realm),
+          cause,
+        },
+      );
+    }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     for (const scope of scopes) url.searchParams.append('scope', scope);
     const headers: Record<string, string> = {};
@@ -136,9 +146,10 @@ export class Authenticator {
         },
       );
     }
-    let parsed: { token?: string; access_token?: string; expires_in?: number };
+    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       parsed = JSON.parse(body.toString('utf8'));
+      if (typeof parsed !== 'object' || parsed === null) throw new Error('not an object');
     } catch (cause) {
       throw new RegistryError('PROTOCOL', `token server ${url.origin} answered with invalid JSON`, {
         subject: realm,
@@ -146,7 +157,8 @@ export class Authenticator {
       });
     }
     const token = parsed.token ?? parsed.access_token;
-    if (!token)
+    // A token goes into a header: only visible ASCII is acceptable.
+    if (typeof token !== 'string' || !/^[\x21-\x7e]+$/.test(token))
       throw new RegistryError('PROTOCOL', `token server ${url.origin} gave no token`, { subject: realm });
     const lifetime = Math.max(60, Number(parsed.expires_in) || 60);
     // Refresh a little early so a token never expires between check and use.

@@ -4,7 +4,7 @@
  * connection failures, 429 and 5xx, and authentication on demand.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Digester, digestOf, parseDigest } from '../oci/digest.ts';
+import { Digester, digestOf, isDigest, parseDigest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
 import { Authenticator } from './auth.ts';
@@ -440,7 +440,7 @@ export class RegistryClient {
       throw new RegistryError('PROTOCOL', `${this.registry} started an upload without a Location`, {
         subject: this.registry,
       });
-    return new URL(location, res.url);
+    return resolveUrl(location, res.url);
   }
 
   /** PATCHes `data` in chunks, always following the newest `Location`; returns the final one. */
@@ -489,8 +489,13 @@ export class RegistryClient {
     let url: URL | undefined = this.#url(`/v2/${repo}/tags/list?n=1000`);
     for (let page = 0; url && page < 10_000; page++) {
       const res = await this.#call('GET', url, { scopes: [pull(repo)], ok: [200] });
-      const body = JSON.parse((await readBody(res)).toString('utf8')) as { tags?: string[] | null };
-      for (const tag of body.tags ?? []) tags.add(tag);
+      const body = parseJson<{ tags?: unknown }>(await readBody(res), 'tag list', `${this.registry}/${repo}`);
+      if (body.tags != null && !(Array.isArray(body.tags) && body.tags.every((t) => typeof t === 'string'))) {
+        throw new RegistryError('PROTOCOL', `tag list of ${this.registry}/${repo} is malformed`, {
+          subject: `${this.registry}/${repo}`,
+        });
+      }
+      for (const tag of (body.tags ?? []) as string[]) tags.add(tag);
       url = nextLink(header(res, 'link'), res.url);
     }
     return [...tags].sort();
@@ -514,8 +519,7 @@ export class RegistryClient {
       found = [];
       let page: HttpResponse | undefined = res;
       while (page) {
-        const index = JSON.parse((await readBody(page)).toString('utf8')) as Index;
-        found.push(...(index.manifests ?? []));
+        found.push(...referrerList(await readBody(page), `${this.registry}/${repo}@${digest}`));
         const next = nextLink(header(page, 'link'), page.url);
         page = next
           ? await this.#call('GET', next, {
@@ -535,8 +539,11 @@ export class RegistryClient {
   async #fallbackIndex(repo: string, digest: string): Promise<Index | undefined> {
     try {
       const { bytes } = await this.getManifest(repo, referrersTag(digest));
-      const index = JSON.parse(Buffer.from(bytes).toString('utf8')) as Index;
-      return Array.isArray(index.manifests) ? index : undefined;
+      const subject = `${this.registry}/${repo}:${referrersTag(digest)}`;
+      return {
+        ...parseJson<Index>(bytes, 'referrers index', subject),
+        manifests: referrerList(bytes, subject),
+      };
     } catch (error) {
       if (error instanceof RegistryError && error.code === 'NOT_FOUND') return undefined;
       throw error;
@@ -566,10 +573,63 @@ export class RegistryClient {
   }
 }
 
+/** Parses a JSON object from a registry, turning garbage into a typed error. */
+function parseJson<T>(bytes: Uint8Array, what: string, subject: string): T {
+  try {
+    const value = JSON.parse(Buffer.from(bytes).toString('utf8')) as unknown;
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new Error('not a JSON object');
+    return value as T;
+  } catch (cause) {
+    throw new RegistryError('PROTOCOL', `${what} from ${subject} is not a valid JSON object`, {
+      subject,
+      cause,
+    });
+  }
+}
+
+/** The descriptors of a referrers index, each checked to be a descriptor. */
+function referrerList(bytes: Uint8Array, subject: string): Descriptor[] {
+  const index = parseJson<{ manifests?: unknown }>(bytes, 'referrers index', subject);
+  const list = index.manifests ?? [];
+  const valid = (d: unknown): d is Descriptor => {
+    const o = d as Descriptor;
+    return (
+      typeof o === 'object' &&
+      o !== null &&
+      typeof o.mediaType === 'string' &&
+      typeof o.digest === 'string' &&
+      isDigest(o.digest) &&
+      Number.isSafeInteger(o.size) &&
+      o.size >= 0
+    );
+  };
+  if (!Array.isArray(list) || !list.every(valid)) {
+    throw new RegistryError('PROTOCOL', `referrers index of ${subject} has malformed descriptors`, {
+      subject,
+    });
+  }
+  return list;
+}
+
 /** Parses `Link: <url>; rel="next"`. */
 function nextLink(link: string | undefined, base: URL): URL | undefined {
   const m = link && /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
-  return m ? new URL(m[1] as string, base) : undefined;
+  return m ? resolveUrl(m[1] as string, base) : undefined;
+}
+
+/** A URL a server handed us (Location, Link), relative to the answering one. */
+function resolveUrl(text: string, base: URL): URL {
+  try {
+    const url = new URL(text, base);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)');
+    return url;
+  } catch (cause) {
+    throw new RegistryError('PROTOCOL', `${base.host} sent an unusable URL ${JSON.stringify(text)}`, {
+      subject: String(base),
+      cause,
+    });
+  }
 }
 
 /** Passes `data` through, throwing before its end if the size or digest differs from `desc`. */

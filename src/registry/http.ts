@@ -87,7 +87,17 @@ export class HttpTransport {
           subject: String(req.url),
         });
       }
-      const next = new URL(location, url);
+      let next: URL;
+      try {
+        next = new URL(location, url);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new Error('not http(s)');
+      } catch (cause) {
+        throw new RegistryError(
+          'PROTOCOL',
+          `${url.host} redirected to an unusable URL ${JSON.stringify(location)}`,
+          { subject: String(url), cause },
+        );
+      }
       // Credentials are for the registry: never hand them to a storage backend on another origin.
       if (next.origin !== url.origin) {
         const { authorization: _dropped, Authorization: _dropped2, ...rest } = headers;
@@ -115,11 +125,18 @@ export class HttpTransport {
                 cause,
               }),
         );
-      const request = lib.request(
-        url,
-        { method, headers, agent: secure ? this.#https : this.#http, timeout: IDLE_TIMEOUT_MS },
-        (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, url, body: res }),
-      );
+      let request: http.ClientRequest;
+      try {
+        request = lib.request(
+          url,
+          { method, headers, agent: secure ? this.#https : this.#http, timeout: IDLE_TIMEOUT_MS },
+          (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, url, body: res }),
+        );
+      } catch (cause) {
+        // Header values a server handed us (tokens, locations) can be unsendable.
+        fail(cause);
+        return;
+      }
       request.on('error', fail);
       request.on('timeout', () => request.destroy(new Error('connection idle for too long')));
       if (body === undefined) {

@@ -4,6 +4,7 @@
  * destination already has is skipped, which makes a repeated mirror incremental.
  */
 import { arch } from 'node:process';
+import { isDigest } from '../oci/digest.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../oci/types.ts';
 import { isRetryable, RegistryError } from './errors.ts';
@@ -92,7 +93,7 @@ async function collect(
 function parseDocument(bytes: Uint8Array, subject: string): Manifest | Index {
   try {
     const doc = JSON.parse(Buffer.from(bytes).toString('utf8')) as Manifest | Index;
-    if (typeof doc !== 'object' || doc === null) throw new Error('not an object');
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('not an object');
     return doc;
   } catch (cause) {
     throw new RegistryError('PROTOCOL', `manifest ${subject} is not valid JSON`, { subject, cause });
@@ -161,15 +162,19 @@ export async function mirror(
         } else {
           const bytes = await src.getManifest(desc);
           const doc = parseDocument(bytes, `${src.name}@${desc.digest}`);
-          const children: Promise<void>[] = [];
-          const follow = (d: Descriptor) =>
-            children.push(isManifestType(d.mediaType) ? copyManifest(d) : copyBlob(d));
-          if ('manifests' in doc && Array.isArray(doc.manifests)) doc.manifests.forEach(follow);
-          if ('config' in doc && doc.config) follow(doc.config);
-          if ('layers' in doc && Array.isArray(doc.layers)) doc.layers.forEach(follow);
-          for (const resolver of options.pinned ?? []) {
-            for (const pinned of await resolver(desc, doc, readBlob)) children.push(copyManifest(pinned));
-          }
+          // Everything is checked before any transfer starts, so a bad entry leaves nothing running.
+          const subject = `${src.name}@${desc.digest}`;
+          const found: Descriptor[] = [];
+          if ('manifests' in doc) found.push(...asList(doc.manifests, desc));
+          if ('config' in doc && doc.config !== undefined) found.push(doc.config);
+          if ('layers' in doc) found.push(...asList(doc.layers, desc));
+          const pinned: Descriptor[] = [];
+          for (const resolver of options.pinned ?? []) pinned.push(...(await resolver(desc, doc, readBlob)));
+          for (const d of [...found, ...pinned]) checkDescriptor(d, subject);
+          const children = [
+            ...found.map((d) => (isManifestType(d.mediaType) ? copyManifest(d) : copyBlob(d))),
+            ...pinned.map((d) => copyManifest(d)),
+          ];
           await settleAll(children);
           await dst.putManifest(desc, bytes, tag);
           result.manifests.copied++;
@@ -211,6 +216,32 @@ export async function mirror(
   await copyManifest(result.root, options.tag);
   await dst.commit();
   return result;
+}
+
+function asList(value: unknown, desc: Descriptor): Descriptor[] {
+  if (!Array.isArray(value))
+    throw new RegistryError('PROTOCOL', `manifest ${desc.digest} has a malformed descriptor list`, {
+      subject: desc.digest,
+    });
+  return value;
+}
+
+/** A descriptor read from a manifest must at least name a type, a digest and a size. */
+function checkDescriptor(d: Descriptor, subject: string): void {
+  if (
+    typeof d !== 'object' ||
+    d === null ||
+    typeof d.mediaType !== 'string' ||
+    !isDigest(d.digest) ||
+    !Number.isSafeInteger(d.size) ||
+    d.size < 0
+  ) {
+    throw new RegistryError(
+      'PROTOCOL',
+      `manifest ${subject} holds a malformed descriptor ${JSON.stringify(d)?.slice(0, 200)}`,
+      { subject },
+    );
+  }
 }
 
 /** Waits for every task, then throws the first failure (so no transfer is left running). */

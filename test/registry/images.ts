@@ -74,7 +74,7 @@ export class MemoryImages implements ImageSource, ImageDestination {
     }
     // Only verified content is ever stored.
     if (digester.size !== desc.size || digester.digest() !== desc.digest)
-      throw new Error(`bad blob ${desc.digest}`);
+      throw new Error(`bad blob ${JSON.stringify(desc)}: ${digester.size} bytes, ${digester.digest()}`);
     this.blobs.set(desc.digest, Buffer.concat(chunks));
   }
   async putManifest(desc: Descriptor, bytes: Uint8Array, tag?: string): Promise<void> {
