@@ -3,8 +3,8 @@
  * pinned inside artifacts and, optionally, everything attached as referrers. Whatever the
  * destination already has is skipped, which makes a repeated mirror incremental.
  */
-import { arch } from 'node:process';
 import { isDigest } from '../oci/digest.ts';
+import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../oci/types.ts';
 import { isRetryable, RegistryError } from './errors.ts';
@@ -47,16 +47,6 @@ export interface MirrorResult {
   manifests: { copied: number; skipped: number };
   blobs: { copied: number; skipped: number; bytes: number };
 }
-
-const GO_ARCH: Record<string, string> = {
-  x64: 'amd64',
-  ia32: '386',
-  arm64: 'arm64',
-  arm: 'arm',
-  ppc64: 'ppc64le',
-  s390x: 's390x',
-  riscv64: 'riscv64',
-};
 
 /** Runs at most `n` tasks at once. */
 function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
@@ -199,7 +189,7 @@ export async function mirror(
       root.mediaType === 'application/vnd.docker.distribution.manifest.list.v2+json')
   ) {
     const index = parseDocument(await src.getManifest(root), src.name) as Index;
-    const wanted = GO_ARCH[arch] ?? arch;
+    const wanted = hostArchitecture();
     const match = index.manifests.find(
       (m) => m.platform?.os === 'linux' && m.platform.architecture === wanted,
     );

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SealError } from '../errors.ts';
-import { Digester } from '../oci/digest.ts';
+import { Digester, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Manifest } from '../oci/types.ts';
@@ -154,11 +154,9 @@ export async function sealImage(
         : {}),
     };
     const configBytes = Buffer.from(JSON.stringify(config));
-    const configDigest = new Digester('sha256');
-    configDigest.update(configBytes);
     const configDesc: Descriptor = {
       mediaType: MediaType.ImageConfig,
-      digest: configDigest.digest(),
+      digest: digestOf(configBytes),
       size: configBytes.length,
     };
     await dst.putBlob(
@@ -175,11 +173,9 @@ export async function sealImage(
       ...(docs.manifest.annotations ? { annotations: docs.manifest.annotations } : {}),
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
-    const md = new Digester('sha256');
-    md.update(bytes);
     const descriptor: Descriptor = {
       mediaType: MediaType.ImageManifest,
-      digest: md.digest(),
+      digest: digestOf(bytes),
       size: bytes.length,
     };
     await dst.putManifest(descriptor, bytes, options.tag);
