@@ -4,14 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { compress, decompress, type TarWriteEntry, writeTar } from '../../src/tar/index.ts';
+import { compress, decompress } from '../../src/tar/index.ts';
 import {
   layerTree,
   mergeLayers,
@@ -21,49 +20,17 @@ import {
   treeFromDirectory,
   writeTreeToDirectory,
 } from '../../src/tree/index.ts';
+import {
+  dirEntry as dir,
+  linkEntry as entry,
+  fileEntry as file,
+  tarOf as tarBytes,
+  writeLayout,
+} from '../helpers/layout.ts';
 import { assertTreesEqual } from '../helpers/trees.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-overlay-'));
 after(() => rm(work, { recursive: true, force: true }));
-
-const t = { sec: 1_650_000_000, nsec: 0 };
-const dir = (path: string, over: Partial<TarWriteEntry> = {}): TarWriteEntry => ({
-  path,
-  type: 'dir',
-  mode: 0o755,
-  uid: 0,
-  gid: 0,
-  mtime: t,
-  ...over,
-});
-const file = (path: string, text: string, over: Partial<TarWriteEntry> = {}): TarWriteEntry => ({
-  path,
-  type: 'file',
-  mode: 0o644,
-  uid: 0,
-  gid: 0,
-  mtime: t,
-  size: Buffer.byteLength(text),
-  body: (async function* () {
-    yield Buffer.from(text);
-  })(),
-  ...over,
-});
-const entry = (path: string, type: TarWriteEntry['type'], linkname: string): TarWriteEntry => ({
-  path,
-  type,
-  linkname,
-  mode: 0o777,
-  uid: 0,
-  gid: 0,
-  mtime: t,
-});
-
-async function tarBytes(entries: TarWriteEntry[]): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  for await (const c of writeTar(entries)) chunks.push(c);
-  return Buffer.concat(chunks);
-}
 
 async function* once(data: Uint8Array) {
   yield data;
@@ -102,45 +69,7 @@ const layers = async () => [
 
 async function umociUnpack(blobs: Buffer[]): Promise<Tree> {
   const layout = join(work, 'layout');
-  mkdirSync(join(layout, 'blobs/sha256'), { recursive: true });
-  const put = (data: Buffer) => {
-    const hex = createHash('sha256').update(data).digest('hex');
-    writeFileSync(join(layout, 'blobs/sha256', hex), data);
-    return { digest: `sha256:${hex}`, size: data.length };
-  };
-  const gz = blobs.map((b) => gzipSync(b));
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: 'amd64',
-      os: 'linux',
-      rootfs: {
-        type: 'layers',
-        diff_ids: blobs.map((b) => `sha256:${createHash('sha256').update(b).digest('hex')}`),
-      },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(config) },
-      layers: gz.map((g) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(g) })),
-    }),
-  );
-  writeFileSync(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...put(manifest),
-          annotations: { 'org.opencontainers.image.ref.name': 'test' },
-        },
-      ],
-    }),
-  );
+  writeLayout(layout, blobs, 'test');
   const bundle = join(work, 'bundle');
   execFileSync('umoci', ['unpack', '--image', `${layout}:test`, bundle], { stdio: 'pipe' });
   return treeFromDirectory(join(bundle, 'rootfs'));
