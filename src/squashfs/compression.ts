@@ -4,6 +4,7 @@
  */
 import { constants, deflateSync, inflateSync, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { Compressor, type CompressorName, SquashfsError } from './format.ts';
+import { decompressLz4Block } from './lz4.ts';
 
 export type WriteCompression = 'none' | 'gzip' | 'zstd';
 
@@ -54,6 +55,8 @@ export function decompressBlock(id: number, data: Uint8Array, limit: number, sub
         return inflateSync(data, { maxOutputLength: limit });
       case Compressor.zstd:
         return zstdDecompressSync(data, { maxOutputLength: limit });
+      case Compressor.lz4:
+        return decompressLz4Block(data, limit);
     }
   } catch (error) {
     throw new SquashfsError(
@@ -67,7 +70,7 @@ export function decompressBlock(id: number, data: Uint8Array, limit: number, sub
   }
   throw new SquashfsError(
     'SQUASHFS_UNSUPPORTED',
-    `${subject}: ${compressorName(id) ?? `compressor ${id}`} compression is not supported (gzip and zstd are)`,
+    `${subject}: ${compressorName(id) ?? `compressor ${id}`} compression is not supported (gzip, zstd and lz4 are)`,
     { subject },
   );
 }
