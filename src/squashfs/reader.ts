@@ -233,15 +233,10 @@ export class SquashfsImage {
       this.#xattrKvStart = Number(head.readBigUInt64LE(0));
       const count = head.readUInt32LE(8);
       if (count * 16 > this.#end) this.#corrupt('xattr id count larger than the image');
-      const blocks = Math.ceil((count * 16) / METADATA_SIZE);
-      const index = this.#read(at + 16, blocks * 8);
-      for (let i = 0; i < blocks; i++) {
-        const position = Number(index.readBigUInt64LE(8 * i));
-        const n = Math.min(METADATA_SIZE / 16, count - (i * METADATA_SIZE) / 16);
-        const data = this.#metadata(position, 0, n * 16);
-        for (let j = 0; j < n; j++) {
-          this.#xattrIds.push({ ref: data.readBigUInt64LE(16 * j), count: data.readUInt32LE(16 * j + 8) });
-        }
+      // Its block index follows the 16-byte header.
+      const ids = this.#indexedTable(BigInt(at + 16), count, 16, 'xattr id');
+      for (let i = 0; i < count; i++) {
+        this.#xattrIds.push({ ref: ids.readBigUInt64LE(16 * i), count: ids.readUInt32LE(16 * i + 8) });
       }
     }
   }
