@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import type { Content } from './model.ts';
 
 /** Content held in memory (small files, generated test data). */
@@ -17,17 +17,23 @@ export function bufferContent(data: Uint8Array): Content {
  */
 const SYNC_READ_LIMIT = 256 * 1024;
 
+const READ_PIECE = 1 << 20;
+
+function readExactly(fd: number, path: string | Buffer, size: number, offset: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  let done = 0;
+  while (done < size) {
+    const n = readSync(fd, buffer, done, size - done, offset + done);
+    if (n === 0) throw new Error(`${String(path)} is shorter than expected`);
+    done += n;
+  }
+  return buffer;
+}
+
 function readSmall(path: string | Buffer, size: number, offset: number): Buffer {
   const fd = openSync(path, 'r');
   try {
-    const buffer = Buffer.allocUnsafe(size);
-    let done = 0;
-    while (done < size) {
-      const n = readSync(fd, buffer, done, size - done, offset + done);
-      if (n === 0) throw new Error(`${String(path)} is shorter than ${size} bytes`);
-      done += n;
-    }
-    return buffer;
+    return readExactly(fd, path, size, offset);
   } finally {
     closeSync(fd);
   }
@@ -43,7 +49,17 @@ export function fileContent(path: string | Buffer, size: number, offset = 0): Co
         yield readSmall(path, size, offset);
         return;
       }
-      yield* createReadStream(path, { start: offset, end: offset + size - 1, highWaterMark: 1 << 20 });
+      // Larger files: 1 MiB synchronous reads on one descriptor, yielding between them.
+      const fd = openSync(path, 'r');
+      try {
+        for (let done = 0; done < size; ) {
+          const piece = readExactly(fd, path, Math.min(READ_PIECE, size - done), offset + done);
+          done += piece.length;
+          yield piece;
+        }
+      } finally {
+        closeSync(fd);
+      }
     },
   };
 }

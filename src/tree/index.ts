@@ -1,6 +1,7 @@
 export * from './content.ts';
 export { type FromDirectoryOptions, treeFromDirectory, writeTreeToDirectory } from './directory.ts';
 export { TreeError, type TreeErrorCode } from './errors.ts';
+export { type ListedInode, listLines, modeString } from './listing.ts';
 export * from './model.ts';
 export {
   applyLayer,

@@ -1,12 +1,6 @@
 import { UsageError } from '../../errors.ts';
-import {
-  DEFAULT_LEVEL,
-  listLines,
-  SquashfsImage,
-  type WriteCompression,
-  writeSquashfs,
-} from '../../squashfs/index.ts';
-import { walk, writeTreeToDirectory } from '../../tree/index.ts';
+import { DEFAULT_LEVEL, SquashfsImage, type WriteCompression, writeSquashfs } from '../../squashfs/index.ts';
+import { listLines, walk, writeTreeToDirectory } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
 import { withSourceTree } from './source-tree.ts';
@@ -100,7 +94,8 @@ export const squashfsCommands: Command[] = [
             })),
           );
         } else {
-          for (const line of listLines(image)) process.stdout.write(Buffer.from(`${line}\n`, 'latin1'));
+          for (const line of listLines(image.walk()))
+            process.stdout.write(Buffer.from(`${line}\n`, 'latin1'));
         }
       } finally {
         image.close();

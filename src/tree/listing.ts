@@ -1,7 +1,24 @@
-/** Listings in the format of `unsquashfs -lln`, so the two can be compared line for line. */
-import type { SquashfsImage, SquashfsInode } from './reader.ts';
+/**
+ * Listings in the format of `unsquashfs -lln` (numeric ids, local time), used for every image
+ * format so listings can be compared line for line with squashfs-tools and with each other.
+ */
+import type { DeviceNumber, InodeType } from './model.ts';
 
-const TYPE_CHAR: Record<SquashfsInode['type'], string> = {
+export interface ListedInode {
+  type: InodeType;
+  /** Permission bits (type bits, if present, are ignored). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Files: bytes; directories: as the format reports; symlinks: target length. */
+  size: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  target?: string;
+  rdev?: DeviceNumber;
+}
+
+const TYPE_CHAR: Record<InodeType, string> = {
   dir: 'd',
   file: '-',
   symlink: 'l',
@@ -11,7 +28,7 @@ const TYPE_CHAR: Record<SquashfsInode['type'], string> = {
   socket: 's',
 };
 
-export function modeString(type: SquashfsInode['type'], mode: number): string {
+export function modeString(type: InodeType, mode: number): string {
   const bit = (mask: number, c: string) => (mode & mask ? c : '-');
   const special = (x: number, s: number, on: string, off: string) =>
     mode & s ? (mode & x ? on : off) : bit(x, 'x');
@@ -32,8 +49,11 @@ export function modeString(type: SquashfsInode['type'], mode: number): string {
 const pad = (n: number) => String(n).padStart(2, '0');
 
 /** One line per entry, as `unsquashfs -lln IMAGE` prints them (numeric ids, local time). */
-export function* listLines(image: SquashfsImage, root = 'squashfs-root'): Generator<string> {
-  for (const { path, inode } of image.walk()) {
+export function* listLines(
+  entries: Iterable<{ path: string; inode: ListedInode }>,
+  root = 'squashfs-root',
+): Generator<string> {
+  for (const { path, inode } of entries) {
     const owner = `${inode.uid}/${inode.gid}`;
     // unsquashfs pads the size to 25 characters minus the lengths of the two ids.
     const width = 25 - (owner.length - 1);
