@@ -64,6 +64,8 @@ export interface ErofsDirEntry {
 }
 
 const MAX_DEPTH = 4096;
+const CACHE_PAGE = 4096;
+const CACHE_PAGES = 64;
 
 export class ErofsImage {
   readonly path: string;
@@ -72,6 +74,7 @@ export class ErofsImage {
   #fd: number;
   #size: number;
   #inodes = new Map<number, ErofsInode>();
+  #pages = new Map<number, Buffer>();
 
   private constructor(path: string, fd: number, size: number, superblock: Superblock) {
     this.path = path;
@@ -134,6 +137,27 @@ export class ErofsImage {
         },
       );
     }
+    // Metadata reads are small and clustered: serve them from a few cached 4 KiB pages.
+    const page = Math.floor(position / CACHE_PAGE);
+    if (length <= CACHE_PAGE && Math.floor((position + length - 1) / CACHE_PAGE) === page) {
+      const cached = this.#page(page);
+      const at = position - page * CACHE_PAGE;
+      return Buffer.from(cached.subarray(at, at + length));
+    }
+    return this.#readRaw(position, length);
+  }
+
+  #page(page: number): Buffer {
+    let data = this.#pages.get(page);
+    if (!data) {
+      data = this.#readRaw(page * CACHE_PAGE, Math.min(CACHE_PAGE, this.#size - page * CACHE_PAGE));
+      if (this.#pages.size >= CACHE_PAGES) this.#pages.delete(this.#pages.keys().next().value!);
+      this.#pages.set(page, data);
+    }
+    return data;
+  }
+
+  #readRaw(position: number, length: number): Buffer {
     const b = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
@@ -200,7 +224,7 @@ export class ErofsImage {
           xattrSize: xattrCount === 0 ? 0 : XATTR_IBODY_HEADER_SIZE + (xattrCount - 1) * 4,
         };
     // Only chunk-based files can be larger than the image (holes); nothing else can.
-    const bound = layout === Layout.CHUNK_BASED && type === 'file' ? 2 ** 50 : this.#size;
+    const bound = layout === Layout.CHUNK_BASED && type === 'file' ? Number.MAX_SAFE_INTEGER : this.#size;
     if (!Number.isSafeInteger(inode.size) || inode.size > bound)
       this.corrupt(`inode ${nid} has an impossible size`);
     if (type === 'char' || type === 'block') inode.rdev = decodeDevice(inode.raw);

@@ -15,7 +15,7 @@
  * the blocks known at layout time; with `chunkBits` they are chunk-based, all-zero chunks
  * becoming holes.
  */
-import type { Content, Timestamp } from '../tree/model.ts';
+import { type Content, type Timestamp, typeFromMode } from '../tree/model.ts';
 import {
   alignUp,
   BLOCK_BITS,
@@ -112,15 +112,7 @@ const S_IFCHR = 0o020000;
 const S_IFBLK = 0o060000;
 const HALF_BLOCK = BLOCK_SIZE / 2;
 
-const FILE_TYPES: Record<number, number> = {
-  26411: FileType.socket,
-  21609: FileType.symlink,
-  16807: FileType.file,
-  14406: FileType.block,
-  9604: FileType.dir,
-  4802: FileType.char,
-  2401: FileType.fifo,
-};
+const fileType = (node: ErofsNode) => FileType[typeFromMode(node.mode) ?? 'unknown'];
 
 /** The layout of one inode. */
 interface Placed {
@@ -191,7 +183,8 @@ function breadthFirst(root: ErofsNode): Placed[] {
     const entries: ErofsDirEntry[] = [];
     if (isDir) {
       const names = new Set<string>();
-      for (const entry of node.children ?? []) {
+      const children = [...(node.children ?? [])].sort((a, b) => compareNames(a.name, b.name));
+      for (const entry of children) {
         if (entry.name === '' || entry.name === '.' || entry.name === '..' || entry.name.includes('/')) {
           throw new ErofsError('EROFS_UNREPRESENTABLE', `invalid file name ${JSON.stringify(entry.name)}`, {
             subject: entry.name,
@@ -366,7 +359,7 @@ function directoryBlocks(p: Placed, nidOf: (node: ErofsNode) => number): { block
     group.forEach((entry, i) => {
       b.writeBigUInt64LE(BigInt(nidOf(entry.node)), i * DIRENT_SIZE);
       b.writeUInt16LE(nameOffset, i * DIRENT_SIZE + 8);
-      b.writeUInt8(FILE_TYPES[typeOf(entry.node)] ?? FileType.unknown, i * DIRENT_SIZE + 10);
+      b.writeUInt8(fileType(entry.node), i * DIRENT_SIZE + 10);
       nameOffset += b.write(entry.name, nameOffset, 'latin1');
     });
     return b;
@@ -471,7 +464,7 @@ export async function writeErofsImage(
           : type === S_IFREG
             ? fileSize(node)
             : 0;
-    if (type === S_IFDIR || type === S_IFLNK || node.data?.kind === 'bytes') staticBlocks += p.blocks;
+    if (type === S_IFDIR || type === S_IFLNK || node.data?.kind !== 'content') staticBlocks += p.blocks;
     position += inodeSize + p.xattrSize + p.tailSize;
   }
   if (placed[0]!.nid > 0xffff) throw new ErofsError('EROFS_UNREPRESENTABLE', 'root inode out of reach');
@@ -500,6 +493,12 @@ export async function writeErofsImage(
       if (p.tailSize > 0) p.tail = bytes.subarray(p.blocks * BLOCK_SIZE);
     } else if (p.tailSize > 0 && p.node.data?.kind === 'bytes') {
       p.tail = p.node.data.bytes;
+    } else if (p.blocks > 0 && p.node.data?.kind === 'external') {
+      // A chunk index that does not fit after its inode goes to a block of null addresses, as
+      // libcomposefs does (the inode keeps the chunk-based layout).
+      p.blockAddr = next;
+      staticWrites.push([Buffer.alloc(p.blocks * BLOCK_SIZE, 0xff), next * BLOCK_SIZE]);
+      next += p.blocks;
     }
   }
   if (next - dataStart / BLOCK_SIZE !== staticBlocks)
@@ -549,7 +548,9 @@ function writeInode(meta: Buffer, p: Placed, inodesEnd: number, dirTail: Buffer 
   const xattrCount = p.xattrSize === 0 ? 0 : (p.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1;
   let u = 0;
   if (type === S_IFCHR || type === S_IFBLK) u = node.rdev >>> 0;
-  else if (layout === Layout.CHUNK_BASED) u = p.chunkBits - BLOCK_BITS;
+  // The chunk format shares i_u with the block address; libcomposefs sets only its low half.
+  else if (layout === Layout.CHUNK_BASED)
+    u = ((p.blocks > 0 ? p.blockAddr & 0xffff0000 : 0) | (p.chunkBits - BLOCK_BITS)) >>> 0;
   else if (p.blocks > 0) u = p.blockAddr;
   let at = p.position;
   if (p.compact) {
@@ -590,7 +591,7 @@ function writeInode(meta: Buffer, p: Placed, inodesEnd: number, dirTail: Buffer 
   }
   if (type === S_IFDIR) dirTail?.copy(meta, at);
   else if (type === S_IFLNK && p.blocks === 0) meta.write(node.symlink!, at, 'latin1');
-  else if (p.chunkCount > 0) {
+  else if (p.chunkCount > 0 && p.tailSize > 0) {
     for (let i = 0; i < p.chunkCount; i++) meta.writeUInt32LE(p.chunkAddrs?.[i] ?? NULL_ADDR, at + i * 4);
   } else if (p.tail) meta.set(p.tail, at);
 }
