@@ -1,13 +1,14 @@
 /**
  * The composefs object store: every file above the inline limit is stored once, named by its
- * fs-verity SHA-256 digest as `objects/XX/REST`. Objects are written under a temporary name,
- * fsynced and renamed, so the store never holds a partial object; an existing object is kept.
- * Files of a tree are stored several at a time and hashed on the worker pool (both cores).
+ * fs-verity SHA-256 digest as `objects/XX/REST`, shared by every image written into the store;
+ * an existing object is kept.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { readContent } from '../tree/content.ts';
 import {
   type Content,
@@ -18,8 +19,12 @@ import {
   sortedChildren,
   type Tree,
 } from '../tree/model.ts';
-import { fsverityDigestFile } from '../verity/index.ts';
+import { sharedPool } from '../util/pool.ts';
+import { fsverityDigest } from '../verity/index.ts';
 import { type CfsEntry, type CfsNode, ComposefsError, INLINE_LIMIT } from './model.ts';
+
+const run = promisify(execFile);
+const STAGE_MODULE = new URL('./object-worker.ts', import.meta.url).href;
 
 /** The store path of an object: `XX/REST` of its hex digest. */
 export function objectPath(digest: Uint8Array): string {
@@ -27,39 +32,91 @@ export function objectPath(digest: Uint8Array): string {
   return `${hex.slice(0, 2)}/${hex.slice(2)}`;
 }
 
-/** Stores a content in the object store; returns its fs-verity digest and store path. */
+/**
+ * Objects are first written under temporary names and hashed as they stream; `commit` then
+ * makes them durable with one filesystem sync and renames them into place, so a crash never
+ * leaves a partial object under an object name (one sync instead of one fsync per object).
+ */
+export class ObjectWriter {
+  readonly dir: string;
+  #staged: { temp: string; path: string }[] = [];
+
+  constructor(dir: string) {
+    this.dir = dir;
+    mkdirSync(dir, { recursive: true });
+  }
+
+  async add(content: Content): Promise<{ digest: Buffer; path: string }> {
+    if (content.source) {
+      const { digest, temp } = await sharedPool().run<{ digest: Uint8Array; temp: string }>(
+        STAGE_MODULE,
+        'stageFileObject',
+        [content.source.path, content.source.offset, content.size, this.dir],
+      );
+      const path = objectPath(digest);
+      this.#staged.push({ temp, path });
+      return { digest: Buffer.from(digest), path };
+    }
+    const temp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    const fd = openSync(temp, 'wx', 0o644);
+    try {
+      let digest: Buffer;
+      try {
+        digest = await fsverityDigest(
+          (async function* () {
+            for await (const chunk of content.read()) {
+              for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
+              yield chunk;
+            }
+          })(),
+        );
+      } finally {
+        closeSync(fd);
+      }
+      const path = objectPath(digest);
+      this.#staged.push({ temp, path });
+      return { digest, path };
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (this.#staged.length === 0) return;
+    await run('sync', ['--file-system', this.dir]);
+    const prefixes = new Set<string>();
+    for (const { temp, path } of this.#staged) {
+      const prefix = path.slice(0, 2);
+      if (!prefixes.has(prefix)) {
+        mkdirSync(join(this.dir, prefix), { recursive: true });
+        prefixes.add(prefix);
+      }
+      const final = join(this.dir, path);
+      // An object already stored (by another image, or twice in this one) is kept as it is.
+      if (existsSync(final)) rmSync(temp, { force: true });
+      else renameSync(temp, final);
+    }
+    this.#staged = [];
+  }
+
+  /** Removes what was staged (after a failure). */
+  async abort(): Promise<void> {
+    for (const { temp } of this.#staged) await rm(temp, { force: true });
+    this.#staged = [];
+  }
+}
+
+/** Stores one content in the object store; returns its fs-verity digest and store path. */
 export async function storeObject(
   objects: string,
   content: Content,
 ): Promise<{ digest: Buffer; path: string }> {
-  mkdirSync(objects, { recursive: true });
-  const temp = join(objects, `.tmp-${randomBytes(8).toString('hex')}`);
-  const fd = openSync(temp, 'wx', 0o644);
-  try {
-    try {
-      for await (const chunk of content.read()) {
-        for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
-      }
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    const digest = await fsverityDigestFile(temp);
-    const path = objectPath(digest);
-    const final = join(objects, path);
-    if (existsSync(final)) await rm(temp, { force: true });
-    else {
-      mkdirSync(join(objects, path.slice(0, 2)), { recursive: true });
-      await rename(temp, final);
-    }
-    return { digest, path };
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  const writer = new ObjectWriter(objects);
+  const stored = await writer.add(content);
+  await writer.commit();
+  return stored;
 }
-
-const CONCURRENCY = 4;
 
 /**
  * The composefs tree of `tree`: small files inline, the others stored in `objects`. The first
@@ -73,6 +130,7 @@ export async function composefsTree(
   const links = linkCounts(tree);
   const nodes = new Map<Inode, CfsNode>();
   const pending: (() => Promise<void>)[] = [];
+  const writer = objects === undefined ? undefined : new ObjectWriter(objects);
 
   const convert = (inode: Inode): CfsNode => {
     const node: CfsNode = {
@@ -94,12 +152,13 @@ export async function composefsTree(
         pending.push(async () => {
           if (content.size <= INLINE_LIMIT) node.content = await readContent(content);
           else {
-            if (objects === undefined)
+            if (!writer) {
               throw new ComposefsError(
                 'COMPOSEFS_UNREPRESENTABLE',
                 'files over 64 bytes need an object store (--objects)',
               );
-            const stored = await storeObject(objects, content);
+            }
+            const stored = await writer.add(content);
             node.digest = stored.digest;
             node.payload = stored.path;
           }
@@ -121,11 +180,18 @@ export async function composefsTree(
     return node;
   };
   const root = convert(tree.root);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < pending.length) await pending[next++]!();
-    }),
-  );
+  try {
+    // Several at a time: files with a location on disk are staged on the worker pool.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: sharedPool().size * 2 }, async () => {
+        while (next < pending.length) await pending[next++]!();
+      }),
+    );
+    await writer?.commit();
+  } catch (error) {
+    await writer?.abort();
+    throw error;
+  }
   return root;
 }

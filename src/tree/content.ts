@@ -43,6 +43,7 @@ function readSmall(path: string | Buffer, size: number, offset: number): Buffer 
 export function fileContent(path: string | Buffer, size: number, offset = 0): Content {
   return {
     size,
+    source: { path, offset },
     async *read() {
       if (size === 0) return;
       if (size <= SYNC_READ_LIMIT) {
@@ -50,18 +51,23 @@ export function fileContent(path: string | Buffer, size: number, offset = 0): Co
         return;
       }
       // Larger files: 1 MiB synchronous reads on one descriptor, yielding between them.
-      const fd = openSync(path, 'r');
-      try {
-        for (let done = 0; done < size; ) {
-          const piece = readExactly(fd, path, Math.min(READ_PIECE, size - done), offset + done);
-          done += piece.length;
-          yield piece;
-        }
-      } finally {
-        closeSync(fd);
-      }
+      yield* readFileRange(path, size, offset);
     },
   };
+}
+
+/** Synchronous 1 MiB pieces of a file range (for worker threads). */
+export function* readFileRange(path: string | Buffer, size: number, offset: number): Generator<Buffer> {
+  const fd = openSync(path, 'r');
+  try {
+    for (let done = 0; done < size; ) {
+      const piece = readExactly(fd, path, Math.min(READ_PIECE, size - done), offset + done);
+      done += piece.length;
+      yield piece;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Reads a whole content into memory; for small contents and tests. */

@@ -24,6 +24,8 @@ export interface Content {
   readonly size: number;
   /** Streams the content from the start, in chunks of any size. */
   read(): AsyncIterable<Uint8Array>;
+  /** Where the bytes lie on disk, when they do: lets worker threads read them directly. */
+  readonly source?: { path: string | Buffer; offset: number };
 }
 
 interface InodeCommon {
