@@ -51,7 +51,7 @@ try {
   const objects = join(work, 'objects');
   const sealComposefs = await median(async () => {
     rmSync(objects, { recursive: true, force: true });
-    const result = await writeComposefsImage(await composefsTree(await treeFromDirectory(dir), objects));
+    const result = await writeComposefsImage(await composefsTree(await treeFromDirectory(dir), { objects }));
     writeFileSync(join(work, 'seal.cfs'), result.image);
   });
   const digests = await median(() => {

@@ -34,3 +34,17 @@ export async function stageFileObject(
     closeSync(fd);
   }
 }
+
+/** The fs-verity digest of a file range, without storing it. */
+export async function digestFileRange(
+  path: string | Uint8Array,
+  offset: number,
+  size: number,
+): Promise<Uint8Array> {
+  const source = typeof path === 'string' ? path : Buffer.from(path);
+  return fsverityDigest(
+    (async function* () {
+      yield* readFileRange(source, size, offset);
+    })(),
+  );
+}

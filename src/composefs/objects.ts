@@ -21,7 +21,7 @@ import {
 } from '../tree/model.ts';
 import { sharedPool } from '../util/pool.ts';
 import { fsverityDigest } from '../verity/index.ts';
-import { type CfsEntry, type CfsNode, ComposefsError, INLINE_LIMIT } from './model.ts';
+import { type CfsEntry, type CfsNode, INLINE_LIMIT } from './model.ts';
 
 const run = promisify(execFile);
 const STAGE_MODULE = new URL('./object-worker.ts', import.meta.url).href;
@@ -118,19 +118,31 @@ export async function storeObject(
   return stored;
 }
 
+/** The fs-verity digest of a content, hashed on the worker pool when it lies in a file. */
+async function contentDigest(content: Content): Promise<Buffer> {
+  if (content.source) {
+    const { path, offset } = content.source;
+    return Buffer.from(
+      await sharedPool().run<Uint8Array>(STAGE_MODULE, 'digestFileRange', [path, offset, content.size]),
+    );
+  }
+  return fsverityDigest(content.read());
+}
+
 /**
- * The composefs tree of `tree`: small files inline, the others stored in `objects`. The first
- * path of a hardlinked inode (depth-first) stores it; the others are hardlinks to it.
+ * The composefs tree of `tree`: files up to 64 bytes inline, the others named by their fs-verity
+ * digest and, with `objects`, stored there (without, only digested, as mkcomposefs without
+ * --digest-store). The first path of a hardlinked inode (depth-first) stores it; the others are
+ * hardlinks to it.
  */
 export async function composefsTree(
   tree: Tree,
-  objects: string | undefined,
-  options: { onProgress?: (bytes: number) => void } = {},
+  options: { objects?: string; onProgress?: (bytes: number) => void } = {},
 ): Promise<CfsNode> {
   const links = linkCounts(tree);
   const nodes = new Map<Inode, CfsNode>();
   const pending: (() => Promise<void>)[] = [];
-  const writer = objects === undefined ? undefined : new ObjectWriter(objects);
+  const writer = options.objects === undefined ? undefined : new ObjectWriter(options.objects);
 
   const convert = (inode: Inode): CfsNode => {
     const node: CfsNode = {
@@ -152,13 +164,9 @@ export async function composefsTree(
         pending.push(async () => {
           if (content.size <= INLINE_LIMIT) node.content = await readContent(content);
           else {
-            if (!writer) {
-              throw new ComposefsError(
-                'COMPOSEFS_UNREPRESENTABLE',
-                'files over 64 bytes need an object store (--objects)',
-              );
-            }
-            const stored = await writer.add(content);
+            const stored = writer
+              ? await writer.add(content)
+              : await contentDigest(content).then((digest) => ({ digest, path: objectPath(digest) }));
             node.digest = stored.digest;
             node.payload = stored.path;
           }

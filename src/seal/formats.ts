@@ -1,5 +1,5 @@
 /** How sealed layers are recognised: stacker/atomfs media types and verity root-hash annotations. */
-import type { Descriptor } from '../oci/types.ts';
+import type { Descriptor, Manifest } from '../oci/types.ts';
 
 export const StackerMediaType = {
   SquashfsZstd: 'application/vnd.stacker.image.layer.squashfs+zstd',
@@ -15,6 +15,11 @@ const LEGACY_VERITY_ANNOTATIONS = [
   'io.stackeroci.stacker.squashfs_verity_root_hash',
   'com.cisco.stacker.squashfs_verity_root_hash',
 ];
+
+/** composefs sealing (composefs OCI sealing specification, "metadata included" mode). */
+export const COMPOSEFS_LAYER_ANNOTATION = 'composefs.layer.erofs.v1.fsverity-sha256-12';
+export const COMPOSEFS_MERGED_ANNOTATION = 'composefs.merged.erofs.v1.fsverity-sha256-12';
+export const COMPOSEFS_CONFIG_ANNOTATION = 'composefs.config.fsverity-sha256-12';
 
 export type LayerFilesystem = 'squashfs' | 'erofs';
 
@@ -37,4 +42,9 @@ export function verityRootHash(layer: Descriptor): string | undefined {
 /** A layer the kernel can verify: a squashfs/EROFS image with an annotated verity root hash. */
 export function isSealedLayer(layer: Descriptor): boolean {
   return layerFilesystem(layer.mediaType) !== undefined && verityRootHash(layer) !== undefined;
+}
+
+/** An image sealed for composefs: its manifest carries the merged composefs image digest. */
+export function isComposefsSealed(manifest: Manifest): boolean {
+  return manifest.annotations?.[COMPOSEFS_MERGED_ANNOTATION] !== undefined;
 }

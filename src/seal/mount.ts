@@ -10,11 +10,13 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { composefsTree, mountComposefs, writeComposefsImage } from '../composefs/index.ts';
 import { SealError } from '../errors.ts';
 import type { ImageSource } from '../oci/transport.ts';
-import { LayoutSource, readImage } from '../store/index.ts';
+import { LayoutSource, mergedTree, readImage } from '../store/index.ts';
+import { Spool } from '../tree/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
-import { layerFilesystem } from './formats.ts';
+import { COMPOSEFS_MERGED_ANNOTATION, isComposefsSealed, layerFilesystem } from './formats.ts';
 import { verifyImage } from './verify.ts';
 
 const run = promisify(execFile);
@@ -80,6 +82,14 @@ export async function mountImage(
   }
   await mkdir(dir, { recursive: true });
   await mkdir(target, { recursive: true });
+  if (isComposefsSealed(manifest)) {
+    try {
+      return await mountComposefsImage(src, target, dir, state);
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
   try {
     const lowers: string[] = [];
     // overlayfs needs two lower layers without an upper one: a single read-only layer is
@@ -118,6 +128,46 @@ export async function mountImage(
     throw error;
   }
   return { target: state.target, layers: manifest.layers.length, runtimeEnforcement: false };
+}
+
+/**
+ * A composefs-sealed image: its files go into the store's object store, its composefs image
+ * (checked against the annotated digest) into the mount's state directory, and the kernel mounts
+ * it over the objects.
+ */
+async function mountComposefsImage(
+  src: LayoutSource,
+  target: string,
+  dir: string,
+  state: MountState,
+): Promise<MountResult> {
+  const docs = await readImage(src);
+  const spool = await Spool.create();
+  try {
+    const objects = join(src.store.dir, 'composefs-objects');
+    const tree = await mergedTree(src, docs, spool);
+    const { image, digest } = await writeComposefsImage(await composefsTree(tree, { objects }), {
+      version: 1,
+    });
+    const expected = docs.manifest.annotations?.[COMPOSEFS_MERGED_ANNOTATION];
+    if (digest.toString('hex') !== expected) {
+      throw new MountError(
+        'MOUNT_FAILED',
+        `${src.name}: the composefs image does not match its annotated digest`,
+        {
+          subject: src.name,
+        },
+      );
+    }
+    const imagePath = join(dir, 'image.cfs');
+    await writeFileAtomic(imagePath, image);
+    const mounted = await mountComposefs(imagePath, target, objects);
+    state.mounts.push(state.target);
+    await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
+    return { target: state.target, layers: docs.manifest.layers.length, runtimeEnforcement: mounted.verity };
+  } finally {
+    await spool.close();
+  }
 }
 
 async function undo(state: MountState): Promise<void> {

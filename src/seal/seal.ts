@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { writeErofs } from '../erofs/index.ts';
 import { SealError } from '../errors.ts';
 import { Digester, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
@@ -18,12 +19,16 @@ import { type ImageDocuments, isTarLayer, readImage } from '../store/index.ts';
 import { decompress } from '../tar/index.ts';
 import { applyLayer, emptyDir, layerTree, Spool, type Tree } from '../tree/index.ts';
 import { appendVerity } from '../verity/index.ts';
+import { sealComposefs } from './composefs.ts';
 import { isSealedLayer, StackerMediaType, VERITY_ANNOTATION } from './formats.ts';
 
 export class SealingError extends SealError<'SEAL_UNSUPPORTED_LAYER' | 'SEAL_INVALID_OPTION'> {}
 
+export type SealFormat = 'squashfs' | 'erofs' | 'composefs';
+
 export interface SealOptions {
-  format: 'squashfs';
+  format: SealFormat;
+  /** squashfs compression (EROFS layers are uncompressed). */
   compression?: 'zstd' | 'gzip';
   /** One layer of the merged tree instead of one per layer. */
   flatten?: boolean;
@@ -43,7 +48,7 @@ async function fileDigest(path: string): Promise<{ digest: string; size: number 
   return { digest: d.digest(), size: d.size };
 }
 
-/** Writes `tree` as a verity-protected squashfs layer and stores it at `dst`. */
+/** Writes `tree` as a verity-protected squashfs or EROFS layer and stores it at `dst`. */
 async function sealTree(
   tree: Tree,
   work: string,
@@ -51,10 +56,11 @@ async function sealTree(
   options: SealOptions,
   index: number,
 ) {
-  const image = join(work, `layer-${index}.sqfs`);
+  const image = join(work, `layer-${index}.img`);
   const compression = options.compression ?? 'zstd';
-  // Layers are reproducible: no time of day in the superblock.
-  await writeSquashfs(tree, image, { compression, mkfsTime: 0 });
+  // Layers are reproducible: no time of day in the superblock (EROFS: the oldest mtime).
+  if (options.format === 'erofs') await writeErofs(tree, image);
+  else await writeSquashfs(tree, image, { compression, mkfsTime: 0 });
   const verity = await appendVerity(image, {
     salt: new Uint8Array(0),
     uuid: '00000000-0000-0000-0000-000000000000',
@@ -62,7 +68,12 @@ async function sealTree(
   const { digest, size } = await fileDigest(image);
   const rootHash = verity.rootHash.toString('hex');
   const descriptor: Descriptor = {
-    mediaType: compression === 'zstd' ? StackerMediaType.SquashfsZstd : StackerMediaType.SquashfsGzip,
+    mediaType:
+      options.format === 'erofs'
+        ? StackerMediaType.Erofs
+        : compression === 'zstd'
+          ? StackerMediaType.SquashfsZstd
+          : StackerMediaType.SquashfsGzip,
     digest,
     size,
     annotations: { [VERITY_ANNOTATION]: rootHash },
@@ -78,12 +89,7 @@ export async function sealImage(
   dst: ImageDestination,
   options: SealOptions,
 ): Promise<SealResult> {
-  if (options.format !== 'squashfs') {
-    throw new SealingError(
-      'SEAL_INVALID_OPTION',
-      `sealing as ${options.format} is not available yet (squashfs is)`,
-    );
-  }
+  if (options.format === 'composefs') return sealComposefs(src, dst, options);
   const docs: ImageDocuments = await readImage(src);
   const work = await mkdtemp(join(process.env.SEAL_TMPDIR ?? tmpdir(), 'seal-'));
   const spool = await Spool.create(work);

@@ -13,7 +13,8 @@ import { SealError } from '../errors.ts';
 import type { ImageSource } from '../oci/transport.ts';
 import { readImage } from '../store/index.ts';
 import { VerityError, verifyVerity } from '../verity/index.ts';
-import { layerFilesystem, verityRootHash } from './formats.ts';
+import { verifyComposefs } from './composefs.ts';
+import { isComposefsSealed, layerFilesystem, verityRootHash } from './formats.ts';
 
 export class ImageVerifyError extends SealError<
   'IMAGE_NOT_SEALED' | 'IMAGE_LAYER_CORRUPT' | 'IMAGE_INCONSISTENT'
@@ -46,6 +47,7 @@ export async function verifyImage(
   onLayer?: (r: LayerReport) => void,
 ): Promise<LayerReport[]> {
   const docs = await readImage(src);
+  if (isComposefsSealed(docs.manifest)) return verifyComposefs(src, docs, onLayer);
   const { manifest, config } = docs;
   const reports: LayerReport[] = [];
   const work = await mkdtemp(join(process.env.SEAL_TMPDIR ?? tmpdir(), 'seal-verify-'));

@@ -13,6 +13,8 @@ export interface ImageDocuments {
   descriptor: Descriptor;
   manifest: Manifest;
   config: ImageConfig;
+  /** The config exactly as stored (its digest is the config descriptor's). */
+  configBytes: Buffer;
   /** The index the reference named, if it named one. */
   index?: { descriptor: Descriptor; index: Index };
 }
@@ -53,7 +55,8 @@ export async function readImage(src: ImageSource, root?: Descriptor): Promise<Im
   if (manifest.config.size > 16 << 20)
     throw new StoreError('STORE_INVALID_DOCUMENT', `${src.name}: config is too large`);
   for await (const c of src.getBlob(manifest.config)) chunks.push(c);
-  const config = parseConfig(Buffer.concat(chunks), `${src.name} config`);
+  const configBytes = Buffer.concat(chunks);
+  const config = parseConfig(configBytes, `${src.name} config`);
   if (config.rootfs.diff_ids.length !== manifest.layers.length) {
     throw new StoreError(
       'STORE_INVALID_DOCUMENT',
@@ -61,7 +64,7 @@ export async function readImage(src: ImageSource, root?: Descriptor): Promise<Im
       { subject: src.name },
     );
   }
-  return { descriptor, manifest, config, ...(index ? { index } : {}) };
+  return { descriptor, manifest, config, configBytes, ...(index ? { index } : {}) };
 }
 
 /** Merges the image's tar layers into one tree (contents spooled to `spool`). */

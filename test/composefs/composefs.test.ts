@@ -157,7 +157,7 @@ test('the Debian root filesystem as composefs mounts and reads back', async () =
   const corpus = corpusPath();
   const tree = await treeFromDirectory(corpus);
   const objects = join(work, 'debian-objects');
-  const result = await writeComposefsImage(await composefsTree(tree, objects));
+  const result = await writeComposefsImage(await composefsTree(tree, { objects }));
   const image = join(work, 'debian.cfs');
   writeFileSync(image, result.image);
   const mnt = join(work, 'mnt-debian');

@@ -88,3 +88,35 @@ export function writeLayout(dir: string, layers: Buffer[], tag = 'test'): void {
     }),
   );
 }
+
+/**
+ * A three-layer image (tag `test`) exercising overlay semantics: a whiteout, an opaque
+ * directory, a directory replaced by a file, a hardlink into a lower layer, a directory only
+ * implied by a layer, and a file deleted then re-added.
+ */
+export async function writeThreeLayerImage(dir: string): Promise<void> {
+  writeLayout(dir, [
+    await tarOf([
+      dirEntry('etc/'),
+      fileEntry('etc/keep', 'kept'),
+      fileEntry('etc/gone', 'deleted above'),
+      dirEntry('opaque/', { mode: 0o750 }),
+      fileEntry('opaque/old', 'hidden'),
+      dirEntry('replaced/'),
+      fileEntry('replaced/child', 'dir becomes file'),
+      fileEntry('lower-target', 'linked from above', { uid: 7, gid: 8 }),
+      dirEntry('attrs/', { mode: 0o700, uid: 3 }),
+      fileEntry('attrs/inside', 'stays'),
+    ]),
+    await tarOf([
+      fileEntry('etc/.wh.gone', ''),
+      dirEntry('opaque/', { mode: 0o750 }),
+      fileEntry('opaque/.wh..wh..opq', ''),
+      fileEntry('opaque/new', 'new'),
+      fileEntry('replaced', 'now a file'),
+      linkEntry('upper-link', 'hardlink', 'lower-target'),
+      fileEntry('attrs/added', 'inside a directory only implied by this layer'),
+    ]),
+    await tarOf([fileEntry('etc/gone', 'back again'), linkEntry('sym', 'symlink', 'etc/keep')]),
+  ]);
+}

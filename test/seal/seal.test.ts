@@ -13,7 +13,7 @@ import { after, test } from 'node:test';
 import { digestOf } from '../../src/oci/index.ts';
 import { treeFromDirectory } from '../../src/tree/index.ts';
 import { runSeal } from '../helpers/cli.ts';
-import { dirEntry, fileEntry, linkEntry, tarOf, writeLayout } from '../helpers/layout.ts';
+import { writeThreeLayerImage } from '../helpers/layout.ts';
 import { assertTreesEqual } from '../helpers/trees.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-seal-'));
@@ -30,30 +30,7 @@ function seal(...args: string[]) {
 }
 
 const source = join(work, 'source');
-writeLayout(source, [
-  await tarOf([
-    dirEntry('etc/'),
-    fileEntry('etc/keep', 'kept'),
-    fileEntry('etc/gone', 'deleted above'),
-    dirEntry('opaque/', { mode: 0o750 }),
-    fileEntry('opaque/old', 'hidden'),
-    dirEntry('replaced/'),
-    fileEntry('replaced/child', 'dir becomes file'),
-    fileEntry('lower-target', 'linked from above', { uid: 7, gid: 8 }),
-    dirEntry('attrs/', { mode: 0o700, uid: 3 }),
-    fileEntry('attrs/inside', 'stays'),
-  ]),
-  await tarOf([
-    fileEntry('etc/.wh.gone', ''),
-    dirEntry('opaque/', { mode: 0o750 }),
-    fileEntry('opaque/.wh..wh..opq', ''),
-    fileEntry('opaque/new', 'new'),
-    fileEntry('replaced', 'now a file'),
-    linkEntry('upper-link', 'hardlink', 'lower-target'),
-    fileEntry('attrs/added', 'inside a directory only implied by this layer'),
-  ]),
-  await tarOf([fileEntry('etc/gone', 'back again'), linkEntry('sym', 'symlink', 'etc/keep')]),
-]);
+await writeThreeLayerImage(source);
 
 /** Mounts each sealed layer blob (squashfs) and overlays them as atomfs does; returns the mount point. */
 function mountSealed(layout: string, tag: string, name: string): string {

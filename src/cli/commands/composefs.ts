@@ -27,7 +27,11 @@ export const composefsCommands: Command[] = [
     args: 'SRC OUT',
     arity: [2, 2],
     options: {
-      objects: { type: 'string', value: 'DIR', description: 'object store for files over 64 bytes' },
+      objects: {
+        type: 'string',
+        value: 'DIR',
+        description: 'store files over 64 bytes here (without it they are only digested)',
+      },
       'format-version': {
         type: 'string',
         value: 'N',
@@ -49,13 +53,12 @@ export const composefsCommands: Command[] = [
       const result = src!.startsWith(DUMPFILE)
         ? await build(parseDumpfile(readFileSync(src!.slice(DUMPFILE.length))))
         : await withSourceTree(src!, async (tree) => {
-            if (objects === undefined) throw new UsageError('--objects DIR is needed to store file contents');
             const total = [...walk(tree)].reduce(
               (sum, e) => sum + (e.inode.type === 'file' && !e.linkOf ? e.inode.content.size : 0),
               0,
             );
             const progress = ctx.progress('composefs', total);
-            const root = await composefsTree(tree, objects, { onProgress: (n) => progress.tick(n) });
+            const root = await composefsTree(tree, { objects, onProgress: (n) => progress.tick(n) });
             progress.done();
             return build(root);
           });

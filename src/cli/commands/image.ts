@@ -137,22 +137,25 @@ export const imageCommands: Command[] = [
   },
   {
     path: ['image', 'seal'],
-    summary: 'Turn every layer of an image into a kernel-verifiable layer (squashfs + dm-verity)',
+    summary: 'Seal an image for the kernel to verify: squashfs or EROFS layers with dm-verity, or composefs',
     args: 'SRC DEST',
     arity: [2, 2],
     options: {
       format: {
         type: 'string',
-        value: 'squashfs',
-        description: 'layer format (squashfs; erofs and composefs are not available yet)',
+        value: 'squashfs|erofs|composefs',
+        description:
+          'squashfs or erofs: each layer a filesystem image with its dm-verity tree (stacker/atomfs); composefs: tar layers kept, composefs image digests annotated (default squashfs)',
       },
       compression: { type: 'string', value: 'zstd|gzip', description: 'squashfs compression (default zstd)' },
       flatten: { type: 'boolean', description: 'one layer of the merged tree instead of one per layer' },
     },
     async run(ctx, [srcRef, dstRef], options) {
       const format = (options.format as string | undefined) ?? 'squashfs';
-      if (format !== 'squashfs')
-        throw new UsageError(`--format ${format} is not available yet (squashfs is)`);
+      if (format !== 'squashfs' && format !== 'erofs' && format !== 'composefs')
+        throw new UsageError('--format is squashfs, erofs or composefs');
+      if (format === 'composefs' && options.flatten)
+        throw new UsageError('--flatten does not apply to composefs');
       const compression = (options.compression as 'zstd' | 'gzip' | undefined) ?? 'zstd';
       if (compression !== 'zstd' && compression !== 'gzip')
         throw new UsageError('--compression is zstd or gzip');
@@ -181,7 +184,7 @@ export const imageCommands: Command[] = [
           ctx.print(`Sealed ${srcRef} as ${dstRef} (${result.descriptor.digest})`);
           for (const [i, l] of result.layers.entries()) {
             ctx.print(
-              `  layer ${i + 1}: ${l.digest} verity root ${l.rootHash}${l.kept ? ' (already sealed)' : ''}`,
+              `  layer ${i + 1}: ${l.digest} ${format === 'composefs' ? 'composefs digest' : 'verity root'} ${l.rootHash}${l.kept && format !== 'composefs' ? ' (already sealed)' : ''}`,
             );
           }
         } finally {
