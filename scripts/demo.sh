@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Seal's main job, end to end, on a real Debian root filesystem:
-#   build the root filesystem (cached), import it into a store as an OCI image, inspect it.
+#   build the root filesystem (cached), import it into a store as an OCI image, inspect it,
+#   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -55,9 +56,41 @@ if seal verity verify "$work/debian.sqfs" "$work/debian.sqfs" "$root" --hash-off
 fi
 echo "tampering caught"
 
-step "Seal the image: every layer a squashfs image with its dm-verity tree (stacker/atomfs layout)"
+step "Write it as an EROFS image (fsck.erofs agrees) and as composefs (image + object store)"
+seal erofs create debian:bookworm "$work/debian.erofs"
+fsck.erofs "$work/debian.erofs" && echo "fsck.erofs agrees"
+seal erofs ls "$work/debian.erofs" | head -3
+seal composefs create debian:bookworm "$work/debian.cfs" --objects "$work/objects"
+seal composefs dump "$work/debian.cfs" | sed -n '2,4p'
+mkdir -p "$work/composefs-mnt"
+seal composefs mount "$work/debian.cfs" "$work/composefs-mnt" --objects "$work/objects"
+cmp "$work/composefs-mnt/etc/os-release" "$rootfs/etc/os-release" && echo "the mounted composefs reads the original contents"
+seal composefs umount "$work/composefs-mnt"
+
+step "Seal the image in the three formats and verify each"
 seal image seal debian:bookworm debian:sealed --compression zstd
 seal image verify debian:sealed
+seal image seal debian:bookworm debian:sealed-erofs --format erofs
+seal image verify debian:sealed-erofs
+seal image seal debian:bookworm debian:sealed-composefs --format composefs
+seal image verify debian:sealed-composefs
+
+step "Tamper with the sealed EROFS layer: verify names it, mount refuses"
+layer=$(seal image inspect debian:sealed-erofs --json |
+  node_modules/.bin/node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).manifest.layers[0].digest.slice(7)))')
+blob="$SEAL_STORE/blobs/sha256/$layer"
+cp "$blob" "$work/layer.orig"
+printf '\x01' | dd of="$blob" bs=1 seek=8192 conv=notrunc status=none
+if seal image verify debian:sealed-erofs; then
+  echo "tampering went unnoticed" >&2
+  exit 1
+fi
+if seal image mount debian:sealed-erofs "$work/mnt" 2>/dev/null; then
+  echo "a tampered image was mounted" >&2
+  exit 1
+fi
+echo "tampering caught; nothing mounted"
+cp "$work/layer.orig" "$blob"
 
 step "Check the store"
 seal store fsck

@@ -206,7 +206,9 @@ export const imageCommands: Command[] = [
       try {
         const reports = await verifyImage(src, (r) =>
           ctx.print(
-            `layer ${r.index + 1}: ${r.digest} ${r.filesystem}, ${r.dataBlocks} blocks verified against ${r.rootHash}`,
+            r.filesystem === 'composefs'
+              ? `layer ${r.index + 1}: ${r.digest} composefs image regenerated, fs-verity digest ${r.rootHash} matches`
+              : `layer ${r.index + 1}: ${r.digest} ${r.filesystem}, ${r.dataBlocks} blocks verified against ${r.rootHash}`,
           ),
         );
         ctx.result({ reference: ref, verified: true, layers: reports });
