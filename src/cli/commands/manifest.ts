@@ -1,3 +1,94 @@
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../../errors.ts';
+import { buildSystem, parseSystemSpec, signSystem, verifySystem } from '../../manifest/index.ts';
+import { KeySigner, loadPrivateKey, parseCertificate, parseCertificates } from '../../pki/index.ts';
 import type { Command } from '../command.ts';
 
-export const manifestCommands: Command[] = [];
+export const manifestCommands: Command[] = [
+  {
+    path: ['manifest', 'build'],
+    summary: 'Build a system manifest from YAML: every target pinned by digest, stored as an OCI artifact',
+    args: 'FILE.yaml DEST',
+    arity: [2, 2],
+    details: 'Every target image must be sealed (seal image seal). DEST is any image reference.',
+    async run(ctx, [file, dest]) {
+      const spec = parseSystemSpec(readFileSync(file!, 'utf8'), file!);
+      const built = await buildSystem(spec, dest!);
+      ctx.result({ destination: dest, descriptor: built.descriptor, system: built.document });
+      ctx.print(
+        `Built system ${spec.product} version ${spec.version} as ${dest} (${built.descriptor.digest})`,
+      );
+      for (const t of built.document.targets)
+        ctx.print(`  ${t.name} (${t.role}, ${t.sealing}): ${t.image.digest}`);
+      return 0;
+    },
+  },
+  {
+    path: ['manifest', 'sign'],
+    summary: 'Sign a system manifest (Notary Project JWS envelope with x5c, attached as a referrer)',
+    args: 'REF',
+    arity: [1, 1],
+    options: {
+      key: { type: 'string', value: 'KEY', description: 'the product signing key (PEM, required)' },
+      cert: { type: 'string', value: 'CERT', description: 'its certificate (PEM, required)' },
+      chain: { type: 'string', value: 'PEM', description: 'issuer certificates to include' },
+      'passphrase-file': {
+        type: 'string',
+        value: 'FILE',
+        description: "the key's passphrase, if it has one",
+      },
+    },
+    async run(ctx, [ref], options) {
+      if (typeof options.key !== 'string' || typeof options.cert !== 'string') {
+        throw new UsageError('--key and --cert are required');
+      }
+      const passphrase =
+        typeof options['passphrase-file'] === 'string'
+          ? readFileSync(options['passphrase-file'], 'utf8').split('\n')[0]
+          : undefined;
+      const key = loadPrivateKey(readFileSync(options.key), passphrase, options.key);
+      const certs = [
+        parseCertificate(readFileSync(options.cert, 'utf8'), options.cert),
+        ...(typeof options.chain === 'string'
+          ? parseCertificates(readFileSync(options.chain, 'utf8'), options.chain)
+          : []),
+      ];
+      const unique = certs.filter((c, i) => certs.findIndex((d) => d.equal(c)) === i);
+      const result = await signSystem(ref!, new KeySigner(key, unique));
+      ctx.result(result);
+      ctx.print(`Signed ${ref} (${result.target.digest}): signature ${result.signature.digest}`);
+      return 0;
+    },
+  },
+  {
+    path: ['manifest', 'verify'],
+    summary: 'Verify a system manifest as a device does: signatures, chain, product, version, targets',
+    args: 'REF',
+    arity: [1, 1],
+    options: {
+      ca: { type: 'string', value: 'CA.pem', description: 'the manifest-signing CA certificate (required)' },
+      product: { type: 'string', value: 'UUID', description: 'the product ID provisioned on the device' },
+      state: {
+        type: 'string',
+        value: 'FILE',
+        description: 'highest accepted version (anti-rollback); updated atomically on success',
+      },
+      deep: { type: 'boolean', description: 'also verify every layer of every target (seal image verify)' },
+    },
+    async run(ctx, [ref], options) {
+      if (typeof options.ca !== 'string') throw new UsageError('--ca is required');
+      const report = await verifySystem(ref!, {
+        ca: parseCertificate(readFileSync(options.ca, 'utf8'), options.ca),
+        product: options.product as string | undefined,
+        state: options.state as string | undefined,
+        deep: options.deep === true,
+      });
+      ctx.result(report);
+      for (const c of report.checks) ctx.print(`ok  ${c.check.padEnd(10)} ${c.detail}`);
+      for (const s of report.signatures.filter((x) => !x.ok))
+        ctx.print(`bad signature ${s.digest}: ${s.detail}`);
+      ctx.print(`${ref}: accepted (system ${report.document.product} version ${report.document.version})`);
+      return 0;
+    },
+  },
+];

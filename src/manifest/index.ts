@@ -1,0 +1,14 @@
+export { type BuiltSystem, buildSystem, resolveTargets } from './build.ts';
+export { createEnvelope, JWS_MEDIA_TYPE, NOTARY_ARTIFACT_TYPE, openEnvelope } from './envelope.ts';
+export { ManifestError, type ManifestErrorCode } from './errors.ts';
+export { signSystem } from './sign.ts';
+export {
+  canonicalJson,
+  parseSystemManifest,
+  parseSystemSpec,
+  SYSTEM_ARTIFACT_TYPE,
+  SYSTEM_MEDIA_TYPE,
+  type SystemManifest,
+  type SystemSpec,
+} from './spec.ts';
+export { type Check, type VerifyOptions, type VerifyReport, verifySystem } from './verify.ts';

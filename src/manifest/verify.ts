@@ -1,0 +1,183 @@
+/**
+ * `seal manifest verify`: what a device checks before it accepts a system. Every signature
+ * attached to the system manifest is examined (envelope, signature, chain to the manifest CA,
+ * validity, code-signing usage, product ID); one good signature suffices and bad ones are
+ * reported. Then the version against the highest one accepted (anti-rollback), every target's
+ * pinned manifest, and with `deep` every layer of every target. The state file is written
+ * atomically, and only when everything passed.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type { Descriptor } from '../oci/types.ts';
+import { parseManifest } from '../oci/validate.ts';
+import { type Certificate, productIdOf, verifyChain } from '../pki/index.ts';
+import { verifyImage } from '../seal/verify.ts';
+import { openSource } from '../store/index.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { NOTARY_ARTIFACT_TYPE, openEnvelope } from './envelope.ts';
+import { ManifestError } from './errors.ts';
+import { parseSystemManifest, SYSTEM_ARTIFACT_TYPE, type SystemManifest } from './spec.ts';
+
+export interface VerifyOptions {
+  ca: Certificate;
+  product?: string;
+  state?: string;
+  deep?: boolean;
+  at?: Date;
+}
+
+export interface Check {
+  check: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface VerifyReport {
+  manifest: Descriptor;
+  document: SystemManifest;
+  checks: Check[];
+  signatures: { digest: string; ok: boolean; detail: string; signer?: string }[];
+}
+
+interface State {
+  product: string;
+  version: number;
+  manifest: string;
+  acceptedAt: string;
+}
+
+function readState(path: string): State | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const state = JSON.parse(readFileSync(path, 'utf8')) as State;
+    if (typeof state.version !== 'number' || typeof state.product !== 'string')
+      throw new Error('fields missing');
+    return state;
+  } catch (error) {
+    throw new ManifestError(
+      'MANIFEST_STATE',
+      `state file ${path} is unreadable: ${(error as Error).message}`,
+      {
+        subject: path,
+      },
+    );
+  }
+}
+
+export async function verifySystem(ref: string, options: VerifyOptions): Promise<VerifyReport> {
+  const checks: Check[] = [];
+  const pass = (check: string, detail: string) => checks.push({ check, ok: true, detail });
+  const src = await openSource(ref);
+  try {
+    const descriptor = await src.resolve();
+    const artifact = parseManifest(await src.getManifest(descriptor), `${ref} manifest`);
+    if (artifact.artifactType !== SYSTEM_ARTIFACT_TYPE || artifact.layers.length !== 1) {
+      throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${ref} is not a system manifest`, { subject: ref });
+    }
+    const chunks: Uint8Array[] = [];
+    for await (const c of src.getBlob(artifact.layers[0]!)) chunks.push(c);
+    const document = parseSystemManifest(Buffer.concat(chunks), ref);
+    pass('digest', `system manifest ${descriptor.digest} and its document match their digests`);
+
+    // Signatures.
+    if (!src.referrers)
+      throw new ManifestError('MANIFEST_UNSIGNED', `${ref}: this transport cannot list signatures`);
+    const attached = await src.referrers(descriptor, NOTARY_ARTIFACT_TYPE);
+    if (attached.length === 0) {
+      throw new ManifestError(
+        'MANIFEST_UNSIGNED',
+        `${ref}: no signature is attached to ${descriptor.digest}`,
+        {
+          subject: descriptor.digest,
+        },
+      );
+    }
+    const signatures: VerifyReport['signatures'] = [];
+    for (const sig of attached) {
+      try {
+        const manifest = parseManifest(await src.getManifest(sig), sig.digest);
+        const layer = manifest.layers[0];
+        if (!layer || layer.size > 1 << 20) throw new Error('no envelope layer');
+        const parts: Uint8Array[] = [];
+        for await (const c of src.getBlob(layer)) parts.push(c);
+        const opened = openEnvelope(Buffer.concat(parts));
+        if (opened.target.digest !== descriptor.digest || opened.target.size !== descriptor.size) {
+          throw new Error(`it signs another manifest (${opened.target.digest})`);
+        }
+        const [leaf, ...rest] = opened.certificates;
+        await verifyChain(leaf!, rest, options.ca, { at: options.at });
+        const product = productIdOf(leaf!);
+        if (product !== document.product) {
+          throw new Error(
+            `its certificate is for product ${product ?? 'none'}, the system is for ${document.product}`,
+          );
+        }
+        signatures.push({ digest: sig.digest, ok: true, detail: 'valid', signer: leaf!.subject });
+      } catch (error) {
+        signatures.push({ digest: sig.digest, ok: false, detail: (error as Error).message });
+      }
+    }
+    const good = signatures.filter((s) => s.ok);
+    if (good.length === 0) {
+      throw new ManifestError(
+        'MANIFEST_SIGNATURE_INVALID',
+        `${ref}: no valid signature: ${signatures.map((s) => `${s.digest.slice(7, 19)}: ${s.detail}`).join('; ')}`,
+        { subject: descriptor.digest },
+      );
+    }
+    pass('signature', `${good.length} of ${signatures.length} signatures valid, by "${good[0]!.signer}"`);
+    pass('chain', `signing certificate chains to "${options.ca.subject}", valid now, code signing`);
+
+    if (options.product !== undefined && options.product.toLowerCase() !== document.product) {
+      throw new ManifestError(
+        'MANIFEST_WRONG_PRODUCT',
+        `${ref} is for product ${document.product}, this device is ${options.product}`,
+        { subject: document.product },
+      );
+    }
+    pass('product', `product ${document.product}`);
+
+    const state = options.state ? readState(options.state) : undefined;
+    if (state && state.product === document.product && document.version < state.version) {
+      throw new ManifestError(
+        'MANIFEST_ROLLBACK',
+        `${ref}: version ${document.version} is older than version ${state.version} already accepted`,
+        { subject: String(document.version) },
+      );
+    }
+    pass('version', `version ${document.version}${state ? ` (highest accepted: ${state.version})` : ''}`);
+
+    for (const target of document.targets) {
+      const image = await openSource(target.reference);
+      try {
+        // getManifest checks the pinned digest and size.
+        await image.getManifest(target.image);
+        if (options.deep) await verifyImage(image);
+      } catch (error) {
+        throw new ManifestError(
+          'MANIFEST_TARGET_MISMATCH',
+          `target ${target.name}: ${target.reference} does not hold the pinned ${target.image.digest} (${target.image.size} bytes): ${(error as Error).message}`,
+          { subject: target.name, cause: error },
+        );
+      } finally {
+        await image.close();
+      }
+    }
+    pass(
+      'targets',
+      `${document.targets.length} targets match their pinned digests and sizes${options.deep ? ', every layer verified' : ''}`,
+    );
+
+    if (options.state) {
+      const next: State = {
+        product: document.product,
+        version: Math.max(document.version, state?.product === document.product ? state.version : 0),
+        manifest: descriptor.digest,
+        acceptedAt: new Date().toISOString(),
+      };
+      await writeFileAtomic(options.state, `${JSON.stringify(next, null, 2)}\n`);
+    }
+    return { manifest: descriptor, document, checks, signatures };
+  } finally {
+    await src.close();
+  }
+}

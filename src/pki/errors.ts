@@ -1,0 +1,14 @@
+import { SealError } from '../errors.ts';
+
+export type PkiErrorCode =
+  | 'PKI_INVALID_OPTION'
+  | 'PKI_BAD_KEY'
+  | 'PKI_BAD_CERTIFICATE'
+  | 'PKI_UNTRUSTED'
+  | 'PKI_BAD_SIGNATURE'
+  | 'PKI_EXPIRED'
+  | 'PKI_NOT_YET_VALID'
+  | 'PKI_BAD_USAGE'
+  | 'PKI_EXISTS';
+
+export class PkiError extends SealError<PkiErrorCode> {}

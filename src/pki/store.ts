@@ -1,0 +1,160 @@
+/**
+ * The PKI directory `seal pki` manages:
+ *   manifest-ca.{pem,key}   the manifest-signing CA (its certificate goes into the signed initrd)
+ *   device-ca.{pem,key}     the device-identity CA
+ *   products/<uuid>.{pem,key}  product signing certificates (chain: product, manifest CA)
+ *   devices/<serial>.{pem,key} device identity certificates
+ * Keys are PKCS#8 PEM, mode 0600, optionally passphrase-encrypted; nothing is ever overwritten.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../util/atomic.ts';
+import {
+  type Certificate,
+  CLIENT_AUTH_OID,
+  CODE_SIGNING_OID,
+  deviceSubject,
+  issueCertificate,
+  isUuid,
+  parseCertificate,
+  productSubject,
+} from './certificates.ts';
+import { PkiError } from './errors.ts';
+import { generateKeyPair, type KeyType, loadPrivateKey, privateKeyPem } from './keys.ts';
+
+export interface IssuedFiles {
+  certificate: string;
+  key: string;
+  subject: string;
+  notAfter: string;
+}
+
+interface KeyOptions {
+  keyType?: KeyType;
+  /** Encrypts the new private key. */
+  passphrase?: string;
+  /** Validity in days. */
+  days?: number;
+}
+
+function refuseExisting(...paths: string[]): void {
+  for (const p of paths) {
+    if (existsSync(p))
+      throw new PkiError('PKI_EXISTS', `${p} already exists; Seal never overwrites keys`, { subject: p });
+  }
+}
+
+async function save(certPath: string, keyPath: string, cert: Certificate, key: string): Promise<IssuedFiles> {
+  await writeFileAtomic(keyPath, key, 0o600);
+  await writeFileAtomic(certPath, cert.toString('pem'));
+  return {
+    certificate: certPath,
+    key: keyPath,
+    subject: cert.subject,
+    notAfter: cert.notAfter.toISOString(),
+  };
+}
+
+function loadCa(dir: string, name: string, passphrase?: string) {
+  const certPath = join(dir, `${name}.pem`);
+  const keyPath = join(dir, `${name}.key`);
+  if (!existsSync(certPath)) {
+    throw new PkiError('PKI_INVALID_OPTION', `${dir} has no ${name}: run seal pki init first`, {
+      subject: dir,
+    });
+  }
+  return {
+    certificate: parseCertificate(readFileSync(certPath, 'utf8'), certPath),
+    key: loadPrivateKey(readFileSync(keyPath), passphrase, keyPath),
+  };
+}
+
+/** Creates the manifest-signing CA and the device-identity CA in `dir`. */
+export async function initPki(dir: string, options: KeyOptions = {}): Promise<IssuedFiles[]> {
+  mkdirSync(dir, { recursive: true });
+  const out: IssuedFiles[] = [];
+  const names = [
+    ['manifest-ca', 'Seal manifest signing CA'],
+    ['device-ca', 'Seal device identity CA'],
+  ] as const;
+  refuseExisting(...names.flatMap(([n]) => [join(dir, `${n}.pem`), join(dir, `${n}.key`)]));
+  for (const [file, commonName] of names) {
+    const pair = await generateKeyPair(options.keyType ?? 'ecdsa-p256');
+    const cert = await issueCertificate({
+      subject: [['CN', commonName]],
+      publicKey: pair.publicKey,
+      selfKey: pair.privateKey,
+      ca: true,
+      days: options.days ?? 3650 * 2,
+    });
+    out.push(
+      await save(
+        join(dir, `${file}.pem`),
+        join(dir, `${file}.key`),
+        cert,
+        privateKeyPem(pair.privateKey, options.passphrase),
+      ),
+    );
+  }
+  return out;
+}
+
+/** A product signing key and certificate, signed by the manifest CA. */
+export async function newProduct(
+  dir: string,
+  options: KeyOptions & { name: string; id?: string; caPassphrase?: string },
+): Promise<IssuedFiles & { product: string; chain: string }> {
+  const id = (options.id ?? randomUUID()).toLowerCase();
+  if (!isUuid(id))
+    throw new PkiError('PKI_INVALID_OPTION', `product ID ${id} is not a UUID`, { subject: id });
+  const ca = loadCa(dir, 'manifest-ca', options.caPassphrase);
+  mkdirSync(join(dir, 'products'), { recursive: true });
+  const certPath = join(dir, 'products', `${id}.pem`);
+  const keyPath = join(dir, 'products', `${id}.key`);
+  refuseExisting(certPath, keyPath);
+  const pair = await generateKeyPair(options.keyType ?? 'ecdsa-p256');
+  const cert = await issueCertificate({
+    subject: productSubject(id, options.name),
+    publicKey: pair.publicKey,
+    issuer: ca,
+    ca: false,
+    extendedKeyUsage: [CODE_SIGNING_OID],
+    days: options.days ?? 825,
+  });
+  const files = await save(certPath, keyPath, cert, privateKeyPem(pair.privateKey, options.passphrase));
+  // The chain a signer presents: the product certificate, then the CA.
+  const chain = join(dir, 'products', `${id}.chain.pem`);
+  await writeFileAtomic(chain, `${cert.toString('pem')}\n${ca.certificate.toString('pem')}\n`);
+  return { ...files, product: id, chain };
+}
+
+/** A device identity key and certificate (`serialNumber=PID:<product> SN:<serial>`). */
+export async function newDevice(
+  dir: string,
+  options: KeyOptions & { product: string; serial: string; caPassphrase?: string },
+): Promise<IssuedFiles> {
+  const product = options.product.toLowerCase();
+  if (!isUuid(product)) throw new PkiError('PKI_INVALID_OPTION', `product ID ${product} is not a UUID`);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(options.serial)) {
+    throw new PkiError(
+      'PKI_INVALID_OPTION',
+      'serial numbers are 1-64 letters, digits, dots, dashes or underscores',
+    );
+  }
+  const ca = loadCa(dir, 'device-ca', options.caPassphrase);
+  mkdirSync(join(dir, 'devices'), { recursive: true });
+  const certPath = join(dir, 'devices', `${options.serial}.pem`);
+  const keyPath = join(dir, 'devices', `${options.serial}.key`);
+  refuseExisting(certPath, keyPath);
+  const pair = await generateKeyPair(options.keyType ?? 'ecdsa-p256');
+  const cert = await issueCertificate({
+    subject: deviceSubject(product, options.serial),
+    publicKey: pair.publicKey,
+    issuer: ca,
+    ca: false,
+    extendedKeyUsage: [CLIENT_AUTH_OID],
+    days: options.days ?? 3650,
+  });
+  return save(certPath, keyPath, cert, privateKeyPem(pair.privateKey, options.passphrase));
+}
