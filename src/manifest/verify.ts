@@ -7,6 +7,7 @@
  * atomically, and only when everything passed.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import type { ImageSource } from '../oci/transport.ts';
 import type { Descriptor } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
 import { type Certificate, productIdOf, verifyChain } from '../pki/index.ts';
@@ -43,6 +44,17 @@ interface State {
   version: number;
   manifest: string;
   acceptedAt: string;
+}
+
+/** The same source, resolving to a pinned manifest. */
+function pinned(src: ImageSource, desc: Descriptor): ImageSource {
+  return {
+    name: `${src.name}@${desc.digest}`,
+    resolve: async () => desc,
+    getManifest: (d) => src.getManifest(d),
+    getBlob: (d) => src.getBlob(d),
+    close: async () => {},
+  };
 }
 
 function readState(path: string): State | undefined {
@@ -147,19 +159,30 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
     pass('version', `version ${document.version}${state ? ` (highest accepted: ${state.version})` : ''}`);
 
     for (const target of document.targets) {
-      const image = await openSource(target.reference);
-      try {
-        // getManifest checks the pinned digest and size.
-        await image.getManifest(target.image);
-        if (options.deep) await verifyImage(image);
-      } catch (error) {
+      // Where the system is (a mirror holds its targets beside it), else where it was built.
+      const failures: string[] = [];
+      let checked = false;
+      for (const where of ['beside', 'reference'] as const) {
+        const image = where === 'beside' ? src : await openSource(target.reference).catch(() => undefined);
+        if (!image) continue;
+        try {
+          // getManifest checks the pinned digest and size.
+          await image.getManifest(target.image);
+          if (options.deep) await verifyImage(pinned(image, target.image));
+          checked = true;
+          break;
+        } catch (error) {
+          failures.push(`${where === 'beside' ? src.name : target.reference}: ${(error as Error).message}`);
+        } finally {
+          if (image !== src) await image.close();
+        }
+      }
+      if (!checked) {
         throw new ManifestError(
           'MANIFEST_TARGET_MISMATCH',
-          `target ${target.name}: ${target.reference} does not hold the pinned ${target.image.digest} (${target.image.size} bytes): ${(error as Error).message}`,
-          { subject: target.name, cause: error },
+          `target ${target.name}: no image matches the pinned ${target.image.digest} (${target.image.size} bytes): ${failures.join('; ')}`,
+          { subject: target.name },
         );
-      } finally {
-        await image.close();
       }
     }
     pass(

@@ -124,6 +124,18 @@ export const parseIndex = (bytes: Uint8Array | string, subject?: string) =>
 export const parseConfig = (bytes: Uint8Array | string, subject?: string) =>
   validateConfig(parseJson(bytes, subject ?? 'config'), subject);
 
+const MANIFEST_TYPES = new Set<string>([
+  MediaType.ImageManifest,
+  MediaType.ImageIndex,
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+]);
+
+/** A manifest or index media type (OCI or Docker). */
+export function isManifestType(mediaType: string | undefined): boolean {
+  return mediaType !== undefined && MANIFEST_TYPES.has(mediaType);
+}
+
 export function isIndexType(mediaType: string | undefined): boolean {
   return mediaType === MediaType.ImageIndex || mediaType === MediaType.DockerManifestList;
 }

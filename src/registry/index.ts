@@ -21,7 +21,6 @@ export {
 export { formatRegistryReference, parseRegistryReference, type RegistryReference } from './reference.ts';
 export { registerPinnedResolver, syncImage } from './sync.ts';
 export {
-  isManifestType,
   openRegistryDestination,
   openRegistrySource,
   RegistryDestination,

@@ -4,11 +4,12 @@
  * destination already has is skipped, which makes a repeated mirror incremental.
  */
 import { isDigest } from '../oci/digest.ts';
+import { pinnedDescriptors } from '../oci/pinned.ts';
 import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../oci/types.ts';
+import { isManifestType } from '../oci/validate.ts';
 import { isRetryable, RegistryError } from './errors.ts';
-import { isManifestType } from './transport.ts';
 
 export interface MirrorEvent {
   kind: 'manifest' | 'blob';
@@ -255,31 +256,4 @@ async function* counted(
  * The generic resolver of `sync`: small JSON blobs of an artifact (its config and layers) are
  * read and every object in them shaped like a manifest descriptor is followed.
  */
-export const pinnedInJson: PinnedResolver = async (_desc, doc, readBlob) => {
-  if (!('layers' in doc) || !Array.isArray(doc.layers)) return [];
-  const found: Descriptor[] = [];
-  for (const blob of [doc.config, ...doc.layers]) {
-    if (!blob || !/json/.test(blob.mediaType) || blob.size > 4 << 20 || blob.size <= 2) continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(Buffer.from(await readBlob(blob)).toString('utf8'));
-    } catch {
-      continue;
-    }
-    const visit = (v: unknown): void => {
-      if (Array.isArray(v)) v.forEach(visit);
-      else if (v && typeof v === 'object') {
-        const o = v as Record<string, unknown>;
-        if (
-          isManifestType(o.mediaType as string) &&
-          typeof o.digest === 'string' &&
-          typeof o.size === 'number'
-        ) {
-          found.push({ mediaType: o.mediaType as string, digest: o.digest, size: o.size });
-        } else Object.values(o).forEach(visit);
-      }
-    };
-    visit(value);
-  }
-  return found;
-};
+export const pinnedInJson: PinnedResolver = (_desc, doc, readBlob) => pinnedDescriptors(doc, readBlob);

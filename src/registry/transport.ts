@@ -4,23 +4,12 @@
  * upload to another repository of the same registry becomes a cross-repository mount.
  */
 import { digestOf } from '../oci/digest.ts';
-import { MediaType } from '../oci/mediatypes.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor } from '../oci/types.ts';
+import { isManifestType } from '../oci/validate.ts';
 import { RegistryClient, type RegistryOptions } from './client.ts';
 import { RegistryError } from './errors.ts';
 import { formatRegistryReference, parseRegistryReference, type RegistryReference } from './reference.ts';
-
-const MANIFEST_TYPES = new Set<string>([
-  MediaType.ImageManifest,
-  MediaType.ImageIndex,
-  MediaType.DockerManifest,
-  MediaType.DockerManifestList,
-]);
-
-export function isManifestType(mediaType: string | undefined): boolean {
-  return mediaType !== undefined && MANIFEST_TYPES.has(mediaType);
-}
 
 /** Repositories (`registry/repo`) each blob digest is known to live in, for mounts. */
 const blobHomes = new Map<string, Set<string>>();

@@ -8,6 +8,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promis
 import { join } from 'node:path';
 import { DigestError, Digester, digestOf, parseDigest } from '../oci/digest.ts';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
+import { pinnedDescriptors } from '../oci/pinned.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
@@ -336,6 +337,8 @@ export class LayoutStore {
       else {
         seen.add(doc.config.digest);
         for (const l of doc.layers) seen.add(l.digest);
+        // Images a system manifest pins are kept with it.
+        for (const p of await pinnedDescriptors(doc, (d) => this.readBlob(d))) await visit(p);
       }
     };
     for (const m of (await this.index()).manifests) await visit(m);

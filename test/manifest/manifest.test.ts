@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -459,5 +459,22 @@ test('envelopes and system YAML from untrusted hands are fuzzed', async () => {
     } catch (error) {
       assert.ok(error instanceof ManifestError, `case ${i}: ${String(error)}`);
     }
+  }
+});
+
+test('sync mirrors a signed system with its signatures and pinned images; gc keeps them; it verifies there', async () => {
+  const ref = await system(7);
+  const fresh = join(work, 'fresh');
+  const r = runSeal(['sync', ref, `oci:${fresh}:system`]);
+  assert.equal(r.status, 0, r.stderr);
+  const gc = runSeal(['store', 'gc'], { env: { SEAL_STORE: fresh } });
+  assert.equal(gc.status, 0, gc.stderr);
+  // The targets must be found beside the system in the fresh store: hide the original one.
+  renameSync(layout, `${layout}.away`);
+  try {
+    const report = await verifySystem(`oci:${fresh}:system`, { ca, deep: true });
+    assert.equal(report.document.targets.length, 2);
+  } finally {
+    renameSync(`${layout}.away`, layout);
   }
 });
