@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Seal's main job, end to end, on a real Debian root filesystem:
 #   build the root filesystem (cached), import it into a store as an OCI image, inspect it,
-#   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering.
+#   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering,
+#   sign a system manifest with a product PKI, refuse a rollback, publish it through a registry
+#   and verify it in a fresh device store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -91,6 +93,66 @@ if seal image mount debian:sealed-erofs "$work/mnt" 2>/dev/null; then
 fi
 echo "tampering caught; nothing mounted"
 cp "$work/layer.orig" "$blob"
+
+step "Product PKI: the manifest-signing CA, a product signing certificate, a device identity"
+product=6f1c0c1e-2a49-4a7e-9d1b-8a3c2f0e5d11
+pki="$work/pki"
+seal pki init "$pki"
+seal pki product new "$pki" --name "Demo appliance" --id "$product"
+seal pki device new "$pki" --product "$product" --serial SN0001
+openssl verify -CAfile "$pki/manifest-ca.pem" -purpose any "$pki/products/$product.pem"
+
+system_yaml() { # VERSION
+  cat <<EOF
+product: $product
+version: $1
+update_type: complete
+targets:
+  - name: hostfs
+    image: debian:sealed-erofs
+    role: host
+  - name: shell
+    image: debian:sealed-composefs
+    role: service
+    service: { command: ["/bin/sh", "-c", "sleep infinity"], env: { MODE: prod }, restart: always }
+EOF
+}
+sign() { seal manifest sign "$1" --key "$pki/products/$product.key" --cert "$pki/products/$product.pem" --chain "$pki/manifest-ca.pem"; }
+
+step "A system manifest pinning the sealed images, signed with the product key, verified as a device does"
+system_yaml 7 >"$work/system-7.yaml"
+seal manifest build "$work/system-7.yaml" appliance:7
+sign appliance:7
+seal manifest verify appliance:7 --ca "$pki/manifest-ca.pem" --product "$product" --state "$work/device-state.json" --deep
+
+step "Anti-rollback: an older system, validly signed, is refused and the device state is unchanged"
+system_yaml 6 >"$work/system-6.yaml"
+seal manifest build "$work/system-6.yaml" appliance:6
+sign appliance:6
+cp "$work/device-state.json" "$work/device-state.before"
+if seal manifest verify appliance:6 --ca "$pki/manifest-ca.pem" --product "$product" --state "$work/device-state.json"; then
+  echo "an older system was accepted" >&2
+  exit 1
+fi
+cmp "$work/device-state.json" "$work/device-state.before" && echo "refused; state unchanged"
+
+step "Publish the signed system to a registry, install it into a fresh device store, verify it there"
+port=$(node_modules/.bin/node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+mkdir -p "$work/registry"
+cat >"$work/registry/config.yml" <<EOF
+version: 0.1
+storage: { filesystem: { rootdirectory: $work/registry/data } }
+http: { addr: 127.0.0.1:$port }
+log: { level: error }
+EOF
+/usr/bin/docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+seal sync appliance:7 "docker://127.0.0.1:$port/appliance/system:7"
+SEAL_STORE="$work/device" seal sync "docker://127.0.0.1:$port/appliance/system:7" system:7
+SEAL_STORE="$work/device" seal manifest verify system:7 --ca "$pki/manifest-ca.pem" --product "$product" --deep
+kill $registry_pid
 
 step "Check the store"
 seal store fsck

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
 import type { ImageDestination, ImageSource } from '../../oci/transport.ts';
 import type { RegistryOptions } from '../../registry/index.ts';
+import { openDestination, openSource, destinationTag as storeDestinationTag } from '../../store/index.ts';
 import type { Command, CommandContext, OptionSpec } from '../command.ts';
 
 type Options = Record<string, string | boolean | string[] | undefined>;
@@ -65,49 +66,15 @@ function jobs(options: Options): number {
 
 const isRegistry = (ref: string) => ref.startsWith('docker://');
 
-/** The store module's agreed surface; imported by URL so this file does not depend on it at type level. */
-interface StoreModule {
-  openSource(ref: string, options?: unknown): Promise<ImageSource>;
-  openDestination(ref: string, options?: unknown): Promise<ImageDestination>;
-  parseReference(text: string): unknown;
-}
-
-async function optionalModule<T>(relative: string): Promise<T | undefined> {
-  try {
-    return (await import(new URL(relative, import.meta.url).href)) as T;
-  } catch (error) {
-    if (
-      (error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' &&
-      String((error as Error).message).includes(relative.replace(/^(\.\.\/)+/, ''))
-    )
-      return undefined;
-    throw error;
-  }
-}
-
-async function storeModule(): Promise<StoreModule> {
-  const store = await optionalModule<StoreModule>('../../store/index.ts');
-  if (!store) throw new UsageError('only docker:// references are available in this build');
-  return store;
-}
-
-async function openSourceFor(ref: string, options: RegistryOptions): Promise<ImageSource> {
-  if (isRegistry(ref)) return (await import('../../registry/index.ts')).openRegistrySource(ref, options);
-  const store = await storeModule();
-  return store.openSource(ref, options);
-}
-
-async function openDestinationFor(ref: string, options: RegistryOptions): Promise<ImageDestination> {
-  if (isRegistry(ref)) return (await import('../../registry/index.ts')).openRegistryDestination(ref, options);
-  const store = await storeModule();
-  return store.openDestination(ref, options);
-}
+const openSourceFor = (ref: string, options: RegistryOptions): Promise<ImageSource> =>
+  openSource(ref, { ...options });
+const openDestinationFor = (ref: string, options: RegistryOptions): Promise<ImageDestination> =>
+  openDestination(ref, { ...options });
 
 /** The tag a destination reference names, if any. */
 async function destinationTag(ref: string): Promise<string | undefined> {
   if (isRegistry(ref)) return (await import('../../registry/index.ts')).parseRegistryReference(ref).tag;
-  const store = await storeModule();
-  return (store.parseReference(ref) as { tag?: string }).tag;
+  return storeDestinationTag(ref);
 }
 
 async function transfer(
@@ -118,10 +85,6 @@ async function transfer(
 ): Promise<number> {
   const [srcRef, dstRef] = positionals as [string, string];
   const { mirror, syncImage } = await import('../../registry/index.ts');
-  if (mode === 'sync') {
-    // The system-manifest module registers how to find the images a system pins.
-    await optionalModule('../../manifest/index.ts');
-  }
   const transport = registryOptions(options);
   const src = await openSourceFor(srcRef, transport);
   try {
