@@ -16,6 +16,12 @@ import { openSource } from '../store/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { NOTARY_ARTIFACT_TYPE, openEnvelope } from './envelope.ts';
 import { ManifestError } from './errors.ts';
+import {
+  MACHINE_INSTALL_TYPE,
+  type MachineInstall,
+  machineSignatures,
+  parseMachineInstall,
+} from './machine.ts';
 import { parseSystemManifest, SYSTEM_ARTIFACT_TYPE, type SystemManifest } from './spec.ts';
 
 export interface VerifyOptions {
@@ -32,9 +38,17 @@ export interface Check {
   detail: string;
 }
 
+/** What verification needs of a signed document: Seal's system manifest or a mos install.json. */
+interface PinnedDocument {
+  product: string;
+  version: number;
+  targets: { name: string; image: Descriptor; reference?: string }[];
+}
+
 export interface VerifyReport {
   manifest: Descriptor;
-  document: SystemManifest;
+  /** The system manifest, or a mos install manifest's install.json as read. */
+  document: SystemManifest | MachineInstall;
   checks: Check[];
   signatures: { digest: string; ok: boolean; detail: string; signer?: string }[];
 }
@@ -75,6 +89,50 @@ function readState(path: string): State | undefined {
   }
 }
 
+/** Examines every Notary signature attached to a system manifest. */
+async function notarySignatures(
+  src: ImageSource,
+  descriptor: Descriptor,
+  product: string,
+  options: VerifyOptions,
+): Promise<VerifyReport['signatures']> {
+  if (!src.referrers)
+    throw new ManifestError('MANIFEST_UNSIGNED', `${src.name}: this transport cannot list signatures`);
+  const attached = await src.referrers(descriptor, NOTARY_ARTIFACT_TYPE);
+  if (attached.length === 0) {
+    throw new ManifestError(
+      'MANIFEST_UNSIGNED',
+      `${src.name}: no signature is attached to ${descriptor.digest}`,
+      {
+        subject: descriptor.digest,
+      },
+    );
+  }
+  const signatures: VerifyReport['signatures'] = [];
+  for (const sig of attached) {
+    try {
+      const manifest = parseManifest(await src.getManifest(sig), sig.digest);
+      const layer = manifest.layers[0];
+      if (!layer || layer.size > 1 << 20) throw new Error('no envelope layer');
+      const parts: Uint8Array[] = [];
+      for await (const c of src.getBlob(layer)) parts.push(c);
+      const opened = openEnvelope(Buffer.concat(parts));
+      if (opened.target.digest !== descriptor.digest || opened.target.size !== descriptor.size) {
+        throw new Error(`it signs another manifest (${opened.target.digest})`);
+      }
+      const [leaf, ...rest] = opened.certificates;
+      await verifyChain(leaf!, rest, options.ca, { at: options.at });
+      const id = productIdOf(leaf!);
+      if (id !== product)
+        throw new Error(`its certificate is for product ${id ?? 'none'}, the system is for ${product}`);
+      signatures.push({ digest: sig.digest, ok: true, detail: 'valid', signer: leaf!.subject });
+    } catch (error) {
+      signatures.push({ digest: sig.digest, ok: false, detail: (error as Error).message });
+    }
+  }
+  return signatures;
+}
+
 export async function verifySystem(ref: string, options: VerifyOptions): Promise<VerifyReport> {
   const checks: Check[] = [];
   const pass = (check: string, detail: string) => checks.push({ check, ok: true, detail });
@@ -82,52 +140,25 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
   try {
     const descriptor = await src.resolve();
     const artifact = parseManifest(await src.getManifest(descriptor), `${ref} manifest`);
-    if (artifact.artifactType !== SYSTEM_ARTIFACT_TYPE || artifact.layers.length !== 1) {
+    const machine = artifact.artifactType === MACHINE_INSTALL_TYPE;
+    if ((!machine && artifact.artifactType !== SYSTEM_ARTIFACT_TYPE) || artifact.layers.length !== 1) {
       throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${ref} is not a system manifest`, { subject: ref });
     }
     const chunks: Uint8Array[] = [];
     for await (const c of src.getBlob(artifact.layers[0]!)) chunks.push(c);
-    const document = parseSystemManifest(Buffer.concat(chunks), ref);
-    pass('digest', `system manifest ${descriptor.digest} and its document match their digests`);
+    const body = Buffer.concat(chunks);
+    const document: SystemManifest | MachineInstall = machine
+      ? parseMachineInstall(body, ref)
+      : parseSystemManifest(body, ref);
+    const pinnedDoc: PinnedDocument = document;
+    pass(
+      'digest',
+      `${machine ? 'install' : 'system'} manifest ${descriptor.digest} and its document match their digests`,
+    );
 
-    // Signatures.
-    if (!src.referrers)
-      throw new ManifestError('MANIFEST_UNSIGNED', `${ref}: this transport cannot list signatures`);
-    const attached = await src.referrers(descriptor, NOTARY_ARTIFACT_TYPE);
-    if (attached.length === 0) {
-      throw new ManifestError(
-        'MANIFEST_UNSIGNED',
-        `${ref}: no signature is attached to ${descriptor.digest}`,
-        {
-          subject: descriptor.digest,
-        },
-      );
-    }
-    const signatures: VerifyReport['signatures'] = [];
-    for (const sig of attached) {
-      try {
-        const manifest = parseManifest(await src.getManifest(sig), sig.digest);
-        const layer = manifest.layers[0];
-        if (!layer || layer.size > 1 << 20) throw new Error('no envelope layer');
-        const parts: Uint8Array[] = [];
-        for await (const c of src.getBlob(layer)) parts.push(c);
-        const opened = openEnvelope(Buffer.concat(parts));
-        if (opened.target.digest !== descriptor.digest || opened.target.size !== descriptor.size) {
-          throw new Error(`it signs another manifest (${opened.target.digest})`);
-        }
-        const [leaf, ...rest] = opened.certificates;
-        await verifyChain(leaf!, rest, options.ca, { at: options.at });
-        const product = productIdOf(leaf!);
-        if (product !== document.product) {
-          throw new Error(
-            `its certificate is for product ${product ?? 'none'}, the system is for ${document.product}`,
-          );
-        }
-        signatures.push({ digest: sig.digest, ok: true, detail: 'valid', signer: leaf!.subject });
-      } catch (error) {
-        signatures.push({ digest: sig.digest, ok: false, detail: (error as Error).message });
-      }
-    }
+    const signatures = machine
+      ? await machineSignatures(src, descriptor, body, document.product, options.ca, options.at)
+      : await notarySignatures(src, descriptor, document.product, options);
     const good = signatures.filter((s) => s.ok);
     if (good.length === 0) {
       throw new ManifestError(
@@ -137,7 +168,10 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
       );
     }
     pass('signature', `${good.length} of ${signatures.length} signatures valid, by "${good[0]!.signer}"`);
-    pass('chain', `signing certificate chains to "${options.ca.subject}", valid now, code signing`);
+    pass(
+      'chain',
+      `signing certificate chains to "${options.ca.subject}", valid now${machine ? '' : ', code signing'}`,
+    );
 
     if (options.product !== undefined && options.product.toLowerCase() !== document.product) {
       throw new ManifestError(
@@ -158,12 +192,17 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
     }
     pass('version', `version ${document.version}${state ? ` (highest accepted: ${state.version})` : ''}`);
 
-    for (const target of document.targets) {
+    for (const target of pinnedDoc.targets) {
       // Where the system is (a mirror holds its targets beside it), else where it was built.
       const failures: string[] = [];
       let checked = false;
       for (const where of ['beside', 'reference'] as const) {
-        const image = where === 'beside' ? src : await openSource(target.reference).catch(() => undefined);
+        const image =
+          where === 'beside'
+            ? src
+            : target.reference === undefined
+              ? undefined
+              : await openSource(target.reference).catch(() => undefined);
         if (!image) continue;
         try {
           // getManifest checks the pinned digest and size.

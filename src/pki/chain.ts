@@ -11,8 +11,8 @@ import { x509 } from './x509.ts';
 export interface ChainOptions {
   /** When the signature was made or is checked (default now). */
   at?: Date;
-  /** Extended key usage the signing certificate must have (default code signing). */
-  purpose?: string;
+  /** Extended key usage the signing certificate must have (default code signing; null: none). */
+  purpose?: string | null;
 }
 
 function describe(cert: Certificate): string {
@@ -96,9 +96,9 @@ export async function verifyChain(
       subject: leaf.subject,
     });
   }
-  const purpose = options.purpose ?? CODE_SIGNING_OID;
+  const purpose = options.purpose === undefined ? CODE_SIGNING_OID : options.purpose;
   const extended = leaf.getExtension(x509.ExtendedKeyUsageExtension);
-  if (!extended?.usages.map(String).includes(purpose)) {
+  if (purpose !== null && !extended?.usages.map(String).includes(purpose)) {
     throw new PkiError(
       'PKI_BAD_USAGE',
       `${describe(leaf)} lacks the ${purpose === CODE_SIGNING_OID ? 'code-signing' : purpose} extended key usage`,

@@ -478,3 +478,84 @@ test('sync mirrors a signed system with its signatures and pinned images; gc kee
     renameSync(`${layout}.away`, layout);
   }
 });
+
+test('Project Machine install manifests: openssl-signed install.json with its certificate is accepted; tampering is not', async () => {
+  const { openDestination } = await import('../../src/store/index.ts');
+  const mos = join(work, 'mos-pki');
+  execFileSync('bin/seal', ['pki', 'init', mos, '--key-type', 'rsa-2048'], {
+    cwd: new URL('../..', import.meta.url).pathname,
+  });
+  const issued = await newProduct(mos, { name: 'mos product', id: PRODUCT, keyType: 'rsa-2048' });
+  const mosCa = parseCertificate(readFileSync(join(mos, 'manifest-ca.pem'), 'utf8'));
+  const sealed = JSON.parse(
+    runSeal(['image', 'inspect', `oci:${layout}:sealed`, '--json']).stdout,
+  ).descriptor;
+  const once = (b: Uint8Array) =>
+    (async function* () {
+      yield b;
+    })();
+  const empty = {
+    mediaType: 'application/vnd.oci.empty.v1+json',
+    digest: 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a',
+    size: 2,
+  };
+  /** Puts an artifact as `regctl artifact put` does: one layer, an empty config, maybe a subject. */
+  const put = async (
+    tag: string | undefined,
+    artifactType: string,
+    data: Buffer,
+    subject?: { mediaType: string; digest: string; size: number },
+  ) => {
+    const dst = await openDestination(`oci:${layout}:${tag ?? 'unused'}`);
+    const layer = { mediaType: 'application/octet-stream', digest: digestOf(data), size: data.length };
+    await dst.putBlob(empty, once(Buffer.from('{}')));
+    await dst.putBlob(layer, once(data));
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        artifactType,
+        config: empty,
+        layers: [layer],
+        ...(subject ? { subject } : {}),
+      }),
+    );
+    const desc = {
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      digest: digestOf(manifest),
+      size: manifest.length,
+    };
+    await dst.putManifest(desc, manifest, tag);
+    await dst.commit();
+    await dst.close();
+    return desc;
+  };
+  const publish = async (tag: string, install: Buffer, signWith: string, cert: string) => {
+    const file = join(work, `${tag}.json`);
+    writeFileSync(file, install);
+    // The signature exactly as mosb's tests make it.
+    execFileSync('openssl', ['dgst', '-sha256', '-sign', signWith, '-out', `${file}.signed`, file]);
+    const subject = await put(tag, 'application/vnd.machine.install', install);
+    await put(undefined, 'application/vnd.machine.pubkeycrt', readFileSync(cert), subject);
+    await put(undefined, 'application/vnd.machine.signature', readFileSync(`${file}.signed`), subject);
+  };
+  const install = (version: number) =>
+    Buffer.from(
+      `${JSON.stringify({ version, product: PRODUCT, update_type: 'complete', targets: [{ service_name: 'hostfs', version: '1.0.0', digest: sealed.digest, size: sealed.size, service_type: 'hostfs', nsgroup: '', network: { type: 'host' } }] }, null, 2)}\n`,
+    );
+  await publish('mos-good', install(1), issued.key, issued.certificate);
+  const report = await verifySystem(`oci:${layout}:mos-good`, { ca: mosCa, product: PRODUCT, deep: true });
+  assert.equal(report.document.version, 1);
+  // Signed by a key whose certificate is attached but from another CA.
+  await refused(`oci:${layout}:mos-good`, 'MANIFEST_SIGNATURE_INVALID', /does not chain/);
+  // The certificate does not match the key that signed.
+  const other = await newProduct(mos, { name: 'other', keyType: 'rsa-2048' });
+  await publish('mos-wrong-key', install(2), other.key, issued.certificate);
+  await assert.rejects(verifySystem(`oci:${layout}:mos-wrong-key`, { ca: mosCa }), /does not verify/);
+  // An edited install.json is another artifact: the signatures stay with the original.
+  await put('mos-edited', 'application/vnd.machine.install', install(4));
+  await assert.rejects(
+    verifySystem(`oci:${layout}:mos-edited`, { ca: mosCa }),
+    /no signature and certificate/,
+  );
+});
