@@ -18,10 +18,19 @@ DEBIAN_PACKAGES=(
   squashfs-tools  # mksquashfs / unsquashfs
   apache2-utils   # htpasswd for registry auth tests
   openssl
+  qemu-system-x86 busybox-static # test VM for the kernel features this host lacks (dm-verity, fs-verity)
+  e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
 )
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+
+# The test VM boots bookworm-backports' kernel (6.12: overlayfs data-only layers with verity=).
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "setup: adding the bookworm-backports apt source (for the test VM's kernel)"
+  echo 'deb http://deb.debian.org/debian bookworm-backports main' | "${sudo_cmd[@]}" tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+  "${sudo_cmd[@]}" apt-get update -qq
+fi
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -1,0 +1,1 @@
+export { treeToCpio } from './writer.ts';

@@ -1,0 +1,150 @@
+/**
+ * A throwaway Linux VM for the kernel features this host lacks (device-mapper, fs-verity):
+ * bookworm-backports' kernel (scripts/vm-kernel.sh) under qemu with TCG, booting an initramfs
+ * built here — static busybox, the needed modules, veritysetup and fsverity with their
+ * libraries, the test's files under /data — that runs one shell script and powers off. The
+ * script's output and exit status come back over the serial console.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { treeToCpio } from '../../src/cpio/index.ts';
+import { treeFromDirectory } from '../../src/tree/index.ts';
+
+const MODULES = [
+  'dm-mod',
+  'dm-bufio',
+  'reed_solomon',
+  'dm-verity',
+  'libcrc32c',
+  'erofs',
+  'overlay',
+  'squashfs',
+  'loop',
+];
+const TOOLS = ['/usr/sbin/veritysetup', '/usr/bin/fsverity'];
+const MARK = 'SEAL-VM-STATUS';
+
+export function vmKernel(): string {
+  const script = fileURLToPath(new URL('../../scripts/vm-kernel.sh', import.meta.url));
+  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+}
+
+/** Copies a dynamically linked program and the libraries `ldd` names into `root`. */
+function addProgram(root: string, program: string): void {
+  const copy = (path: string) => {
+    const to = join(root, path);
+    mkdirSync(dirname(to), { recursive: true });
+    copyFileSync(realpathSync(path), to);
+    chmodSync(to, 0o755);
+  };
+  copy(program);
+  for (const line of execFileSync('ldd', [program], { encoding: 'utf8' }).split('\n')) {
+    const lib = /=> (\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)/.exec(line)?.[1];
+    if (lib) copy(lib);
+  }
+}
+
+export interface VmResult {
+  status: number;
+  output: string;
+}
+
+/** Boots the VM, runs `script` (sh) with `files` (VM path under /data → host path), returns its output. */
+export async function runInVm(
+  script: string,
+  files: Record<string, string> = {},
+  timeoutMs = 240_000,
+): Promise<VmResult> {
+  const kernel = vmKernel();
+  const root = mkdtempSync(join(tmpdir(), 'seal-vm-'));
+  try {
+    for (const d of [
+      'bin',
+      'sbin',
+      'proc',
+      'sys',
+      'dev',
+      'run/cryptsetup',
+      'tmp',
+      'mnt',
+      'data',
+      'modules',
+    ]) {
+      mkdirSync(join(root, d), { recursive: true });
+    }
+    copyFileSync('/bin/busybox', join(root, 'bin/busybox'));
+    symlinkSync('busybox', join(root, 'bin/sh'));
+    for (const m of MODULES)
+      copyFileSync(join(kernel, 'modules', `${m}.ko`), join(root, 'modules', `${m}.ko`));
+    for (const tool of TOOLS) addProgram(root, tool);
+    for (const [to, from] of Object.entries(files)) {
+      mkdirSync(dirname(join(root, 'data', to)), { recursive: true });
+      copyFileSync(from, join(root, 'data', to));
+    }
+    writeFileSync(join(root, 'test.sh'), script);
+    writeFileSync(
+      join(root, 'init'),
+      `#!/bin/sh
+/bin/busybox --install -s
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in ${MODULES.join(' ')}; do insmod /modules/$m.ko || echo "insmod $m failed"; done
+export DM_DISABLE_UDEV=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+cd /data
+sh -e /test.sh
+echo "${MARK} $?"
+poweroff -f
+`,
+      { mode: 0o755 },
+    );
+    const initrd = join(root, '..', `${basename(root)}.cpio`);
+    writeFileSync(initrd, await treeToCpio(await treeFromDirectory(root, { xattrs: false })));
+    try {
+      return await boot(join(kernel, 'vmlinuz'), initrd, timeoutMs);
+    } finally {
+      rmSync(initrd, { force: true });
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+function boot(kernel: string, initrd: string, timeoutMs: number): Promise<VmResult> {
+  return new Promise((resolve, reject) => {
+    const qemu = spawn(
+      'qemu-system-x86_64',
+      [
+        ...['-accel', 'tcg', '-m', '1024', '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
+        ...['-kernel', kernel, '-initrd', initrd],
+        ...['-append', 'console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init'],
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    qemu.stdout.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+    });
+    qemu.stderr.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+    });
+    const timer = setTimeout(() => qemu.kill('SIGKILL'), timeoutMs);
+    qemu.on('error', reject);
+    qemu.on('close', () => {
+      clearTimeout(timer);
+      const m = new RegExp(`${MARK} (\\d+)`).exec(output);
+      if (!m) reject(new Error(`the VM did not finish its script:\n${output.slice(-3000)}`));
+      else resolve({ status: Number(m[1]), output: output.slice(0, m.index).replace(/\r/g, '') });
+    });
+  });
+}
