@@ -6,14 +6,14 @@ set -euo pipefail
 package=${SEAL_VM_KERNEL:-linux-image-6.12.95+deb12-cloud-amd64}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/seal/vm
 target="$cache/$package"
-if [ -f "$target/.complete" ]; then
+if [ -f "$target/.complete-2" ]; then
   echo "$target"
   exit 0
 fi
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/.fetch-XXXXXX")
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download "$package" >/dev/null) || {
+(cd "$work" && apt-get download "$package" >/dev/null 2>&1) || {
   echo "vm-kernel: cannot download $package (is bookworm-backports configured? run scripts/setup.sh)" >&2
   exit 1
 }
@@ -23,9 +23,10 @@ mkdir -p "$target/modules"
 cp "$work"/root/boot/vmlinuz-* "$target/vmlinuz"
 version=$(ls "$work/root/lib/modules")
 for module in drivers/md/dm-mod drivers/md/dm-bufio drivers/md/dm-verity lib/reed_solomon/reed_solomon \
-  lib/libcrc32c fs/erofs/erofs fs/overlayfs/overlay fs/squashfs/squashfs drivers/block/loop; do
+  lib/libcrc32c fs/erofs/erofs fs/overlayfs/overlay fs/squashfs/squashfs drivers/block/loop \
+  drivers/block/virtio_blk; do
   xz -dc "$work/root/lib/modules/$version/kernel/$module.ko.xz" >"$target/modules/$(basename "$module").ko"
 done
 echo "$version" >"$target/version"
-touch "$target/.complete"
+touch "$target/.complete-2"
 echo "$target"

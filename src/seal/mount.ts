@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { composefsTree, mountComposefs, writeComposefsImage } from '../composefs/index.ts';
 import { SealError } from '../errors.ts';
@@ -16,8 +16,13 @@ import type { ImageSource } from '../oci/transport.ts';
 import { LayoutSource, mergedTree, readImage } from '../store/index.ts';
 import { Spool } from '../tree/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
-import { COMPOSEFS_MERGED_ANNOTATION, isComposefsSealed, layerFilesystem } from './formats.ts';
-import { verifyImage } from './verify.ts';
+import {
+  COMPOSEFS_MERGED_ANNOTATION,
+  isComposefsSealed,
+  layerFilesystem,
+  verityRootHash,
+} from './formats.ts';
+import { hashOffsetOf, verifyImage } from './verify.ts';
 
 const run = promisify(execFile);
 
@@ -27,6 +32,38 @@ interface MountState {
   target: string;
   mounts: string[];
   created: string[];
+  /** dm-verity devices opened for the layers (device-mapper hosts). */
+  devices?: string[];
+}
+
+/** Whether the kernel offers device-mapper (and so dm-verity enforcement at read time). */
+export function hasDeviceMapper(): boolean {
+  return existsSync('/dev/mapper/control') && process.env.SEAL_NO_DEVICE_MAPPER === undefined;
+}
+
+/**
+ * Opens a sealed layer as a dm-verity device with its annotated root hash and checks that the
+ * kernel reports it verified (atomfs's `V` status); returns the device path.
+ */
+async function openVerity(blob: string, name: string, rootHash: string, hashOffset: number): Promise<string> {
+  try {
+    await run('veritysetup', ['open', blob, name, blob, rootHash, '--hash-offset', String(hashOffset)]);
+    const { stdout } = await run('veritysetup', ['status', name]);
+    if (!/status:\s+verified/.test(stdout)) {
+      await run('veritysetup', ['close', name]).catch(() => {});
+      throw new MountError('MOUNT_FAILED', `dm-verity device ${name} is not verified: ${stdout.trim()}`, {
+        subject: name,
+      });
+    }
+  } catch (error) {
+    if (error instanceof MountError) throw error;
+    throw new MountError(
+      'MOUNT_FAILED',
+      `opening ${blob} with dm-verity failed: ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
+      { subject: blob, cause: error },
+    );
+  }
+  return `/dev/mapper/${name}`;
 }
 
 function stateDir(target: string): string {
@@ -37,7 +74,10 @@ function stateDir(target: string): string {
 export interface MountResult {
   target: string;
   layers: number;
-  /** False here: the kernel has no device-mapper, the layers were verified before mounting. */
+  /**
+   * True when the kernel checks every block as it is read (dm-verity, or fs-verity for
+   * composefs); false where it cannot, and the layers were verified before mounting instead.
+   */
   runtimeEnforcement: boolean;
 }
 
@@ -70,8 +110,10 @@ export async function mountImage(
       },
     );
   }
-  // Every byte of every layer is checked before the kernel sees it.
-  await verifyImage(src);
+  const deviceMapper = hasDeviceMapper();
+  // Without device-mapper every byte of every layer is checked before the kernel sees it; with
+  // it the kernel checks each block as it is read (the documents' digests are checked here).
+  if (!deviceMapper) await verifyImage(src);
   const { manifest } = await readImage(src);
   const state: MountState = { target: resolve(target), mounts: [], created: [] };
   const dir = stateDir(target);
@@ -103,7 +145,19 @@ export async function mountImage(
         state.created.push(at);
       }
       const blob = src.store.blobPath(layer.digest);
-      await mountCmd(['-t', fs, '-o', fs === 'squashfs' ? 'loop,ro' : 'ro', blob, at], `layer ${i + 1}`);
+      if (deviceMapper) {
+        const rootHash = verityRootHash(layer);
+        if (!rootHash)
+          throw new MountError('MOUNT_FAILED', `layer ${i + 1} has no verity root hash`, {
+            subject: layer.digest,
+          });
+        const name = `seal-${basename(dir)}-${i}`;
+        const device = await openVerity(blob, name, rootHash, await hashOffsetOf(blob, fs));
+        state.devices = [...(state.devices ?? []), name];
+        await mountCmd(['-t', fs, '-o', 'ro', device, at], `layer ${i + 1}`);
+      } else {
+        await mountCmd(['-t', fs, '-o', fs === 'squashfs' ? 'loop,ro' : 'ro', blob, at], `layer ${i + 1}`);
+      }
       state.mounts.push(at);
       lowers.unshift(at);
     }
@@ -127,7 +181,7 @@ export async function mountImage(
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
-  return { target: state.target, layers: manifest.layers.length, runtimeEnforcement: false };
+  return { target: state.target, layers: manifest.layers.length, runtimeEnforcement: deviceMapper };
 }
 
 /**
@@ -172,6 +226,8 @@ async function mountComposefsImage(
 
 async function undo(state: MountState): Promise<void> {
   for (const m of [...state.mounts].reverse()) await run('umount', [m]).catch(() => {});
+  for (const d of [...(state.devices ?? [])].reverse())
+    await run('veritysetup', ['close', d]).catch(() => {});
   for (const d of [...state.created].reverse()) await rm(d, { recursive: true, force: true });
 }
 
@@ -194,6 +250,19 @@ export async function unmountImage(target: string): Promise<void> {
         `unmounting ${m} failed (busy?): ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
         {
           subject: m,
+        },
+      );
+    }
+  }
+  for (const d of [...(state.devices ?? [])].reverse()) {
+    try {
+      await run('veritysetup', ['close', d]);
+    } catch (error) {
+      throw new MountError(
+        'MOUNT_FAILED',
+        `closing the dm-verity device ${d} failed: ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
+        {
+          subject: d,
         },
       );
     }

@@ -29,7 +29,7 @@ export interface LayerReport {
 }
 
 /** Where a layer's filesystem ends and its appended hash tree starts. */
-async function hashOffsetOf(path: string, filesystem: string): Promise<number> {
+export async function hashOffsetOf(path: string, filesystem: string): Promise<number> {
   const handle = await open(path, 'r');
   try {
     const head = Buffer.alloc(1024 + 128);

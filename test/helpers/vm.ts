@@ -61,11 +61,21 @@ export interface VmResult {
   output: string;
 }
 
+export interface VmOptions {
+  /** Directories copied into the initramfs (VM path → host directory). */
+  directories?: Record<string, string>;
+  /** Extra programs (with their libraries) in the initramfs. */
+  programs?: string[];
+  timeoutMs?: number;
+  /** Guest memory in MiB (default 3072: TCG guests with less were seen corrupting memory under load). */
+  memory?: number;
+}
+
 /** Boots the VM, runs `script` (sh) with `files` (VM path under /data → host path), returns its output. */
 export async function runInVm(
   script: string,
   files: Record<string, string> = {},
-  timeoutMs = 240_000,
+  options: VmOptions = {},
 ): Promise<VmResult> {
   const kernel = vmKernel();
   const root = mkdtempSync(join(tmpdir(), 'seal-vm-'));
@@ -88,10 +98,14 @@ export async function runInVm(
     symlinkSync('busybox', join(root, 'bin/sh'));
     for (const m of MODULES)
       copyFileSync(join(kernel, 'modules', `${m}.ko`), join(root, 'modules', `${m}.ko`));
-    for (const tool of TOOLS) addProgram(root, tool);
+    for (const tool of [...TOOLS, ...(options.programs ?? [])]) addProgram(root, tool);
     for (const [to, from] of Object.entries(files)) {
       mkdirSync(dirname(join(root, 'data', to)), { recursive: true });
       copyFileSync(from, join(root, 'data', to));
+    }
+    for (const [to, from] of Object.entries(options.directories ?? {})) {
+      mkdirSync(dirname(join(root, to)), { recursive: true });
+      execFileSync('cp', ['-a', from, join(root, to)]);
     }
     writeFileSync(join(root, 'test.sh'), script);
     writeFileSync(
@@ -111,7 +125,12 @@ poweroff -f
     const initrd = join(root, '..', `${basename(root)}.cpio`);
     writeFileSync(initrd, await treeToCpio(await treeFromDirectory(root, { xattrs: false })));
     try {
-      return await boot(join(kernel, 'vmlinuz'), initrd, timeoutMs);
+      return await boot(
+        join(kernel, 'vmlinuz'),
+        initrd,
+        options.memory ?? 3072,
+        options.timeoutMs ?? 240_000,
+      );
     } finally {
       rmSync(initrd, { force: true });
     }
@@ -120,12 +139,12 @@ poweroff -f
   }
 }
 
-function boot(kernel: string, initrd: string, timeoutMs: number): Promise<VmResult> {
+function boot(kernel: string, initrd: string, memory: number, timeoutMs: number): Promise<VmResult> {
   return new Promise((resolve, reject) => {
     const qemu = spawn(
       'qemu-system-x86_64',
       [
-        ...['-accel', 'tcg', '-m', '1024', '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
+        ...['-accel', 'tcg', '-m', String(memory), '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
         ...['-kernel', kernel, '-initrd', initrd],
         ...['-append', 'console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init'],
       ],

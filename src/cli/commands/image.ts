@@ -231,11 +231,11 @@ export const imageCommands: Command[] = [
         const result = await mountImage(src, dir!, { writable: options.writable === true });
         ctx.result(result);
         ctx.print(`Mounted ${ref} (${result.layers} layers) at ${result.target}`);
-        if (!result.runtimeEnforcement) {
-          ctx.print(
-            'note: this kernel has no device-mapper: every layer was verified before mounting, but reads are not verified at run time',
-          );
-        }
+        ctx.print(
+          result.runtimeEnforcement
+            ? 'every read is verified by the kernel'
+            : 'note: this kernel has no device-mapper (or fs-verity, for composefs): every layer was verified before mounting, but reads are not verified at run time',
+        );
       } finally {
         await src.close();
       }
