@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isSealError, UsageError } from '../errors.ts';
 import type { Command, CommandContext, OptionSpec } from './command.ts';
-import { commands } from './commands/index.ts';
+import { loadCommands } from './commands/index.ts';
 import { createProgress } from './progress.ts';
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
@@ -21,7 +21,7 @@ function version(): string {
   return pkg.version;
 }
 
-function findCommand(words: string[]): { command: Command; rest: string[] } | undefined {
+function findCommand(commands: Command[], words: string[]): { command: Command; rest: string[] } | undefined {
   let best: Command | undefined;
   for (const command of commands) {
     if (command.path.every((w, i) => words[i] === w) && (!best || command.path.length > best.path.length)) {
@@ -50,7 +50,7 @@ function commandHelp(command: Command): string {
   ].join('\n');
 }
 
-function groupHelp(prefix: string[]): string {
+function groupHelp(commands: Command[], prefix: string[]): string {
   const matching = commands.filter((c) => prefix.every((w, i) => c.path[i] === w));
   const width = Math.max(...matching.map((c) => c.path.join(' ').length + c.args.length + 1));
   return [
@@ -78,7 +78,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const words = argv.filter((a) => !a.startsWith('-'));
-    const found = findCommand(words);
+    const commands = await loadCommands(words[0]);
+    const found = findCommand(commands, words);
     if (!found) {
       const prefix = words.filter((_, i) =>
         commands.some((c) => words.slice(0, i + 1).every((w, j) => c.path[j] === w)),
@@ -89,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
         words.length === 0 ||
         prefix.length === words.length
       ) {
-        console.log(groupHelp(prefix));
+        console.log(groupHelp(commands, prefix));
         return words.length === 0 && !argv.includes('--help') && !argv.includes('-h') ? 2 : 0;
       }
       throw new UsageError(`unknown command "${words.join(' ')}"; run "seal --help"`);

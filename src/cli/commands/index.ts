@@ -1,23 +1,30 @@
-/** Every command of the CLI; each domain contributes its list from its own file. */
+/**
+ * Every command of the CLI; each domain contributes its list from its own file. Files are
+ * loaded on demand, by the command's first word: starting Node.js and loading one domain is
+ * most of what a short command costs.
+ */
 import type { Command } from '../command.ts';
-import { composefsCommands } from './composefs.ts';
-import { erofsCommands } from './erofs.ts';
-import { imageCommands } from './image.ts';
-import { manifestCommands } from './manifest.ts';
-import { pkiCommands } from './pki.ts';
-import { registryCommands } from './registry.ts';
-import { squashfsCommands } from './squashfs.ts';
-import { storeCommands } from './store.ts';
-import { verityCommands } from './verity.ts';
 
-export const commands: Command[] = [
-  ...imageCommands,
-  ...storeCommands,
-  ...verityCommands,
-  ...squashfsCommands,
-  ...erofsCommands,
-  ...composefsCommands,
-  ...registryCommands,
-  ...pkiCommands,
-  ...manifestCommands,
+type Loader = () => Promise<Command[]>;
+
+const FILES: [words: string[], load: Loader][] = [
+  [['image'], async () => (await import('./image.ts')).imageCommands],
+  [['store'], async () => (await import('./store.ts')).storeCommands],
+  [['verity', 'fsverity'], async () => (await import('./verity.ts')).verityCommands],
+  [['squashfs'], async () => (await import('./squashfs.ts')).squashfsCommands],
+  [['erofs'], async () => (await import('./erofs.ts')).erofsCommands],
+  [['composefs'], async () => (await import('./composefs.ts')).composefsCommands],
+  [
+    ['copy', 'sync', 'ls-tags', 'referrers', 'login', 'logout'],
+    async () => (await import('./registry.ts')).registryCommands,
+  ],
+  [['pki'], async () => (await import('./pki.ts')).pkiCommands],
+  [['manifest'], async () => (await import('./manifest.ts')).manifestCommands],
 ];
+
+/** The commands that can start with `word` (all of them when it names none, e.g. for help). */
+export async function loadCommands(word: string | undefined): Promise<Command[]> {
+  const owner = FILES.find(([words]) => word !== undefined && words.includes(word));
+  const loads = owner ? [owner[1]] : FILES.map(([, load]) => load);
+  return (await Promise.all(loads.map((load) => load()))).flat();
+}
