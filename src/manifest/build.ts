@@ -1,13 +1,7 @@
-/**
- * `seal manifest build`: resolves every target of the author's YAML to its sealed image
- * manifest, pins it by digest and size, and stores the canonical system manifest as an OCI
- * artifact (own artifactType, empty config, no subject).
- */
-import { digestOf } from '../oci/digest.ts';
-import { EMPTY_JSON, MediaType } from '../oci/mediatypes.ts';
 import type { Descriptor, Manifest } from '../oci/types.ts';
 import { isComposefsSealed, isSealedLayer, layerFilesystem } from '../seal/formats.ts';
-import { destinationTag, openDestination, openSource, readImage } from '../store/index.ts';
+import { destinationTag, openSource, readImage } from '../store/index.ts';
+import { putArtifact } from './artifact.ts';
 import { ManifestError } from './errors.ts';
 import {
   canonicalJson,
@@ -17,11 +11,6 @@ import {
   type SystemSpec,
   type SystemTarget,
 } from './spec.ts';
-
-const bytesOf = (b: Uint8Array) =>
-  (async function* () {
-    yield b;
-  })();
 
 /** The sealing of an image, or an error naming why it is not sealed. */
 function sealingOf(name: string, reference: string, manifest: Manifest): string {
@@ -76,35 +65,11 @@ export async function buildSystem(spec: SystemSpec, dest: string): Promise<Built
     targets: await resolveTargets(spec),
     storage: spec.storage,
   };
-  const body = Buffer.from(canonicalJson(document));
-  const layer: Descriptor = { mediaType: SYSTEM_MEDIA_TYPE, digest: digestOf(body), size: body.length };
-  const config: Descriptor = {
-    mediaType: EMPTY_JSON.mediaType,
-    digest: EMPTY_JSON.digest,
-    size: EMPTY_JSON.size,
-  };
-  const manifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageManifest,
+  const descriptor = await putArtifact(dest, {
     artifactType: SYSTEM_ARTIFACT_TYPE,
-    config,
-    layers: [layer],
-  };
-  const bytes = Buffer.from(canonicalJson(manifest));
-  const descriptor: Descriptor = {
-    mediaType: MediaType.ImageManifest,
-    digest: digestOf(bytes),
-    size: bytes.length,
-    artifactType: SYSTEM_ARTIFACT_TYPE,
-  };
-  const dst = await openDestination(dest);
-  try {
-    if (!(await dst.hasBlob(config))) await dst.putBlob(config, bytesOf(Buffer.from('{}')));
-    if (!(await dst.hasBlob(layer))) await dst.putBlob(layer, bytesOf(body));
-    await dst.putManifest(descriptor, bytes, destinationTag(dest));
-    await dst.commit();
-  } finally {
-    await dst.close();
-  }
+    layerMediaType: SYSTEM_MEDIA_TYPE,
+    layer: Buffer.from(canonicalJson(document)),
+    tag: destinationTag(dest),
+  });
   return { descriptor, document };
 }
