@@ -1,7 +1,8 @@
 import { ErofsImage, writeErofs } from '../../erofs/index.ts';
-import { listLines, walk, writeTreeToDirectory } from '../../tree/index.ts';
+import { walk } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
+import { extractCommand, listCommand } from './image-file.ts';
 import { withSourceTree } from './source-tree.ts';
 
 export const erofsCommands: Command[] = [
@@ -49,60 +50,19 @@ export const erofsCommands: Command[] = [
       return 0;
     },
   },
-  {
-    path: ['erofs', 'ls'],
-    summary: 'List an EROFS image (in the format of unsquashfs -lln)',
-    args: 'IMG',
-    arity: [1, 1],
-    async run(ctx, [img]) {
-      const image = ErofsImage.open(img!);
-      try {
-        const entries = [...image.walk()].map(({ path, inode }) => ({
-          path,
-          inode: { ...inode, mtime: inode.mtime.sec },
-        }));
-        if (ctx.json) {
-          ctx.result(
-            entries.map(({ path, inode }) => ({
-              path: `/${Buffer.from(path, 'latin1').toString('utf8')}`,
-              type: inode.type,
-              mode: inode.mode & 0o7777,
-              uid: inode.uid,
-              gid: inode.gid,
-              size: inode.size,
-              mtime: inode.mtime,
-              nlink: inode.nlink,
-              ...(inode.target !== undefined
-                ? { target: Buffer.from(inode.target, 'latin1').toString('utf8') }
-                : {}),
-              ...(inode.rdev ? { rdev: inode.rdev } : {}),
-            })),
-          );
-        } else {
-          for (const line of listLines(entries, 'erofs-root'))
-            process.stdout.write(Buffer.from(`${line}\n`, 'latin1'));
-        }
-      } finally {
-        image.close();
-      }
-      return 0;
-    },
-  },
-  {
-    path: ['erofs', 'extract'],
-    summary: 'Extract an EROFS image into a directory',
-    args: 'IMG DIR',
-    arity: [2, 2],
-    async run(ctx, [img, dir]) {
-      const image = ErofsImage.open(img!);
-      try {
-        await writeTreeToDirectory(image.toTree(), dir!);
-      } finally {
-        image.close();
-      }
-      ctx.result({ image: img, directory: dir });
-      ctx.print(`Extracted ${img} into ${dir}`);
-      return 0;
-    },
-  },
+  listCommand('erofs', openErofs, 'erofs-root'),
+  extractCommand('erofs', openErofs),
 ];
+
+/** An EROFS image with its mtimes in whole seconds, as listings show them. */
+function openErofs(path: string) {
+  const image = ErofsImage.open(path);
+  return {
+    *walk() {
+      for (const { path: p, inode } of image.walk())
+        yield { path: p, inode: { ...inode, mtime: inode.mtime.sec } };
+    },
+    toTree: () => image.toTree(),
+    close: () => image.close(),
+  };
+}

@@ -1,8 +1,9 @@
 import { UsageError } from '../../errors.ts';
 import { DEFAULT_LEVEL, SquashfsImage, type WriteCompression, writeSquashfs } from '../../squashfs/index.ts';
-import { listLines, walk, writeTreeToDirectory } from '../../tree/index.ts';
+import { walk } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
+import { extractCommand, listCommand } from './image-file.ts';
 import { withSourceTree } from './source-tree.ts';
 
 export const squashfsCommands: Command[] = [
@@ -69,55 +70,6 @@ export const squashfsCommands: Command[] = [
       return 0;
     },
   },
-  {
-    path: ['squashfs', 'ls'],
-    summary: 'List a squashfs image like unsquashfs -lln',
-    args: 'IMG',
-    arity: [1, 1],
-    async run(ctx, [img]) {
-      const image = SquashfsImage.open(img!);
-      try {
-        if (ctx.json) {
-          ctx.result(
-            [...image.walk()].map(({ path, inode }) => ({
-              path: `/${Buffer.from(path, 'latin1').toString('utf8')}`,
-              type: inode.type,
-              mode: inode.mode,
-              uid: inode.uid,
-              gid: inode.gid,
-              size: inode.size,
-              mtime: inode.mtime,
-              ...(inode.target !== undefined
-                ? { target: Buffer.from(inode.target, 'latin1').toString('utf8') }
-                : {}),
-              ...(inode.rdev ? { rdev: inode.rdev } : {}),
-            })),
-          );
-        } else {
-          for (const line of listLines(image.walk()))
-            process.stdout.write(Buffer.from(`${line}\n`, 'latin1'));
-        }
-      } finally {
-        image.close();
-      }
-      return 0;
-    },
-  },
-  {
-    path: ['squashfs', 'extract'],
-    summary: 'Extract a squashfs image into a directory',
-    args: 'IMG DIR',
-    arity: [2, 2],
-    async run(ctx, [img, dir]) {
-      const image = SquashfsImage.open(img!);
-      try {
-        await writeTreeToDirectory(image.toTree(), dir!);
-      } finally {
-        image.close();
-      }
-      ctx.result({ image: img, directory: dir });
-      ctx.print(`Extracted ${img} into ${dir}`);
-      return 0;
-    },
-  },
+  listCommand('squashfs', (path) => SquashfsImage.open(path), 'squashfs-root'),
+  extractCommand('squashfs', (path) => SquashfsImage.open(path)),
 ];
