@@ -219,6 +219,8 @@ export async function layerTree(
   const tree: Tree = { root: emptyDir() };
   const prefix = options.xattrPrefix ?? 'trusted.overlay.';
   const state = new LayerState();
+  /** Paths this layer put an overlayfs whiteout at. */
+  const whiteouts = new Set<string>();
   // A directory the layer only implies must not shadow the lower one's owner, mode and mtime.
   const implicit = (path: string[]): DirInode => {
     let lower: Inode | undefined = options.lower?.root;
@@ -246,7 +248,16 @@ export async function layerTree(
       if (name === OPAQUE_WHITEOUT) dir.xattrs.set(`${prefix}opaque`, Buffer.from('y'));
       else if (!name.slice(WHITEOUT_PREFIX.length).startsWith(WHITEOUT_PREFIX)) {
         const hidden = name.slice(WHITEOUT_PREFIX.length);
+        const key = [...parts.slice(0, -1), hidden].join('/');
+        const present = dir.children.get(hidden);
+        // An entry of this layer already stands in the whiteout's place: it hides the lower one
+        // by itself, except that a directory must also stop merging with the lower directory.
+        if (present && state.seen.has(key) && !whiteouts.has(key)) {
+          if (present.type === 'dir') present.xattrs.set(`${prefix}opaque`, Buffer.from('y'));
+          continue;
+        }
         state.checkDuplicate([...parts.slice(0, -1), hidden], 'char', entry.path);
+        whiteouts.add(key);
         dir.children.set(hidden, {
           type: 'char',
           rdev: { major: 0, minor: 0 },
@@ -259,8 +270,17 @@ export async function layerTree(
       }
       continue;
     }
+    // A whiteout of this layer for the same name only hid the lower entry: this one replaces it.
+    const replacesWhiteout = whiteouts.delete(parts.join('/'));
+    if (replacesWhiteout) state.seen.delete(parts.join('/'));
     state.checkDuplicate(parts, entry.type, entry.path);
     const existing = dir.children.get(name);
+    if (replacesWhiteout && entry.type === 'dir') {
+      const opaque = (await inodeOf(entry, spool)) as DirInode;
+      opaque.xattrs.set(`${prefix}opaque`, Buffer.from('y'));
+      dir.children.set(name, opaque);
+      continue;
+    }
     if (entry.type === 'dir' && existing?.type === 'dir') {
       // Keep an opaque marker set by an earlier `.wh..wh..opq` entry of this layer.
       const opaque = existing.xattrs.get(`${prefix}opaque`);
