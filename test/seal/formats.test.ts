@@ -103,6 +103,13 @@ test('EROFS layers with dm-verity: veritysetup accepts them, they mount into the
   seal('image', 'verify', `oci:${sealed}:s`);
   // Hardlinks into a lower layer are copies per layer (different filesystems).
   await mountsAsUnpacked(sealed, false);
+  // skopeo and umoci carry sealed layers (opaque to them) without loss.
+  const copied = join(work, 'erofs-skopeo');
+  execFileSync('skopeo', ['copy', `oci:${sealed}:s`, `oci:${copied}:s`], { stdio: 'pipe' });
+  execFileSync('umoci', ['tag', '--image', `${copied}:s`, 'again'], { stdio: 'pipe' });
+  execFileSync('umoci', ['gc', '--layout', copied], { stdio: 'pipe' });
+  assert.match(execFileSync('umoci', ['ls', '--layout', copied], { encoding: 'utf8' }), /again/);
+  seal('image', 'verify', `oci:${copied}:again`);
   const flat = join(work, 'erofs-flat');
   seal('image', 'seal', `oci:${source}:test`, `oci:${flat}:s`, '--format', 'erofs', '--flatten');
   await mountsAsUnpacked(flat, true);
