@@ -59,7 +59,7 @@ async function openVerity(blob: string, name: string, rootHash: string, hashOffs
     if (error instanceof MountError) throw error;
     throw new MountError(
       'MOUNT_FAILED',
-      `opening ${blob} with dm-verity failed: ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
+      `opening ${blob} with dm-verity failed: ${((error as { stderr?: string }).stderr || String(error)).trim()}`,
       { subject: blob, cause: error },
     );
   }
