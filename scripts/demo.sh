@@ -125,6 +125,12 @@ seal manifest build "$work/system-7.yaml" appliance:7
 sign appliance:7
 seal manifest verify appliance:7 --ca "$pki/manifest-ca.pem" --product "$product" --state "$work/device-state.json" --deep
 
+step "A cosign-compatible signature on the sealed host image (Sigstore bundle attached as a referrer, key-based)"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/cosign.key"
+openssl pkey -in "$work/cosign.key" -pubout -out "$work/cosign.pub"
+seal sign debian:sealed-erofs --key "$work/cosign.key"
+seal verify-signature debian:sealed-erofs --key "$work/cosign.pub"
+
 step "Anti-rollback: an older system, validly signed, is refused and the device state is unchanged"
 system_yaml 6 >"$work/system-6.yaml"
 seal manifest build "$work/system-6.yaml" appliance:6

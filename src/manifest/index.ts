@@ -1,6 +1,13 @@
 export { type BuiltSystem, buildSystem, resolveTargets } from './build.ts';
 export { createEnvelope, JWS_MEDIA_TYPE, NOTARY_ARTIFACT_TYPE, openEnvelope } from './envelope.ts';
 export { ManifestError, type ManifestErrorCode } from './errors.ts';
+export {
+  COSIGN_SIGN_PREDICATE,
+  type ImageSignatureReport,
+  SIGSTORE_BUNDLE_TYPE,
+  signImage,
+  verifyImageSignature,
+} from './image-signature.ts';
 export { signSystem } from './sign.ts';
 export {
   canonicalJson,

@@ -17,6 +17,13 @@ export {
   parseKeyType,
   privateKeyPem,
 } from './keys.ts';
-export { type JwsAlgorithm, jwsAlgorithmFor, KeySigner, type Signer, verifySignature } from './signer.ts';
+export {
+  ecdsaSignatureToDer,
+  type JwsAlgorithm,
+  jwsAlgorithmFor,
+  KeySigner,
+  type Signer,
+  verifySignature,
+} from './signer.ts';
 export { type IssuedFiles, initPki, newDevice, newProduct } from './store.ts';
 export { x509 } from './x509.ts';

@@ -14,6 +14,8 @@ export interface Signer {
   readonly algorithm: JwsAlgorithm;
   /** The signing certificate first, then its issuers (up to, possibly without, the root). */
   readonly certificates: Certificate[];
+  /** The public half of the signing key (for key-based schemes without certificates). */
+  readonly publicKey: KeyObject;
   sign(data: Uint8Array): Promise<Uint8Array>;
 }
 
@@ -55,12 +57,14 @@ function parameters(algorithm: JwsAlgorithm): { hash: string | null; options: Re
 export class KeySigner implements Signer {
   readonly algorithm: JwsAlgorithm;
   readonly certificates: Certificate[];
+  readonly publicKey: KeyObject;
   #key: KeyObject;
 
   constructor(key: KeyObject, certificates: Certificate[]) {
     this.#key = key;
     this.certificates = certificates;
     this.algorithm = jwsAlgorithmFor(key);
+    this.publicKey = createPublicKey(key);
     const leaf = certificates[0];
     if (leaf) {
       const expected = createPublicKey(key).export({ type: 'spki', format: 'der' });
@@ -97,4 +101,20 @@ export function verifySignature(
   } catch {
     return false;
   }
+}
+
+/** An ECDSA signature in JWS form (r||s) as the DER `ECDSA-Sig-Value` X.509 and Sigstore use. */
+export function ecdsaSignatureToDer(signature: Uint8Array): Buffer {
+  const integer = (bytes: Uint8Array) => {
+    let i = 0;
+    while (i < bytes.length - 1 && bytes[i] === 0) i++;
+    const value = Buffer.from(bytes.subarray(i));
+    const body = value[0]! & 0x80 ? Buffer.concat([Buffer.of(0), value]) : value;
+    return Buffer.concat([Buffer.of(0x02, body.length), body]);
+  };
+  const half = signature.length / 2;
+  const body = Buffer.concat([integer(signature.subarray(0, half)), integer(signature.subarray(half))]);
+  // P-256 and P-384 signatures stay below 128 bytes of content, P-521 needs the long length form.
+  const length = body.length < 0x80 ? Buffer.of(body.length) : Buffer.of(0x81, body.length);
+  return Buffer.concat([Buffer.of(0x30), length, body]);
 }

@@ -407,6 +407,7 @@ test('an older version than the state file, a changed target, no signature or a 
   const garbageSigner = {
     algorithm: 'ES256' as const,
     certificates: [productCert],
+    publicKey: goodSigner.publicKey,
     sign: async () => new Uint8Array(64),
   };
   await signSystem(garbage, garbageSigner);

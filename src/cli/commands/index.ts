@@ -19,7 +19,7 @@ const FILES: [words: string[], load: Loader][] = [
     async () => (await import('./registry.ts')).registryCommands,
   ],
   [['pki'], async () => (await import('./pki.ts')).pkiCommands],
-  [['manifest'], async () => (await import('./manifest.ts')).manifestCommands],
+  [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */

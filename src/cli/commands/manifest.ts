@@ -1,8 +1,47 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
-import { buildSystem, parseSystemSpec, signSystem, verifySystem } from '../../manifest/index.ts';
-import { KeySigner, loadPrivateKey, parseCertificate, parseCertificates } from '../../pki/index.ts';
+import {
+  buildSystem,
+  parseSystemSpec,
+  signImage,
+  signSystem,
+  verifyImageSignature,
+  verifySystem,
+} from '../../manifest/index.ts';
+import { KeySigner, loadPrivateKey, PkiError, parseCertificate, parseCertificates } from '../../pki/index.ts';
 import type { Command } from '../command.ts';
+
+const passphraseOption = {
+  'passphrase-file': { type: 'string', value: 'FILE', description: "the key's passphrase, if it has one" },
+} as const;
+
+function readPrivateKey(path: unknown, passphraseFile: unknown): KeyObject {
+  if (typeof path !== 'string') throw new UsageError('--key is required');
+  const passphrase =
+    typeof passphraseFile === 'string' ? readFileSync(passphraseFile, 'utf8').split('\n')[0] : undefined;
+  return loadPrivateKey(readFileSync(path), passphrase, path);
+}
+
+/** A public key from a PEM public key, certificate or (unencrypted) private key. */
+function readPublicKey(path: string): KeyObject {
+  const pem = readFileSync(path, 'utf8');
+  try {
+    return pem.includes('CERTIFICATE')
+      ? createPublicKey({
+          key: Buffer.from(parseCertificate(pem, path).publicKey.rawData),
+          format: 'der',
+          type: 'spki',
+        })
+      : createPublicKey(pem);
+  } catch (error) {
+    if (error instanceof PkiError) throw error;
+    throw new PkiError('PKI_BAD_KEY', `cannot read a public key from ${path}: ${(error as Error).message}`, {
+      subject: path,
+      cause: error,
+    });
+  }
+}
 
 export const manifestCommands: Command[] = [
   {
@@ -32,21 +71,11 @@ export const manifestCommands: Command[] = [
       key: { type: 'string', value: 'KEY', description: 'the product signing key (PEM, required)' },
       cert: { type: 'string', value: 'CERT', description: 'its certificate (PEM, required)' },
       chain: { type: 'string', value: 'PEM', description: 'issuer certificates to include' },
-      'passphrase-file': {
-        type: 'string',
-        value: 'FILE',
-        description: "the key's passphrase, if it has one",
-      },
+      ...passphraseOption,
     },
     async run(ctx, [ref], options) {
-      if (typeof options.key !== 'string' || typeof options.cert !== 'string') {
-        throw new UsageError('--key and --cert are required');
-      }
-      const passphrase =
-        typeof options['passphrase-file'] === 'string'
-          ? readFileSync(options['passphrase-file'], 'utf8').split('\n')[0]
-          : undefined;
-      const key = loadPrivateKey(readFileSync(options.key), passphrase, options.key);
+      if (typeof options.cert !== 'string') throw new UsageError('--key and --cert are required');
+      const key = readPrivateKey(options.key, options['passphrase-file']);
       const certs = [
         parseCertificate(readFileSync(options.cert, 'utf8'), options.cert),
         ...(typeof options.chain === 'string'
@@ -88,6 +117,47 @@ export const manifestCommands: Command[] = [
       for (const s of report.signatures.filter((x) => !x.ok))
         ctx.print(`bad signature ${s.digest}: ${s.detail}`);
       ctx.print(`${ref}: accepted (system ${report.document.product} version ${report.document.version})`);
+      return 0;
+    },
+  },
+  {
+    path: ['sign'],
+    summary: 'Sign an image as cosign does with a key: a Sigstore bundle attached as a referrer',
+    args: 'REF',
+    arity: [1, 1],
+    details:
+      'The bundle holds a DSSE envelope over an in-toto statement (predicate https://sigstore.dev/cosign/sign/v1) ' +
+      'naming the manifest digest; no transparency log. Keys: ECDSA P-256 or Ed25519 (PEM, PKCS#8).',
+    options: {
+      key: { type: 'string', value: 'KEY', description: 'the signing key (PEM, required)' },
+      ...passphraseOption,
+    },
+    async run(ctx, [ref], options) {
+      const key = readPrivateKey(options.key, options['passphrase-file']);
+      const result = await signImage(ref!, new KeySigner(key, []));
+      ctx.result(result);
+      ctx.print(`Signed ${ref} (${result.target.digest}): bundle ${result.signature.digest}`);
+      return 0;
+    },
+  },
+  {
+    path: ['verify-signature'],
+    summary: 'Verify the cosign-compatible signatures attached to an image with a public key',
+    args: 'REF',
+    arity: [1, 1],
+    options: {
+      key: {
+        type: 'string',
+        value: 'PUB',
+        description: 'the public key (PEM; a certificate or private key also works; required)',
+      },
+    },
+    async run(ctx, [ref], options) {
+      if (typeof options.key !== 'string') throw new UsageError('--key is required');
+      const report = await verifyImageSignature(ref!, readPublicKey(options.key));
+      ctx.result(report);
+      for (const s of report.signatures) ctx.print(`${s.ok ? 'ok ' : 'bad'} ${s.digest}: ${s.detail}`);
+      ctx.print(`${ref} (${report.target.digest}): signature verified`);
       return 0;
     },
   },
