@@ -20,6 +20,7 @@ DEBIAN_PACKAGES=(
   openssl
   qemu-system-x86 busybox-static # test VM for the kernel features this host lacks (dm-verity, fs-verity)
   e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
+  g++ make python3 # node-gyp builds the block-hashing addon (native/)
 )
 
 sudo_cmd=()
@@ -48,4 +49,14 @@ if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.
   # npm install, not npm ci: npm here writes lockfiles without other platforms' optional
   # packages (biome's), which npm ci then refuses; install honours the lockfile all the same.
   npm install --no-audit --no-fund --loglevel=error
+fi
+
+# The block-hashing addon (native/blockhash.c), built against the Node-API headers npm is set to
+# use (Debian's nodejs ships them in /usr/include/node).
+if [ ! -f build/Release/blockhash.node ] || [ native/blockhash.c -nt build/Release/blockhash.node ] ||
+  [ binding.gyp -nt build/Release/blockhash.node ]; then
+  echo "setup: building the block-hashing addon"
+  nodedir=$(npm config get nodedir 2>/dev/null || true)
+  [ -n "$nodedir" ] && [ "$nodedir" != "undefined" ] || nodedir=/usr
+  PATH="$PWD/node_modules/.bin:$PATH" node-gyp rebuild --nodedir="$nodedir" --loglevel=error >/dev/null
 fi

@@ -21,4 +21,4 @@ export {
   fsverityDigest,
   fsverityDigestFile,
 } from './fs-verity.ts';
-export { DIGEST_SIZE, type HashAlgorithm } from './hashing.ts';
+export { DIGEST_SIZE, type HashAlgorithm, nativeHashing } from './hashing.ts';

@@ -152,7 +152,7 @@ test('seal image mount on a device-mapper kernel: every layer through dm-verity,
   const repo = fileURLToPath(new URL('../..', import.meta.url));
   const disk = join(work, 'seal-tree');
   execFileSync('mkdir', ['-p', join(disk, 'node_modules')]);
-  execFileSync('cp', ['-a', join(repo, 'src'), join(repo, 'package.json'), disk]);
+  execFileSync('cp', ['-a', join(repo, 'src'), join(repo, 'build'), join(repo, 'package.json'), disk]);
   execFileSync('cp', [join(repo, 'node_modules/node/bin/node'), join(disk, 'node')]);
   for (const dep of readdirSync(join(repo, 'node_modules'))) {
     if (['node', 'typescript', '@biomejs', '@types', '.bin'].includes(dep) || dep.startsWith('.')) continue;

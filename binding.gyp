@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "blockhash",
+      "sources": ["native/blockhash.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
