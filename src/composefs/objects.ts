@@ -22,6 +22,7 @@ import {
 import { sharedPool } from '../util/pool.ts';
 import { fsverityDigest } from '../verity/index.ts';
 import { type CfsEntry, type CfsNode, INLINE_LIMIT } from './model.ts';
+import type { FileRange } from './object-worker.ts';
 
 const run = promisify(execFile);
 const STAGE_MODULE = new URL('./object-worker.ts', import.meta.url).href;
@@ -46,16 +47,24 @@ export class ObjectWriter {
     mkdirSync(dir, { recursive: true });
   }
 
-  async add(content: Content): Promise<{ digest: Buffer; path: string }> {
-    if (content.source) {
-      const { digest, temp } = await sharedPool().run<{ digest: Uint8Array; temp: string }>(
-        STAGE_MODULE,
-        'stageFileObject',
-        [content.source.path, content.source.offset, content.size, this.dir],
-      );
+  /** Stages file ranges on the worker pool, as one task. */
+  async addFiles(ranges: FileRange[]): Promise<{ digest: Buffer; path: string }[]> {
+    const staged = await sharedPool().run<{ digest: Uint8Array; temp: string }[]>(
+      STAGE_MODULE,
+      'stageFileObjects',
+      [ranges, this.dir],
+    );
+    return staged.map(({ digest, temp }) => {
       const path = objectPath(digest);
       this.#staged.push({ temp, path });
       return { digest: Buffer.from(digest), path };
+    });
+  }
+
+  async add(content: Content): Promise<{ digest: Buffer; path: string }> {
+    if (content.source) {
+      const [stored] = await this.addFiles([[content.source.path, content.source.offset, content.size]]);
+      return stored!;
     }
     const temp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
     const fd = openSync(temp, 'wx', 0o644);
@@ -118,16 +127,15 @@ export async function storeObject(
   return stored;
 }
 
-/** The fs-verity digest of a content, hashed on the worker pool when it lies in a file. */
-async function contentDigest(content: Content): Promise<Buffer> {
-  if (content.source) {
-    const { path, offset } = content.source;
-    return Buffer.from(
-      await sharedPool().run<Uint8Array>(STAGE_MODULE, 'digestFileRange', [path, offset, content.size]),
-    );
-  }
-  return fsverityDigest(content.read());
+/** The fs-verity digests of file ranges, hashed on the worker pool as one task. */
+async function fileDigests(ranges: FileRange[]): Promise<{ digest: Buffer; path: string }[]> {
+  const digests = await sharedPool().run<Uint8Array[]>(STAGE_MODULE, 'digestFileRanges', [ranges]);
+  return digests.map((d) => ({ digest: Buffer.from(d), path: objectPath(d) }));
 }
+
+/** Files per pool task, and bytes: enough to amortise a round trip, few enough to share work. */
+const BATCH_FILES = 64;
+const BATCH_BYTES = 8 << 20;
 
 /**
  * The composefs tree of `tree`: files up to 64 bytes inline, the others named by their fs-verity
@@ -142,6 +150,7 @@ export async function composefsTree(
   const links = linkCounts(tree);
   const nodes = new Map<Inode, CfsNode>();
   const pending: (() => Promise<void>)[] = [];
+  const inFiles: { node: CfsNode; range: FileRange }[] = [];
   const writer = options.objects === undefined ? undefined : new ObjectWriter(options.objects);
 
   const convert = (inode: Inode): CfsNode => {
@@ -161,14 +170,18 @@ export async function composefsTree(
         node.size = inode.content.size;
         const content = inode.content;
         if (content.size === 0) break;
+        if (content.size > INLINE_LIMIT && content.source) {
+          inFiles.push({ node, range: [content.source.path, content.source.offset, content.size] });
+          break;
+        }
         pending.push(async () => {
           if (content.size <= INLINE_LIMIT) node.content = await readContent(content);
           else {
             const stored = writer
               ? await writer.add(content)
-              : await contentDigest(content).then((digest) => ({ digest, path: objectPath(digest) }));
+              : { digest: await fsverityDigest(content.read()) };
             node.digest = stored.digest;
-            node.payload = stored.path;
+            node.payload = objectPath(stored.digest);
           }
           options.onProgress?.(content.size);
         });
@@ -188,8 +201,26 @@ export async function composefsTree(
     return node;
   };
   const root = convert(tree.root);
+  // Contents that lie in files are digested (and stored) on the worker pool, in batches.
+  for (let i = 0; i < inFiles.length; ) {
+    const batch: typeof inFiles = [];
+    let bytes = 0;
+    while (i < inFiles.length && batch.length < BATCH_FILES && (batch.length === 0 || bytes < BATCH_BYTES)) {
+      bytes += inFiles[i]!.range[2];
+      batch.push(inFiles[i++]!);
+    }
+    pending.push(async () => {
+      const ranges = batch.map((f) => f.range);
+      const stored = writer ? await writer.addFiles(ranges) : await fileDigests(ranges);
+      for (const [k, { node, range }] of batch.entries()) {
+        node.digest = stored[k]!.digest;
+        node.payload = stored[k]!.path;
+        options.onProgress?.(range[2]);
+      }
+    });
+  }
   try {
-    // Several at a time: files with a location on disk are staged on the worker pool.
+    // Several at a time, so both pool workers stay busy.
     let next = 0;
     await Promise.all(
       Array.from({ length: sharedPool().size * 2 }, async () => {
