@@ -10,7 +10,6 @@
 #include <node_api.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* The few OpenSSL 3 functions used, declared here so no OpenSSL headers are needed. */
@@ -24,6 +23,7 @@ void EVP_MD_CTX_free(EVP_MD_CTX *ctx);
 int EVP_DigestInit_ex2(EVP_MD_CTX *ctx, const EVP_MD *type, const void *params);
 int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *data, size_t count);
 int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *size);
+int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *in);
 void ERR_clear_error(void);
 
 static napi_value fail(napi_env env, const char *message) {
@@ -72,30 +72,18 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
     EVP_MD_free(md);
     return fail(env, "hashBlocks: the output is too small");
   }
+  /* The prefix (the salt) is absorbed once; each block starts from a copy of that state. */
+  EVP_MD_CTX *base = EVP_MD_CTX_new();
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  /* prefix || block || suffix is hashed from one contiguous copy: feeding a salt first leaves
-     every block misaligned with the hash's input blocks, measured 40% slower than the copy. */
-  size_t whole = prefix_length + block_size + suffix_length;
-  uint8_t *scratch = whole == block_size ? NULL : malloc(whole);
-  int ok = ctx != NULL && (whole == block_size || scratch != NULL);
-  if (scratch) {
-    memcpy(scratch, prefix, prefix_length);
-    memcpy(scratch + prefix_length + block_size, suffix, suffix_length);
-  }
+  int ok = base != NULL && ctx != NULL && EVP_DigestInit_ex2(base, md, NULL) &&
+           EVP_DigestUpdate(base, prefix, prefix_length);
   unsigned char digest[64];
   for (size_t i = 0; ok && i < count; i++) {
-    const uint8_t *input = data + i * block_size;
-    if (scratch) {
-      memcpy(scratch + prefix_length, input, block_size);
-      input = scratch;
-    }
-    ok = EVP_DigestInit_ex2(ctx, md, NULL) && EVP_DigestUpdate(ctx, input, whole) &&
-         EVP_DigestFinal_ex(ctx, digest, NULL);
-    if (ok) {
-      memcpy(out + out_offset + i * stride, digest, digest_size);
-    }
+    ok = EVP_MD_CTX_copy_ex(ctx, base) && EVP_DigestUpdate(ctx, data + i * block_size, block_size) &&
+         EVP_DigestUpdate(ctx, suffix, suffix_length) && EVP_DigestFinal_ex(ctx, digest, NULL);
+    if (ok) memcpy(out + out_offset + i * stride, digest, digest_size);
   }
-  free(scratch);
+  EVP_MD_CTX_free(base);
   EVP_MD_CTX_free(ctx);
   EVP_MD_free(md);
   if (!ok) {
