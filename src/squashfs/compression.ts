@@ -4,7 +4,7 @@
  */
 import { constants, deflateSync, inflateSync, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { Compressor, type CompressorName, SquashfsError } from './format.ts';
-import { decompressLz4Block } from './lz4.ts';
+import { decompressLz4Block } from '../util/lz4.ts';
 
 export type WriteCompression = 'none' | 'gzip' | 'zstd';
 

@@ -1,5 +1,5 @@
 /**
- * LZ4 block decompression (the format mksquashfs -comp lz4 stores), every read bounds-checked.
+ * LZ4 block decompression (the format squashfs and EROFS store), every read bounds-checked.
  * Written here because Node has no LZ4 and the maintained bindings need platform binaries
  * that npm does not fetch on this machine; the block format is a few dozen lines.
  */
