@@ -4,6 +4,12 @@
       "target_name": "blockhash",
       "sources": ["native/blockhash.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "codecs",
+      "sources": ["native/codecs.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "libraries": ["-llzma", "-llzo2"]
     }
   ]
 }

@@ -17,6 +17,7 @@ const cores = availableParallelism();
 const cases = [
   { compression: 'gzip', level: 9 },
   { compression: 'zstd', level: 15 },
+  { compression: 'xz', level: 6 },
   { compression: 'none', level: 0 },
 ] as const;
 
@@ -37,7 +38,9 @@ try {
     const args =
       compression === 'none'
         ? ['-noI', '-noD', '-noF', '-noX']
-        : ['-comp', compression, '-Xcompression-level', String(level)];
+        : compression === 'xz' // mksquashfs's xz has no level: always liblzma's default preset, 6
+          ? ['-comp', 'xz']
+          : ['-comp', compression, '-Xcompression-level', String(level)];
     start = process.hrtime.bigint();
     execFileSync('mksquashfs', [
       dir,

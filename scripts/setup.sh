@@ -20,7 +20,8 @@ DEBIAN_PACKAGES=(
   openssl
   qemu-system-x86 busybox-static # test VM for the kernel features this host lacks (dm-verity, fs-verity)
   e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
-  g++ make python3 # node-gyp builds the block-hashing addon (native/)
+  g++ make python3 # node-gyp builds the addons (native/)
+  liblzma-dev liblzo2-dev # the codecs addon: squashfs xz and LZO
 )
 
 sudo_cmd=()
@@ -51,11 +52,15 @@ if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.
   npm install --no-audit --no-fund --loglevel=error
 fi
 
-# The block-hashing addon (native/blockhash.c), built against the Node-API headers npm is set to
-# use (Debian's nodejs ships them in /usr/include/node).
-if [ ! -f build/Release/blockhash.node ] || [ native/blockhash.c -nt build/Release/blockhash.node ] ||
-  [ binding.gyp -nt build/Release/blockhash.node ]; then
-  echo "setup: building the block-hashing addon"
+# The addons (native/*.c: block hashing, xz/LZO codecs), built against the Node-API headers npm
+# is set to use (Debian's nodejs ships them in /usr/include/node).
+stale=false
+for addon in blockhash codecs; do
+  built=build/Release/$addon.node
+  if [ ! -f "$built" ] || [ "native/$addon.c" -nt "$built" ] || [ binding.gyp -nt "$built" ]; then stale=true; fi
+done
+if $stale; then
+  echo "setup: building the native addons"
   nodedir=$(npm config get nodedir 2>/dev/null || true)
   [ -n "$nodedir" ] && [ "$nodedir" != "undefined" ] || nodedir=/usr
   PATH="$PWD/node_modules/.bin:$PATH" node-gyp rebuild --nodedir="$nodedir" --loglevel=error >/dev/null

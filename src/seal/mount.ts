@@ -57,13 +57,23 @@ async function openVerity(blob: string, name: string, rootHash: string, hashOffs
     }
   } catch (error) {
     if (error instanceof MountError) throw error;
-    throw new MountError(
-      'MOUNT_FAILED',
-      `opening ${blob} with dm-verity failed: ${((error as { stderr?: string }).stderr || String(error)).trim()}`,
-      { subject: blob, cause: error },
-    );
+    throw new MountError('MOUNT_FAILED', `opening ${blob} with dm-verity failed: ${commandFailure(error)}`, {
+      subject: blob,
+      cause: error,
+    });
   }
   return `/dev/mapper/${name}`;
+}
+
+/** What a failed command said, with how it ended (an empty stderr alone explains nothing). */
+function commandFailure(error: unknown): string {
+  const e = error as { stderr?: string; code?: unknown; signal?: string | null };
+  const ending = e.signal
+    ? `killed by ${e.signal}`
+    : typeof e.code === 'number'
+      ? `exit status ${e.code}`
+      : '';
+  return [e.stderr?.trim() || String(error).trim(), ending].filter(Boolean).join('; ');
 }
 
 function stateDir(target: string): string {
@@ -85,14 +95,10 @@ async function mountCmd(args: string[], what: string): Promise<void> {
   try {
     await run('mount', args);
   } catch (error) {
-    throw new MountError(
-      'MOUNT_FAILED',
-      `mounting ${what} failed: ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
-      {
-        subject: what,
-        cause: error,
-      },
-    );
+    throw new MountError('MOUNT_FAILED', `mounting ${what} failed: ${commandFailure(error)}`, {
+      subject: what,
+      cause: error,
+    });
   }
 }
 
@@ -245,13 +251,9 @@ export async function unmountImage(target: string): Promise<void> {
     try {
       await run('umount', [m]);
     } catch (error) {
-      throw new MountError(
-        'MOUNT_FAILED',
-        `unmounting ${m} failed (busy?): ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
-        {
-          subject: m,
-        },
-      );
+      throw new MountError('MOUNT_FAILED', `unmounting ${m} failed (busy?): ${commandFailure(error)}`, {
+        subject: m,
+      });
     }
   }
   for (const d of [...(state.devices ?? [])].reverse()) {
@@ -260,7 +262,7 @@ export async function unmountImage(target: string): Promise<void> {
     } catch (error) {
       throw new MountError(
         'MOUNT_FAILED',
-        `closing the dm-verity device ${d} failed: ${String((error as { stderr?: string }).stderr ?? error).trim()}`,
+        `closing the dm-verity device ${d} failed: ${commandFailure(error)}`,
         {
           subject: d,
         },

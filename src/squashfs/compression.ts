@@ -1,76 +1,187 @@
 /**
  * Block compressors. gzip (zlib stream format, as the kernel's squashfs zlib decompressor
- * expects) and zstd come from node:zlib; these functions are pure so they run in workers.
+ * expects) and zstd come from node:zlib, lz4 from util/lz4.ts, xz and LZO from the codecs addon
+ * (native/codecs.c: liblzma and liblzo2, the libraries squashfs-tools uses). These functions are
+ * pure so they run in workers.
  */
 import { constants, deflateSync, inflateSync, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
-import { Compressor, type CompressorName, SquashfsError } from './format.ts';
 import { decompressLz4Block } from '../util/lz4.ts';
+import { loadAddon } from '../util/native.ts';
+import { Compressor, type CompressorName, METADATA_SIZE, SquashfsError } from './format.ts';
 
-export type WriteCompression = 'none' | 'gzip' | 'zstd';
+export type WriteCompression = 'none' | 'gzip' | 'zstd' | 'xz';
 
-/** mksquashfs defaults: gzip level 9, zstd level 15. */
-export const DEFAULT_LEVEL: Record<WriteCompression, number> = { none: 0, gzip: 9, zstd: 15 };
+/** mksquashfs defaults: gzip level 9, zstd level 15, xz preset 6 (liblzma's default). */
+export const DEFAULT_LEVEL: Record<WriteCompression, number> = { none: 0, gzip: 9, zstd: 15, xz: 6 };
 export const LEVEL_RANGE: Record<WriteCompression, [number, number]> = {
   none: [0, 0],
   gzip: [1, 9],
   zstd: [1, 22],
+  xz: [0, 9],
 };
 
-/** Compresses one block; returns undefined when compression does not make it smaller. */
-export function compressBlock(
-  kind: WriteCompression,
-  level: number,
-  data: Uint8Array,
-): Uint8Array | undefined {
-  if (kind === 'none') return undefined;
-  const out =
-    kind === 'gzip'
-      ? deflateSync(data, { level, windowBits: 15 })
-      : zstdCompressSync(data, { params: { [constants.ZSTD_c_compressionLevel]: level } });
-  return out.length < data.length ? out : undefined;
+/**
+ * The branch/call/jump filters xz can run before LZMA2 to make machine code compress better,
+ * with their .xz filter ids, in the order of the bits of squashfs's xz compressor options.
+ */
+export const XZ_FILTERS = {
+  x86: 0x04,
+  powerpc: 0x05,
+  ia64: 0x06,
+  arm: 0x07,
+  armthumb: 0x08,
+  sparc: 0x09,
+  arm64: 0x0a,
+  riscv: 0x0b,
+} as const;
+export type XzFilter = keyof typeof XZ_FILTERS;
+
+/** How blocks of one kind (data or metadata) are compressed; plain data, so workers get it. */
+export interface BlockCodec {
+  kind: WriteCompression;
+  level: number;
+  /** xz: the LZMA2 dictionary, the block size for data and 8 KiB for metadata as mksquashfs. */
+  dictSize: number;
+  /** xz: filter ids tried in front of LZMA2 (the smallest result wins), data blocks only. */
+  filters: number[];
 }
 
-/** Compresses a batch of blocks in one worker call (fewer messages between threads). */
-export function compressBlocks(
+interface Codecs {
+  xzCompress(data: Uint8Array, preset: number, dictSize: number, filters: number[]): Buffer | undefined;
+  xzDecompress(data: Uint8Array, limit: number): Buffer;
+  lzoDecompress(data: Uint8Array, limit: number): Buffer;
+}
+
+let codecs: Codecs | Error | undefined;
+
+/** The codecs addon, or a typed error saying why xz/LZO are unavailable. */
+function nativeCodecs(what: string, subject?: string): Codecs {
+  codecs ??= loadAddon<Codecs>('codecs');
+  if (codecs instanceof Error) {
+    throw new SquashfsError(
+      'SQUASHFS_UNSUPPORTED',
+      `${subject ? `${subject}: ` : ''}${what} needs the codecs addon, which did not load (run scripts/setup.sh): ${codecs.message}`,
+      { subject, cause: codecs },
+    );
+  }
+  return codecs;
+}
+
+/** Compresses one block; returns undefined when compression does not make it smaller. */
+export function compressBlock(codec: BlockCodec, data: Uint8Array): Uint8Array | undefined {
+  let out: Uint8Array | undefined;
+  switch (codec.kind) {
+    case 'none':
+      return undefined;
+    case 'gzip':
+      out = deflateSync(data, { level: codec.level, windowBits: 15 });
+      break;
+    case 'zstd':
+      out = zstdCompressSync(data, { params: { [constants.ZSTD_c_compressionLevel]: codec.level } });
+      break;
+    case 'xz':
+      out = nativeCodecs('xz').xzCompress(data, codec.level, codec.dictSize, codec.filters);
+      break;
+  }
+  return out && out.length < data.length ? out : undefined;
+}
+
+/** The codecs for data blocks and for metadata blocks, as mksquashfs sets them up. */
+export function blockCodecs(
   kind: WriteCompression,
   level: number,
-  blocks: Uint8Array[],
-): (Uint8Array | undefined)[] {
-  return blocks.map((b) => compressBlock(kind, level, b));
+  blockSize: number,
+  filters: readonly XzFilter[],
+): { data: BlockCodec; metadata: BlockCodec } {
+  return {
+    data: { kind, level, dictSize: blockSize, filters: filters.map((f) => XZ_FILTERS[f]) },
+    metadata: { kind, level, dictSize: METADATA_SIZE, filters: [] },
+  };
+}
+
+/**
+ * The compressor options block mksquashfs stores after the superblock when its settings are
+ * not the compressor's defaults (readers such as `unsquashfs -s` show them); undefined if none.
+ */
+export function compressorOptions(
+  kind: WriteCompression,
+  level: number,
+  blockSize: number,
+  filters: readonly XzFilter[],
+): Buffer | undefined {
+  if (kind === 'gzip' && level !== DEFAULT_LEVEL.gzip) {
+    const options = Buffer.alloc(8);
+    options.writeInt32LE(level, 0);
+    options.writeInt16LE(15, 4); // window bits
+    options.writeInt16LE(0, 6); // no strategies
+    return options;
+  }
+  if (kind === 'zstd' && level !== DEFAULT_LEVEL.zstd) {
+    const options = Buffer.alloc(4);
+    options.writeInt32LE(level, 0);
+    return options;
+  }
+  // The dictionary is always the block size here, so only chosen filters make xz options.
+  if (kind === 'xz' && filters.length > 0) {
+    const names = Object.keys(XZ_FILTERS) as XzFilter[];
+    const options = Buffer.alloc(8);
+    options.writeInt32LE(blockSize, 0); // the dictionary
+    options.writeInt32LE(
+      filters.reduce((bits, f) => bits | (1 << names.indexOf(f)), 0),
+      4,
+    );
+    return options;
+  }
+  return undefined;
 }
 
 export function compressorId(kind: WriteCompression): number {
-  return kind === 'zstd' ? Compressor.zstd : Compressor.gzip;
+  return kind === 'none' ? Compressor.gzip : Compressor[kind];
 }
 
 export function compressorName(id: number): CompressorName | undefined {
   return (Object.keys(Compressor) as CompressorName[]).find((k) => Compressor[k] === id);
 }
 
-/** Decompresses a block of at most `limit` bytes, with typed errors for corrupt data. */
-export function decompressBlock(id: number, data: Uint8Array, limit: number, subject: string): Buffer {
-  try {
-    switch (id) {
-      case Compressor.gzip:
-        return inflateSync(data, { maxOutputLength: limit });
-      case Compressor.zstd:
-        return zstdDecompressSync(data, { maxOutputLength: limit });
-      case Compressor.lz4:
-        return decompressLz4Block(data, limit);
+/**
+ * The decoder of a compressor id: decompresses a block of at most `limit` bytes, with typed
+ * errors for corrupt data. An unsupported compressor is refused here, before any block is read.
+ */
+export function blockDecoder(id: number, subject: string): (data: Uint8Array, limit: number) => Buffer {
+  const decode = decoder(id, subject);
+  return (data, limit) => {
+    try {
+      return decode(data, limit);
+    } catch (error) {
+      throw new SquashfsError(
+        'SQUASHFS_CORRUPT',
+        `${subject}: a compressed block is corrupt (${(error as Error).message})`,
+        { subject, cause: error },
+      );
     }
-  } catch (error) {
-    throw new SquashfsError(
-      'SQUASHFS_CORRUPT',
-      `${subject}: a compressed block is corrupt (${(error as Error).message})`,
-      {
-        subject,
-        cause: error,
-      },
-    );
+  };
+}
+
+function decoder(id: number, subject: string): (data: Uint8Array, limit: number) => Buffer {
+  switch (id) {
+    case Compressor.gzip:
+      return (data, limit) => inflateSync(data, { maxOutputLength: limit });
+    case Compressor.zstd:
+      return (data, limit) => zstdDecompressSync(data, { maxOutputLength: limit });
+    case Compressor.lz4:
+      return decompressLz4Block;
+    case Compressor.xz: {
+      const native = nativeCodecs('xz', subject);
+      return (data, limit) => native.xzDecompress(data, limit);
+    }
+    case Compressor.lzo: {
+      const native = nativeCodecs('lzo', subject);
+      return (data, limit) => native.lzoDecompress(data, limit);
+    }
   }
   throw new SquashfsError(
     'SQUASHFS_UNSUPPORTED',
-    `${subject}: ${compressorName(id) ?? `compressor ${id}`} compression is not supported (gzip, zstd and lz4 are)`,
+    `${subject}: ${compressorName(id) ?? `compressor ${id}`} compression is not supported (gzip, zstd, xz, lzo and lz4 are)`,
     { subject },
   );
 }

@@ -3,12 +3,11 @@
  * 8 KiB blocks, each compressed on its own and prefixed by a u16 header. A reference to a byte in
  * a stream is (start of its compressed block, offset in the uncompressed block).
  */
-import { compressBlock, type WriteCompression } from './compression.ts';
+import { type BlockCodec, compressBlock } from './compression.ts';
 import { METADATA_SIZE, METADATA_UNCOMPRESSED } from './format.ts';
 
 export class MetadataWriter {
-  #compression: WriteCompression;
-  #level: number;
+  #codec: BlockCodec;
   #blocks: Buffer[] = [];
   #compressedSize = 0;
   #current = Buffer.alloc(METADATA_SIZE);
@@ -16,9 +15,8 @@ export class MetadataWriter {
   /** Compressed start of every completed block, in order. */
   readonly blockStarts: number[] = [];
 
-  constructor(compression: WriteCompression, level: number) {
-    this.#compression = compression;
-    this.#level = level;
+  constructor(codec: BlockCodec) {
+    this.#codec = codec;
   }
 
   /** Where the next byte will land: [compressed block start, offset in block]. */
@@ -45,7 +43,7 @@ export class MetadataWriter {
   #flush(): void {
     if (this.#used === 0) return;
     const raw = this.#current.subarray(0, this.#used);
-    const packed = compressBlock(this.#compression, this.#level, raw);
+    const packed = compressBlock(this.#codec, raw);
     const header = Buffer.alloc(2);
     header.writeUInt16LE(packed ? packed.length : raw.length | METADATA_UNCOMPRESSED);
     const block = Buffer.concat([header, packed ?? raw]);

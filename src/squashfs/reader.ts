@@ -15,7 +15,7 @@ import {
   type Tree,
   type InodeType as TreeType,
 } from '../tree/model.ts';
-import { decompressBlock } from './compression.ts';
+import { blockDecoder } from './compression.ts';
 import {
   DATA_UNCOMPRESSED,
   decodeSuperblock,
@@ -84,6 +84,7 @@ export class SquashfsImage {
   #fragments: { start: number; size: number }[] = [];
   #xattrIds: { ref: bigint; count: number }[] = [];
   #xattrKvStart = 0;
+  #decode: (data: Uint8Array, limit: number) => Buffer;
 
   private constructor(path: string, fd: number, superblock: Superblock, size: number) {
     this.path = path;
@@ -91,6 +92,7 @@ export class SquashfsImage {
     this.superblock = superblock;
     this.#size = size;
     this.#end = Math.min(size, Number(superblock.bytesUsed));
+    this.#decode = blockDecoder(superblock.compressor, path);
   }
 
   static open(path: string): SquashfsImage {
@@ -156,10 +158,7 @@ export class SquashfsImage {
     const next = position + 2 + length;
     if (cached) return { data: cached, next };
     const raw = this.#read(position + 2, length);
-    const data =
-      header & METADATA_UNCOMPRESSED
-        ? raw
-        : decompressBlock(this.superblock.compressor, raw, METADATA_SIZE, this.path);
+    const data = header & METADATA_UNCOMPRESSED ? raw : this.#decode(raw, METADATA_SIZE);
     if (this.#metadataCache.size > 4096) this.#metadataCache.clear();
     this.#metadataCache.set(position, data);
     return { data, next };
@@ -419,9 +418,7 @@ export class SquashfsImage {
     const length = stored & ~DATA_UNCOMPRESSED;
     if (length > this.superblock.blockSize) this.#corrupt(`data block of ${length} bytes`);
     const raw = this.#read(position, length);
-    return stored & DATA_UNCOMPRESSED
-      ? raw
-      : decompressBlock(this.superblock.compressor, raw, limit, this.path);
+    return stored & DATA_UNCOMPRESSED ? raw : this.#decode(raw, limit);
   }
 
   /** Streams a regular file's content. */

@@ -17,7 +17,18 @@ import {
 } from '../tree/model.ts';
 import { writeAtomic } from '../util/atomic.ts';
 import { sharedPool } from '../util/pool.ts';
-import { compressorId, DEFAULT_LEVEL, LEVEL_RANGE, type WriteCompression } from './compression.ts';
+import {
+  type BlockCodec,
+  blockCodecs,
+  compressBlock,
+  compressorId,
+  compressorOptions,
+  DEFAULT_LEVEL,
+  LEVEL_RANGE,
+  type WriteCompression,
+  XZ_FILTERS,
+  type XzFilter,
+} from './compression.ts';
 import {
   DATA_UNCOMPRESSED,
   DIR_HEADER_MAX_ENTRIES,
@@ -27,6 +38,7 @@ import {
   INVALID_TABLE,
   INVALID_XATTR,
   InodeType,
+  METADATA_UNCOMPRESSED,
   SquashfsError,
   SUPERBLOCK_SIZE,
   XATTR_PREFIXES,
@@ -35,7 +47,10 @@ import { MetadataWriter, packRef } from './metadata.ts';
 
 export interface SquashfsWriteOptions {
   compression?: WriteCompression;
+  /** Compression level: gzip 1–9 (default 9), zstd 1–22 (15), xz preset 0–9 (6). */
   level?: number;
+  /** xz: filters tried in front of LZMA2 for each data block, the smallest result kept. */
+  xzFilters?: readonly XzFilter[];
   /** Data block size, a power of two from 4 KiB to 1 MiB (default 128 KiB). */
   blockSize?: number;
   /** Superblock mkfs time; default $SOURCE_DATE_EPOCH, else the newest mtime in the tree. */
@@ -84,21 +99,13 @@ class DataWriter {
   #inFlight = 0;
   #limit: number;
   #waiters: (() => void)[] = [];
-  #compression: WriteCompression;
-  #level: number;
+  #codec: BlockCodec;
   #zero: Uint8Array;
 
-  constructor(
-    handle: FileHandle,
-    start: number,
-    compression: WriteCompression,
-    level: number,
-    blockSize: number,
-  ) {
+  constructor(handle: FileHandle, start: number, codec: BlockCodec, blockSize: number) {
     this.#handle = handle;
     this.position = start;
-    this.#compression = compression;
-    this.#level = level;
+    this.#codec = codec;
     this.#limit = Math.max(4, sharedPool().size * 8);
     this.#zero = new Uint8Array(blockSize);
   }
@@ -115,13 +122,9 @@ class DataWriter {
     while (this.#inFlight >= this.#limit) await new Promise<void>((r) => this.#waiters.push(r));
     this.#inFlight++;
     const packed =
-      this.#compression === 'none'
+      this.#codec.kind === 'none'
         ? Promise.resolve(undefined)
-        : sharedPool().run<Uint8Array | undefined>(COMPRESSION_MODULE, 'compressBlock', [
-            this.#compression,
-            this.#level,
-            block,
-          ]);
+        : sharedPool().run<Uint8Array | undefined>(COMPRESSION_MODULE, 'compressBlock', [this.#codec, block]);
     this.#queue = this.#queue.then(async () => {
       const out = await packed;
       const data = out ?? block;
@@ -173,7 +176,7 @@ function validate(
   if (!(compression in DEFAULT_LEVEL)) {
     throw new SquashfsError(
       'SQUASHFS_INVALID_OPTION',
-      `unsupported compression ${compression} (none, gzip, zstd)`,
+      `unsupported compression ${compression} (none, gzip, zstd, xz)`,
     );
   }
   const level = options.level ?? DEFAULT_LEVEL[compression];
@@ -193,9 +196,23 @@ function validate(
       `block size must be a power of two from 4096 to 1048576`,
     );
   }
+  const xzFilters = [...new Set(options.xzFilters ?? [])].sort(
+    (a, b) => (XZ_FILTERS[a] ?? 0) - (XZ_FILTERS[b] ?? 0),
+  );
+  const unknown = xzFilters.find((f) => !(f in XZ_FILTERS));
+  if (unknown !== undefined || (xzFilters.length > 0 && compression !== 'xz')) {
+    throw new SquashfsError(
+      'SQUASHFS_INVALID_OPTION',
+      unknown !== undefined
+        ? `unknown xz filter ${unknown} (${Object.keys(XZ_FILTERS).join(', ')})`
+        : 'xz filters need xz compression',
+    );
+  }
+  if (compression === 'xz') probeXz(level, blockSize, xzFilters);
   return {
     compression,
     level,
+    xzFilters,
     blockSize,
     allRoot: options.allRoot ?? false,
     xattrs: options.xattrs ?? true,
@@ -204,6 +221,20 @@ function validate(
     tailEnds: options.tailEnds ?? false,
     exportable: options.exportable ?? true,
   };
+}
+
+/**
+ * Compresses a small sample with the chosen xz settings, so a missing codecs addon or a filter
+ * this liblzma lacks is a clear error before anything is written, not a failure in a worker.
+ */
+function probeXz(level: number, blockSize: number, filters: readonly XzFilter[]): void {
+  const sample = Buffer.alloc(4096, 'seal ');
+  try {
+    compressBlock(blockCodecs('xz', level, blockSize, filters).data, sample);
+  } catch (error) {
+    if (error instanceof SquashfsError) throw error;
+    throw new SquashfsError('SQUASHFS_INVALID_OPTION', `xz: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 async function contentHash(inode: Extract<Inode, { type: 'file' }>): Promise<string> {
@@ -263,7 +294,16 @@ export async function writeSquashfs(
       : Math.max(0, ...inodes.map((i) => i.mtime.sec)));
 
   return writeAtomic(out, async (handle) => {
-    const data = new DataWriter(handle, SUPERBLOCK_SIZE, opts.compression, opts.level, blockSize);
+    const codecs = blockCodecs(opts.compression, opts.level, blockSize, opts.xzFilters);
+    const optionsBlock = compressorOptions(opts.compression, opts.level, blockSize, opts.xzFilters);
+    // The options block (a metadata block stored uncompressed) sits between superblock and data.
+    if (optionsBlock) {
+      const header = Buffer.alloc(2);
+      header.writeUInt16LE(optionsBlock.length | METADATA_UNCOMPRESSED);
+      await writeFully(handle, Buffer.concat([header, optionsBlock]), SUPERBLOCK_SIZE);
+    }
+    const dataStart = SUPERBLOCK_SIZE + (optionsBlock ? 2 + optionsBlock.length : 0);
+    const data = new DataWriter(handle, dataStart, codecs.data, blockSize);
     const fileData = new Map<Inode, FileData>();
     const fragmentEntries: { start: number; size: number }[] = [];
     let fragment: Uint8Array[] = [];
@@ -348,7 +388,7 @@ export async function writeSquashfs(
     };
 
     // Xattr sets, shared between inodes with equal sets.
-    const xattrKv = new MetadataWriter(opts.compression, opts.level);
+    const xattrKv = new MetadataWriter(codecs.metadata);
     const xattrIds: { ref: bigint; count: number; size: number }[] = [];
     const xattrSetIndex = new Map<string, number>();
     const xattrOf = (inode: Inode): number => {
@@ -392,8 +432,8 @@ export async function writeSquashfs(
     const inodeCount = numbers.size;
     const nlinks = linkCounts(tree);
 
-    const inodeTable = new MetadataWriter(opts.compression, opts.level);
-    const dirTable = new MetadataWriter(opts.compression, opts.level);
+    const inodeTable = new MetadataWriter(codecs.metadata);
+    const dirTable = new MetadataWriter(codecs.metadata);
     const refs = new Map<Inode, { block: number; offset: number }>();
     const exportRefs: bigint[] = new Array(inodeCount).fill(0n);
 
@@ -611,7 +651,7 @@ export async function writeSquashfs(
       count: number,
       fill: (b: Buffer, i: number) => void,
     ) => {
-      const w = new MetadataWriter(opts.compression, opts.level);
+      const w = new MetadataWriter(codecs.metadata);
       for (let i = 0; i < count; i++) {
         const b = Buffer.alloc(entrySize);
         fill(b, i);
@@ -645,7 +685,7 @@ export async function writeSquashfs(
     let xattrIdTableStart = INVALID_TABLE;
     if (xattrIds.length > 0) {
       const kvStart = await put(xattrKv.finish());
-      const w = new MetadataWriter(opts.compression, opts.level);
+      const w = new MetadataWriter(codecs.metadata);
       for (const x of xattrIds) {
         const b = Buffer.alloc(16);
         b.writeBigUInt64LE(x.ref, 0);
@@ -674,6 +714,7 @@ export async function writeSquashfs(
     if (opts.duplicates) flags |= Flag.DUPLICATES;
     if (opts.exportable) flags |= Flag.EXPORTABLE;
     if (xattrIds.length === 0) flags |= Flag.NO_XATTRS;
+    if (optionsBlock) flags |= Flag.COMPRESSOR_OPTIONS;
 
     await writeFully(
       handle,

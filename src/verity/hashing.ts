@@ -5,7 +5,7 @@
  */
 import { hash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { loadAddon } from '../util/native.ts';
 
 export type HashAlgorithm = 'sha1' | 'sha256' | 'sha512';
 
@@ -38,11 +38,8 @@ type NativeHashBlocks = (
  * compiler where Seal was installed) the same digests come from node:crypto, more slowly.
  */
 const nativeHashBlocks: NativeHashBlocks | undefined = (() => {
-  try {
-    return createRequire(import.meta.url)('../../build/Release/blockhash.node').hashBlocks;
-  } catch {
-    return undefined;
-  }
+  const addon = loadAddon<{ hashBlocks: NativeHashBlocks }>('blockhash');
+  return addon instanceof Error ? undefined : addon.hashBlocks;
 })();
 
 /** Whether block hashing runs in the native addon. */

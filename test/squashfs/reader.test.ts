@@ -40,9 +40,13 @@ for (const [compressor, extra] of [
   ['zstd', ['-no-fragments', '-no-duplicates']],
   ['lz4', []],
   ['lz4', ['-Xhc', '-b', '1M']],
+  ['xz', []],
+  ['xz', ['-Xbcj', 'x86,arm', '-Xdict-size', '50%', '-b', '64K']],
+  ['lzo', []],
+  ['lzo', ['-Xalgorithm', 'lzo1x_1', '-always-use-fragments']],
 ] as const) {
   test(`reads mksquashfs -comp ${compressor} ${extra.join(' ')} like unsquashfs`, async () => {
-    const image = join(work, `mk-${compressor}-${extra.length}.sqfs`);
+    const image = join(work, `mk-${compressor}-${extra.join('')}.sqfs`);
     mksquashfs(image, '-comp', compressor, ...extra);
     const sq = SquashfsImage.open(image);
     try {
@@ -57,14 +61,21 @@ for (const [compressor, extra] of [
   });
 }
 
-test('compressors Seal does not read are refused with a typed error', () => {
-  for (const compressor of ['xz', 'lzo']) {
-    const image = join(work, `mk-${compressor}.sqfs`);
-    mksquashfs(image, '-comp', compressor);
+test('a compressor squashfs-tools no longer offers (lzma) or an unknown one is refused with a typed error', () => {
+  const image = join(work, 'mk-gzip-relabelled.sqfs');
+  mksquashfs(image, '-comp', 'gzip');
+  for (const [id, name] of [
+    [2, 'lzma'],
+    [9, 'compressor 9'],
+  ] as const) {
+    const bytes = readFileSync(image);
+    bytes.writeUInt16LE(id, 20);
+    const relabelled = join(work, `relabelled-${id}.sqfs`);
+    writeFileSync(relabelled, bytes);
     assert.throws(
-      () => SquashfsImage.open(image).toTree(),
+      () => SquashfsImage.open(relabelled),
       (e: unknown) =>
-        e instanceof SquashfsError && e.code === 'SQUASHFS_UNSUPPORTED' && e.message.includes(compressor),
+        e instanceof SquashfsError && e.code === 'SQUASHFS_UNSUPPORTED' && e.message.includes(name),
     );
   }
 });
@@ -82,20 +93,36 @@ test('seal squashfs ls and extract agree with unsquashfs', async () => {
 });
 
 test('mutated images give typed errors, never a crash or a hang', async () => {
+  const small = generateEdgeCaseTree(2, { files: 5, maxFileSize: 10_000 });
   const image = join(work, 'fuzz-base.sqfs');
-  await writeSquashfs(generateEdgeCaseTree(2, { files: 5, maxFileSize: 10_000 }), image, {
-    compression: 'gzip',
-    blockSize: 4096,
-  });
-  // A second base made by mksquashfs with lz4, so the lz4 decoder sees mutated blocks too.
-  const lz4 = join(work, 'fuzz-lz4.sqfs');
-  mksquashfs(lz4, '-comp', 'lz4', '-b', '4096');
-  const bases = [readFileSync(image), readFileSync(lz4)];
+  await writeSquashfs(small, image, { compression: 'gzip', blockSize: 4096 });
+  // Bases made by mksquashfs with lz4, xz and LZO, so their decoders (util/lz4.ts, and liblzma
+  // and liblzo2 in the codecs addon) see mutated blocks too and must refuse them, not crash.
+  const smallSource = join(work, 'fuzz-source');
+  await writeTreeToDirectory(small, smallSource);
+  const made = (name: string, ...args: string[]) => {
+    const out = join(work, `fuzz-${name}.sqfs`);
+    execFileSync('mksquashfs', [
+      smallSource,
+      out,
+      '-noappend',
+      '-quiet',
+      '-no-progress',
+      '-b',
+      '4096',
+      ...args,
+    ]);
+    return out;
+  };
+  const lz4 = made('lz4', '-comp', 'lz4');
+  const xz = made('xz', '-comp', 'xz', '-Xbcj', 'x86');
+  const lzo = made('lzo', '-comp', 'lzo');
+  const bases = [readFileSync(image), readFileSync(lz4), readFileSync(xz), readFileSync(lzo)];
   const random = prng(42);
   const mutant = join(work, 'fuzz.sqfs');
   let refused = 0;
   for (let i = 0; i < 2000; i++) {
-    const base = bases[i % 2]!;
+    const base = bases[i % bases.length]!;
     const data = Buffer.from(base);
     const r = random();
     if (r < 0.1) {

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { SquashfsError, writeSquashfs } from '../../src/squashfs/index.ts';
+import { SquashfsError, SquashfsImage, writeSquashfs, type XzFilter } from '../../src/squashfs/index.ts';
 import { bufferContent, emptyDir, type Inode, type Tree, treeFromDirectory } from '../../src/tree/index.ts';
 import { withMount } from '../helpers/mount.ts';
 import { assertTreesEqual, generateEdgeCaseTree } from '../helpers/trees.ts';
@@ -21,6 +21,7 @@ const edge = generateEdgeCaseTree(5, { sockets: true });
 for (const [compression, blockSize] of [
   ['gzip', 131072],
   ['zstd', 4096],
+  ['xz', 65536],
   ['none', 1 << 20],
 ] as const) {
   test(`${compression} image with ${blockSize}-byte blocks mounts as the source tree`, async () => {
@@ -35,6 +36,45 @@ for (const [compression, blockSize] of [
     await assertTreesEqual(await treeFromDirectory(out), edge, { root: false });
   });
 }
+
+test('non-default compressor settings are stored in an options block byte-identical to mksquashfs', async () => {
+  const source = join(work, 'options-src');
+  execFileSync('mkdir', ['-p', source]);
+  execFileSync('cp', ['/bin/sh', '/etc/os-release', source]);
+  const tree = await treeFromDirectory(source);
+  for (const [options, mkArgs, shown] of [
+    [
+      { compression: 'xz', xzFilters: ['arm', 'x86'] },
+      ['-comp', 'xz', '-Xbcj', 'x86,arm'],
+      /Filters selected: x86, arm/,
+    ],
+    [{ compression: 'gzip', level: 6 }, ['-comp', 'gzip', '-Xcompression-level', '6'], /compression-level 6/],
+    [{ compression: 'zstd', level: 3 }, ['-comp', 'zstd', '-Xcompression-level', '3'], /compression-level 3/],
+  ] as const) {
+    const image = join(work, `options-${options.compression}.sqfs`);
+    const reference = join(work, `options-${options.compression}-mk.sqfs`);
+    await writeSquashfs(tree, image, options);
+    execFileSync('mksquashfs', [source, reference, '-noappend', '-quiet', '-no-progress', ...mkArgs]);
+    const block = (path: string) => {
+      const bytes = readFileSync(path);
+      const flags = bytes.readUInt16LE(24);
+      assert.ok(flags & 0x400, `${path}: the compressor options flag is set`);
+      return bytes.subarray(96, 96 + 2 + (bytes.readUInt16LE(96) & 0x7fff));
+    };
+    assert.deepEqual(block(image), block(reference));
+    assert.match(execFileSync('unsquashfs', ['-s', image], { encoding: 'utf8' }), shown);
+    // Data starts after the options block: the kernel, unsquashfs and Seal all read the files.
+    await withMount('squashfs', image, join(work, `mnt-options-${options.compression}`), async (dir) => {
+      await assertTreesEqual(await treeFromDirectory(dir), tree, { root: false });
+    });
+    const seal = SquashfsImage.open(image);
+    try {
+      await assertTreesEqual(seal.toTree(), tree, { root: false });
+    } finally {
+      seal.close();
+    }
+  }
+});
 
 test('tail ends packed into fragments still read back', async () => {
   const image = join(work, 'tails.sqfs');
@@ -80,7 +120,14 @@ test('a directory of 100 000 entries: directory index and header splitting', asy
 });
 
 test('options out of range and unrepresentable xattrs are refused with typed errors', async () => {
-  const bad = [{ blockSize: 3000 }, { blockSize: 1 << 21 }, { compression: 'gzip' as const, level: 10 }];
+  const bad = [
+    { blockSize: 3000 },
+    { blockSize: 1 << 21 },
+    { compression: 'gzip' as const, level: 10 },
+    { compression: 'xz' as const, level: 10 },
+    { compression: 'gzip' as const, xzFilters: ['x86' as const] },
+    { compression: 'xz' as const, xzFilters: ['mips' as XzFilter] },
+  ];
   for (const options of bad) {
     await assert.rejects(writeSquashfs(edge, join(work, 'bad.sqfs'), options), (e: unknown) => {
       assert.ok(e instanceof SquashfsError);

@@ -1,5 +1,12 @@
 import { UsageError } from '../../errors.ts';
-import { DEFAULT_LEVEL, SquashfsImage, type WriteCompression, writeSquashfs } from '../../squashfs/index.ts';
+import {
+  DEFAULT_LEVEL,
+  SquashfsImage,
+  type WriteCompression,
+  writeSquashfs,
+  XZ_FILTERS,
+  type XzFilter,
+} from '../../squashfs/index.ts';
 import { walk } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
@@ -15,13 +22,18 @@ export const squashfsCommands: Command[] = [
     options: {
       compression: {
         type: 'string',
-        value: 'none|gzip|zstd',
+        value: 'none|gzip|zstd|xz',
         description: 'block compression (default gzip)',
       },
       level: {
         type: 'string',
         value: 'N',
-        description: 'compression level (gzip 1-9, default 9; zstd 1-22, default 15)',
+        description: 'compression level (gzip 1-9, default 9; zstd 1-22, default 15; xz 0-9, default 6)',
+      },
+      'xz-filters': {
+        type: 'string',
+        value: 'LIST',
+        description: `xz: branch filters to try per block, comma-separated (${Object.keys(XZ_FILTERS).join(', ')})`,
       },
       'block-size': {
         type: 'string',
@@ -41,7 +53,8 @@ export const squashfsCommands: Command[] = [
       'SRC is a directory, a tar file (plain, gzip or zstd), or an image reference such as oci:DIR:TAG.',
     async run(ctx, [src, out], options) {
       const compression = (options.compression as WriteCompression | undefined) ?? 'gzip';
-      if (!(compression in DEFAULT_LEVEL)) throw new UsageError(`--compression must be none, gzip or zstd`);
+      if (!(compression in DEFAULT_LEVEL))
+        throw new UsageError(`--compression must be none, gzip, zstd or xz`);
       const result = await withSourceTree(
         src!,
         async (tree) => {
@@ -53,6 +66,9 @@ export const squashfsCommands: Command[] = [
           const r = await writeSquashfs(tree, out!, {
             compression,
             level: integerOption(options.level, 'level'),
+            xzFilters: (options['xz-filters'] as string | undefined)?.split(',').filter(Boolean) as
+              | XzFilter[]
+              | undefined,
             blockSize: integerOption(options['block-size'], 'block-size'),
             mkfsTime: integerOption(options.mtime, 'mtime'),
             allRoot: options['all-root'] === true,
