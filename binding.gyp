@@ -9,7 +9,7 @@
       "target_name": "codecs",
       "sources": ["native/codecs.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
-      "libraries": ["-llzma", "-llzo2"]
+      "libraries": ["-ldeflate", "-llzma", "-llzo2"]
     }
   ]
 }

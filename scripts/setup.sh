@@ -21,7 +21,7 @@ DEBIAN_PACKAGES=(
   qemu-system-x86 busybox-static # test VM for the kernel features this host lacks (dm-verity, fs-verity)
   e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
   g++ make python3 # node-gyp builds the addons (native/)
-  liblzma-dev liblzo2-dev # the codecs addon: squashfs xz and LZO
+  libdeflate-dev liblzma-dev liblzo2-dev # the codecs addon: squashfs gzip, xz and LZO
 )
 
 sudo_cmd=()

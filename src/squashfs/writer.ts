@@ -208,7 +208,7 @@ function validate(
         : 'xz filters need xz compression',
     );
   }
-  if (compression === 'xz') probeXz(level, blockSize, xzFilters);
+  if (compression !== 'none') probeCodec(compression, level, blockSize, xzFilters);
   return {
     compression,
     level,
@@ -224,16 +224,23 @@ function validate(
 }
 
 /**
- * Compresses a small sample with the chosen xz settings, so a missing codecs addon or a filter
+ * Compresses a small sample with the chosen settings, so a missing codecs addon or an xz filter
  * this liblzma lacks is a clear error before anything is written, not a failure in a worker.
  */
-function probeXz(level: number, blockSize: number, filters: readonly XzFilter[]): void {
+function probeCodec(
+  compression: WriteCompression,
+  level: number,
+  blockSize: number,
+  filters: readonly XzFilter[],
+): void {
   const sample = Buffer.alloc(4096, 'seal ');
   try {
-    compressBlock(blockCodecs('xz', level, blockSize, filters).data, sample);
+    compressBlock(blockCodecs(compression, level, blockSize, filters).data, sample);
   } catch (error) {
     if (error instanceof SquashfsError) throw error;
-    throw new SquashfsError('SQUASHFS_INVALID_OPTION', `xz: ${(error as Error).message}`, { cause: error });
+    throw new SquashfsError('SQUASHFS_INVALID_OPTION', `${compression}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 
