@@ -7,7 +7,7 @@
  * hashBlocks(algorithm, data, blockSize, prefix, suffix, out, outOffset, stride)
  *   for each block i of data: out[outOffset + i*stride ...] = H(prefix || block || suffix)
  */
-#include <node_api.h>
+#include "napi-helpers.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -26,28 +26,11 @@ int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *size);
 int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *in);
 void ERR_clear_error(void);
 
-static napi_value fail(napi_env env, const char *message) {
-  napi_throw_error(env, "ERR_BLOCKHASH", message);
-  return NULL;
-}
-
-static int bytes(napi_env env, napi_value value, uint8_t **data, size_t *length) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, value, &type, length, &raw, &buffer, &offset) != napi_ok ||
-      type != napi_uint8_array)
-    return 0;
-  *data = raw;
-  return 1;
-}
-
 static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 8)
-    return fail(env, "hashBlocks takes 8 arguments");
+    return fail(env, "ERR_BLOCKHASH", "hashBlocks takes 8 arguments");
   char name[16];
   size_t name_length;
   uint8_t *data, *prefix, *suffix, *out;
@@ -59,18 +42,19 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       !bytes(env, argv[3], &prefix, &prefix_length) || !bytes(env, argv[4], &suffix, &suffix_length) ||
       !bytes(env, argv[5], &out, &out_length) || napi_get_value_uint32(env, argv[6], &out_offset) != napi_ok ||
       napi_get_value_uint32(env, argv[7], &stride) != napi_ok)
-    return fail(env, "hashBlocks: bad argument types");
-  if (block_size == 0 || data_length % block_size != 0) return fail(env, "hashBlocks: data is not whole blocks");
+    return fail(env, "ERR_BLOCKHASH", "hashBlocks: bad argument types");
+  if (block_size == 0 || data_length % block_size != 0)
+    return fail(env, "ERR_BLOCKHASH", "hashBlocks: data is not whole blocks");
   EVP_MD *md = EVP_MD_fetch(NULL, name, NULL);
   if (md == NULL) {
     ERR_clear_error(); /* leave nothing on OpenSSL's error queue for node:crypto to trip over */
-    return fail(env, "hashBlocks: unknown hash algorithm");
+    return fail(env, "ERR_BLOCKHASH", "hashBlocks: unknown hash algorithm");
   }
   size_t digest_size = (size_t)EVP_MD_get_size(md);
   size_t count = data_length / block_size;
   if (stride < digest_size || (count > 0 && (size_t)out_offset + (count - 1) * stride + digest_size > out_length)) {
     EVP_MD_free(md);
-    return fail(env, "hashBlocks: the output is too small");
+    return fail(env, "ERR_BLOCKHASH", "hashBlocks: the output is too small");
   }
   /* The prefix (the salt) is absorbed once; each block starts from a copy of that state. */
   EVP_MD_CTX *base = EVP_MD_CTX_new();
@@ -88,7 +72,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   EVP_MD_free(md);
   if (!ok) {
     ERR_clear_error();
-    return fail(env, "hashBlocks: OpenSSL failed");
+    return fail(env, "ERR_BLOCKHASH", "hashBlocks: OpenSSL failed");
   }
   return NULL;
 }

@@ -17,30 +17,13 @@
 #include <libdeflate.h>
 #include <lzma.h>
 #include <lzo/lzo1x.h>
-#include <node_api.h>
+#include "napi-helpers.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Decoding a squashfs block needs at most a 1 MiB dictionary; refuse streams that ask for more. */
 #define XZ_MEMLIMIT (64u << 20)
-
-static napi_value fail(napi_env env, const char *code, const char *message) {
-  napi_throw_error(env, code, message);
-  return NULL;
-}
-
-static int bytes(napi_env env, napi_value value, uint8_t **data, size_t *length) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, value, &type, length, &raw, &buffer, &offset) != napi_ok ||
-      type != napi_uint8_array)
-    return 0;
-  *data = raw;
-  return 1;
-}
 
 static napi_value undefined(napi_env env) {
   napi_value result;

@@ -57,7 +57,7 @@ fi
 stale=false
 for addon in blockhash codecs; do
   built=build/Release/$addon.node
-  if [ ! -f "$built" ] || [ "native/$addon.c" -nt "$built" ] || [ binding.gyp -nt "$built" ]; then stale=true; fi
+  if [ ! -f "$built" ] || [ -n "$(find native binding.gyp -newer "$built")" ]; then stale=true; fi
 done
 if $stale; then
   echo "setup: building the native addons"
