@@ -41,6 +41,10 @@ export const FeatureIncompat = {
   FRAGMENTS: 0x20,
   XATTR_PREFIXES: 0x40,
 } as const;
+/** Same bit as COMPR_CFGS: compressed images with pclusters of more than one block. */
+export const BIG_PCLUSTER = FeatureIncompat.COMPR_CFGS;
+/** Same bit as FRAGMENTS: pclusters shared by several extents (mkfs.erofs -Ededupe). */
+export const DEDUPE = FeatureIncompat.FRAGMENTS;
 
 export const Layout = {
   FLAT_PLAIN: 0,
@@ -51,6 +55,35 @@ export const Layout = {
 } as const;
 
 export const CHUNK_BLKBITS_MASK = 0x1f;
+
+/*
+ * Compressed files ("z_erofs"). The data is cut into logical clusters (lclusters, one block
+ * unless the map header says otherwise), each described by an index; an extent starts at a
+ * HEAD (or PLAIN, stored uncompressed) lcluster and continues over NONHEAD ones, and its
+ * compressed bytes fill a physical cluster (pcluster) of one or more blocks.
+ */
+export const Z_MAP_HEADER_SIZE = 8;
+/** Full (non-compact) indexes follow the map header and 8 reserved bytes. */
+export const Z_FULL_INDEX_PADDING = 8;
+export const Z_FULL_INDEX_SIZE = 8;
+export const ZAdvise = {
+  COMPACTED_2B: 0x1,
+  BIG_PCLUSTER_1: 0x2,
+  BIG_PCLUSTER_2: 0x4,
+  INLINE_PCLUSTER: 0x8,
+  INTERLACED_PCLUSTER: 0x10,
+  FRAGMENT_PCLUSTER: 0x20,
+} as const;
+export const LclusterType = { PLAIN: 0, HEAD1: 1, NONHEAD: 2, HEAD2: 3 } as const;
+export const ZAlgorithm = { LZ4: 0, LZMA: 1, DEFLATE: 2, ZSTD: 3 } as const;
+export const Z_ALGORITHM_NAMES = ['lz4', 'lzma', 'deflate', 'zstd'] as const;
+/** In a NONHEAD delta[0]: the value is the pcluster's block count, not a distance. */
+export const Z_D0_CBLKCNT = 1 << 11;
+/** Top bit of h_clusterbits: the whole file lives in the packed inode. */
+export const Z_FRAGMENT_INODE_BIT = 0x80;
+/** The kernel's limits on one pcluster and on the data one extent decompresses to. */
+export const Z_PCLUSTER_MAX_SIZE = 1 << 20;
+export const Z_EXTENT_MAX_SIZE = 12 << 20;
 export const CHUNK_FORMAT_INDEXES = 0x20;
 
 /** Directory entry file types. */

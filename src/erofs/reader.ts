@@ -1,7 +1,7 @@
 /**
  * EROFS reader: superblock, compact and extended inodes, directories, shared and inline xattrs,
  * and the flat-plain, flat-inline and chunk-based layouts (block maps and chunk indexes), plus
- * lz4-compressed files as `mkfs.erofs -zlz4` / `-zlz4hc` write them. Every offset read from
+ * lz4-compressed files as `mkfs.erofs -zlz4` / `-zlz4hc` write them (decompress.ts). Every offset read from
  * the image is bounds-checked, so corrupt or hostile images give an ErofsError.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
@@ -103,7 +103,9 @@ export class ErofsImage {
         FeatureIncompat.ZERO_PADDING |
         FeatureIncompat.COMPR_CFGS |
         FeatureIncompat.CHUNKED_FILE |
-        FeatureIncompat.ZTAILPACKING;
+        FeatureIncompat.ZTAILPACKING |
+        // Deduplicated pclusters read like any other; files kept as fragments are refused when read.
+        FeatureIncompat.FRAGMENTS;
       if (sb.featureIncompat & ~known) {
         throw new ErofsError(
           'EROFS_UNSUPPORTED',
@@ -223,8 +225,12 @@ export class ErofsImage {
           inodeSize: 64,
           xattrSize: xattrCount === 0 ? 0 : XATTR_IBODY_HEADER_SIZE + (xattrCount - 1) * 4,
         };
-    // Only chunk-based files can be larger than the image (holes); nothing else can.
-    const bound = layout === Layout.CHUNK_BASED && type === 'file' ? Number.MAX_SAFE_INTEGER : this.#size;
+    // Only chunk-based files (holes) and compressed ones can be larger than the image.
+    const roomy =
+      layout === Layout.CHUNK_BASED ||
+      layout === Layout.COMPRESSED_FULL ||
+      layout === Layout.COMPRESSED_COMPACT;
+    const bound = roomy && type === 'file' ? Number.MAX_SAFE_INTEGER : this.#size;
     if (!Number.isSafeInteger(inode.size) || inode.size > bound)
       this.corrupt(`inode ${nid} has an impossible size`);
     if (type === 'char' || type === 'block') inode.rdev = decodeDevice(inode.raw);
