@@ -1,8 +1,10 @@
 /**
  * Pushing and pulling a several-layer Debian image over loopback through Debian's
- * docker-registry, with Seal (`seal copy`) and with `skopeo copy`, in one run (median of three,
- * a fresh registry each time so nothing is already there and skopeo's blob cache cannot skip
- * uploads). Times are of the whole command, process start included. Prints time ratios.
+ * docker-registry, with Seal (`bin/seal copy`, as a user runs it) and with `skopeo copy`, in one
+ * run: median of five rounds, the two tools taking turns in each round so that both see the
+ * same machine, a fresh registry for every command so nothing is already there and skopeo's
+ * blob cache cannot skip uploads. Times are of the whole command, process start included.
+ * Prints time ratios.
  *   node bench/registry.ts [DIR]
  */
 import { execFileSync } from 'node:child_process';
@@ -24,22 +26,22 @@ function tarOf(...paths: string[]): Buffer {
   });
 }
 
-/** Median of three runs, each against a registry of its own (started outside the timing). */
-async function median(prepare: (r: Registry) => void, run: (r: Registry) => void): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const registry = await startRegistry('none');
-    try {
-      prepare(registry);
-      const start = process.hrtime.bigint();
-      run(registry);
-      times.push(Number(process.hrtime.bigint() - start) / 1e9);
-    } finally {
-      await registry.stop();
-    }
+const ROUNDS = 5;
+
+/** One timed command against a registry of its own (started and prepared outside the timing). */
+async function once(prepare: (r: Registry) => void, run: (r: Registry) => void): Promise<number> {
+  const registry = await startRegistry('none');
+  try {
+    prepare(registry);
+    const start = process.hrtime.bigint();
+    run(registry);
+    return Number(process.hrtime.bigint() - start) / 1e9;
+  } finally {
+    await registry.stop();
   }
-  return times.sort((a, b) => a - b)[1]!;
 }
+
+const median = (times: number[]) => times.sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
 
 const row = (name: string, seal: number, skopeo: number) =>
   console.log(
@@ -61,16 +63,39 @@ try {
     return join(work, name);
   };
 
-  const sealPush = await median(nothing, push);
-  const skopeoPush = await median(nothing, (r) =>
-    skopeo('copy', '--dest-tls-verify=false', `oci:${layout}:debian`, `docker://${r.host}/debian:1`),
-  );
-  const sealPull = await median(push, (r) =>
-    seal('copy', `docker://${r.host}/debian:1`, `oci:${fresh('pull-seal')}:x`),
-  );
-  const skopeoPull = await median(push, (r) =>
-    skopeo('copy', '--src-tls-verify=false', `docker://${r.host}/debian:1`, `oci:${fresh('pull-skopeo')}:x`),
-  );
+  const times = {
+    sealPush: [] as number[],
+    skopeoPush: [] as number[],
+    sealPull: [] as number[],
+    skopeoPull: [] as number[],
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    times.sealPush.push(await once(nothing, push));
+    times.skopeoPush.push(
+      await once(nothing, (r) =>
+        skopeo('copy', '--dest-tls-verify=false', `oci:${layout}:debian`, `docker://${r.host}/debian:1`),
+      ),
+    );
+    times.sealPull.push(
+      await once(push, (r) => seal('copy', `docker://${r.host}/debian:1`, `oci:${fresh('pull-seal')}:x`)),
+    );
+    times.skopeoPull.push(
+      await once(push, (r) =>
+        skopeo(
+          'copy',
+          '--src-tls-verify=false',
+          `docker://${r.host}/debian:1`,
+          `oci:${fresh('pull-skopeo')}:x`,
+        ),
+      ),
+    );
+  }
+  const [sealPush, skopeoPush, sealPull, skopeoPull] = [
+    median(times.sealPush),
+    median(times.skopeoPush),
+    median(times.sealPull),
+    median(times.skopeoPull),
+  ];
   const size = execFileSync('du', ['-sb', join(layout, 'blobs')], { encoding: 'utf8' }).split('\t')[0];
   const start = process.hrtime.bigint();
   seal('--version');

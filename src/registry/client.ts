@@ -7,10 +7,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Digester, digestOf, isDigest, parseDigest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
+import { markVerified, verifiedDigest } from '../store/verified.ts';
 import { Authenticator } from './auth.ts';
 import { type Credentials, loadCredentials } from './credentials.ts';
-import { RegistryError, type RegistryErrorCode } from './errors.ts';
-import { type HttpResponse, HttpTransport, header, readBody, type TlsOptions } from './http.ts';
+import { isRetryable, RegistryError, type RegistryErrorCode } from './errors.ts';
+import {
+  defaultCertDir,
+  type HttpResponse,
+  HttpTransport,
+  header,
+  probeTls,
+  readBody,
+  type TlsOptions,
+} from './http.ts';
 import { apiHost, isLoopback } from './reference.ts';
 
 export interface RegistryOptions extends TlsOptions {
@@ -18,7 +27,7 @@ export interface RegistryOptions extends TlsOptions {
   authFile?: string;
   /** Explicit credentials, overriding the file. */
   credentials?: Credentials;
-  /** Speak plain HTTP (always the case for loopback hosts). */
+  /** Speak plain HTTP. Loopback hosts get it without asking when they do not answer in TLS. */
   plainHttp?: boolean;
   /** Attempts per request on connection errors, 429 and 5xx (default 5). */
   retries?: number;
@@ -81,7 +90,9 @@ function mediaTypeOf(contentType: string | undefined, bytes: Uint8Array): string
 export class RegistryClient {
   readonly registry: string;
   readonly options: RegistryOptions;
-  readonly #base: URL;
+  #base: URL;
+  /** For loopback hosts: settles once it is known whether the registry speaks TLS. */
+  #scheme: Promise<void> | undefined;
   readonly #transport: HttpTransport;
   readonly #auth: Authenticator;
   readonly #subjectLocks = new Map<string, Promise<void>>();
@@ -89,9 +100,13 @@ export class RegistryClient {
   constructor(registry: string, options: RegistryOptions = {}) {
     this.registry = registry;
     this.options = options;
-    const scheme = options.plainHttp || isLoopback(registry) ? 'http' : 'https';
-    this.#base = new URL(`${scheme}://${apiHost(registry)}`);
-    this.#transport = new HttpTransport(options);
+    this.#base = new URL(`${options.plainHttp ? 'http' : 'https'}://${apiHost(registry)}`);
+    if (!options.plainHttp && !isLoopback(registry)) this.#scheme = Promise.resolve();
+    // Without --cert-dir, the per-registry directory of containers tools (certs.d/HOST) applies.
+    this.#transport = new HttpTransport({
+      ...options,
+      certDir: options.certDir ?? defaultCertDir(apiHost(registry)),
+    });
     let cached: Promise<Credentials | undefined> | undefined;
     this.#auth = new Authenticator(this.#transport, () => {
       cached ??= options.credentials
@@ -109,8 +124,28 @@ export class RegistryClient {
     return new URL(path, this.#base);
   }
 
+  /**
+   * A registry on loopback usually speaks plain HTTP, but may have TLS: one handshake tells,
+   * and only an answer in plain HTTP moves us to it (a certificate problem stays an error).
+   * URLs made before that was known are moved along.
+   */
+  async #settled(url: URL): Promise<URL> {
+    const base = this.#base;
+    this.#scheme ??= probeTls(base.hostname, Number(base.port || 443)).then((answer) => {
+      if (answer === 'plain') this.#base = new URL(`http://${base.host}`);
+    });
+    await this.#scheme;
+    if (this.#base.protocol === 'http:' && url.protocol === 'https:' && url.host === this.#base.host) {
+      const moved = new URL(url);
+      moved.protocol = 'http:';
+      return moved;
+    }
+    return url;
+  }
+
   /** One request with authentication, retries and backoff; statuses outside `ok` become typed errors. */
-  async #call(method: string, url: URL, options: CallOptions): Promise<HttpResponse> {
+  async #call(method: string, target: URL, options: CallOptions): Promise<HttpResponse> {
+    const url = await this.#settled(target);
     const attempts = Math.max(1, this.options.retries ?? 5);
     const replayable = options.body === undefined || options.body instanceof Uint8Array;
     let reauthenticated = false;
@@ -122,7 +157,8 @@ export class RegistryClient {
       try {
         res = await this.#transport.request({ method, url, headers, body: options.body });
       } catch (error) {
-        if (!replayable || attempt >= attempts) throw error;
+        // TLS and protocol failures will not go away by asking again.
+        if (!replayable || attempt >= attempts || !isRetryable(error)) throw error;
         await this.#backoff(attempt);
         continue;
       }
@@ -281,9 +317,14 @@ export class RegistryClient {
 
   /**
    * Streams a blob, verifying size and digest; an interrupted download is resumed with `Range`
-   * from the last byte received. The stream throws before ending if the content is wrong.
+   * from the last byte received. The stream throws before ending if the content is wrong, and
+   * says so (markVerified), so that a store writing it does not hash it again.
    */
-  async *getBlob(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
+  getBlob(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
+    return markVerified(this.#download(repo, desc), desc.digest);
+  }
+
+  async *#download(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
     const { algorithm } = parseDigest(desc.digest);
     const digester = new Digester(algorithm);
     const url = this.#url(`/v2/${repo}/blobs/${desc.digest}`);
@@ -361,8 +402,8 @@ export class RegistryClient {
   }
 
   /**
-   * Uploads a blob unless the repository has it: tries cross-repository mounts from `mountFrom`
-   * first, then a monolithic PUT, or PATCH chunks when it is larger than `chunkSize`.
+   * Uploads a blob unless the repository has it (checked first unless `knownAbsent`): tries
+   * cross-repository mounts from `mountFrom` first, then a monolithic PUT, or PATCH chunks when it is larger than `chunkSize`.
    * The data is verified on the way; a failed upload is cancelled so nothing partial remains.
    */
   async putBlob(
@@ -370,8 +411,10 @@ export class RegistryClient {
     desc: Descriptor,
     data: AsyncIterable<Uint8Array>,
     mountFrom: string[] = [],
+    options: { knownAbsent?: boolean } = {},
   ): Promise<'exists' | 'mounted' | 'uploaded'> {
-    if (await this.hasBlob(repo, desc.digest)) return 'exists';
+    // `knownAbsent`: the caller has just asked, and one round trip per blob is enough.
+    if (!options.knownAbsent && (await this.hasBlob(repo, desc.digest))) return 'exists';
     let location: URL | undefined;
     let minChunk = 0;
     for (const from of mountFrom) {
@@ -632,12 +675,37 @@ function resolveUrl(text: string, base: URL): URL {
   }
 }
 
-/** Passes `data` through, throwing before its end if the size or digest differs from `desc`. */
+/**
+ * Passes `data` through, throwing before its end if the size or digest differs from `desc`.
+ * A stream that verifies itself against that digest (a store's, a registry's) is only counted.
+ */
 async function* verify(
   data: AsyncIterable<Uint8Array>,
   desc: Descriptor,
   subject: string,
 ): AsyncGenerator<Uint8Array> {
+  if (verifiedDigest(data) === desc.digest) {
+    let size = 0;
+    for await (const chunk of data) {
+      size += chunk.length;
+      if (size > desc.size) {
+        throw new RegistryError('SIZE_MISMATCH', `blob ${desc.digest} is larger than ${desc.size} bytes`, {
+          subject,
+        });
+      }
+      yield chunk;
+    }
+    if (size !== desc.size) {
+      throw new RegistryError(
+        'SIZE_MISMATCH',
+        `blob ${desc.digest} has ${size} bytes, expected ${desc.size}`,
+        {
+          subject,
+        },
+      );
+    }
+    return;
+  }
   const digester = new Digester(parseDigest(desc.digest).algorithm);
   const check = () => {
     const actual = digester.digest();

@@ -3,7 +3,7 @@
  * entries, `credHelpers` per host and a default `credsStore`, the helpers being run as
  * `docker-credential-NAME get|store|erase`. `seal login` and `seal logout` write the same file.
  */
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -69,6 +69,8 @@ async function readConfig(path: string): Promise<ConfigFile> {
 function runHelper(helper: string, verb: 'get' | 'store' | 'erase', input: string): Promise<string> {
   const program = `docker-credential-${helper}`;
   return new Promise((resolve, reject) => {
+    // Taken on use: most runs have no credential helper, and loading it is not free.
+    const { spawn } = process.getBuiltinModule('node:child_process') as typeof ChildProcess;
     const child = spawn(program, [verb], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';

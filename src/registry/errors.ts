@@ -12,7 +12,8 @@ export type RegistryErrorCode =
   | 'DIGEST_MISMATCH'
   | 'SIZE_MISMATCH'
   | 'CREDENTIALS'
-  | 'TOO_LARGE';
+  | 'TOO_LARGE'
+  | 'TLS';
 
 /** Failures talking to an OCI distribution registry; `subject` names the URL or reference. */
 export class RegistryError extends SealError<RegistryErrorCode> {

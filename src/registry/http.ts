@@ -1,13 +1,16 @@
 /**
  * The HTTP layer of the registry client: keep-alive connections, TLS with the system CAs plus
- * a certificate directory, redirects that never carry `Authorization` to another origin, and
+ * a containers-style certificate directory (extra CAs, a client certificate), TLS failures
+ * reported as such, redirects that never carry `Authorization` to another origin, and
  * streamed request and response bodies.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import https from 'node:https';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import type * as Http from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type * as Https from 'node:https';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
-import tls from 'node:tls';
+import type * as Tls from 'node:tls';
 import { RegistryError } from './errors.ts';
 
 export interface TlsOptions {
@@ -33,43 +36,214 @@ export interface HttpResponse {
   body: IncomingMessage;
 }
 
+// Taken as CommonJS modules: the ESM facade of node:http evaluates every lazy export, which
+// loads Node's bundled undici (some 25 ms of a short command) for nothing.
+const http = process.getBuiltinModule('node:http') as typeof Http;
+const https = process.getBuiltinModule('node:https') as typeof Https;
+const tls = process.getBuiltinModule('node:tls') as typeof Tls;
+
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 10;
 const IDLE_TIMEOUT_MS = 120_000;
 
-function tlsMaterial(options: TlsOptions): https.AgentOptions {
-  const result: https.AgentOptions = { rejectUnauthorized: options.tlsVerify !== false };
-  if (!options.certDir) return result;
-  const ca = [...tls.getCACertificates('default'), ...tls.getCACertificates('system')];
-  let names: string[];
-  try {
-    names = readdirSync(options.certDir).sort();
-  } catch (cause) {
-    throw new RegistryError('CREDENTIALS', `cannot read certificate directory ${options.certDir}`, {
-      subject: options.certDir,
-      cause,
-    });
+/** Where distributions keep the system's CA bundle (`SSL_CERT_FILE` overrides). */
+const SYSTEM_BUNDLES = [
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/ca-bundle.pem',
+  '/etc/ssl/cert.pem',
+];
+let systemCas: string[] | undefined;
+
+/**
+ * The system's trusted CAs: its bundle file if there is one (so CAs an administrator added are
+ * trusted, which Node's built-in Mozilla list alone would not do), else Node's list. Read once.
+ */
+function systemCertificates(): string[] {
+  if (systemCas) return systemCas;
+  for (const path of [process.env.SSL_CERT_FILE, ...SYSTEM_BUNDLES]) {
+    if (!path) continue;
+    try {
+      systemCas = [readFileSync(path, 'utf8')];
+      return systemCas;
+    } catch {}
   }
-  for (const name of names) {
-    const path = join(options.certDir, name);
-    if (name.endsWith('.crt')) ca.push(readFileSync(path, 'utf8'));
-    if (name.endsWith('.cert')) {
-      result.cert = readFileSync(path);
-      result.key = readFileSync(join(options.certDir, `${name.slice(0, -'.cert'.length)}.key`));
+  systemCas = [...tls.rootCertificates];
+  return systemCas;
+}
+
+/**
+ * The certificate directory containers tools use for `host` when none is given:
+ * `$XDG_CONFIG_HOME/containers/certs.d/HOST`, `/etc/containers/certs.d/HOST`, `/etc/docker/certs.d/HOST`.
+ */
+export function defaultCertDir(host: string): string | undefined {
+  const config = process.env.XDG_CONFIG_HOME || (process.env.HOME ? join(process.env.HOME, '.config') : '');
+  const candidates = [
+    ...(config ? [join(config, 'containers', 'certs.d', host)] : []),
+    join('/etc/containers/certs.d', host),
+    join('/etc/docker/certs.d', host),
+  ];
+  return candidates.find((dir) => {
+    try {
+      return statSync(dir).isDirectory();
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The TLS settings of the HTTPS agent: system CAs plus the certificate directory's, and a client certificate. */
+function tlsMaterial(options: TlsOptions): Https.AgentOptions {
+  const rejectUnauthorized = options.tlsVerify !== false;
+  const ca = [...systemCertificates()];
+  let cert: Buffer | undefined;
+  let key: Buffer | undefined;
+  const dir = options.certDir;
+  if (dir) {
+    const bad = (what: string, cause?: unknown) =>
+      new RegistryError('TLS', `certificate directory ${dir}: ${what}`, { subject: dir, cause });
+    let names: string[];
+    try {
+      names = readdirSync(dir).sort();
+    } catch (cause) {
+      throw bad(`cannot be read (${(cause as Error).message})`, cause);
+    }
+    try {
+      for (const name of names) {
+        if (name.endsWith('.crt')) ca.push(readFileSync(join(dir, name), 'utf8'));
+        // The first client certificate (in name order) is presented; its key has the same stem.
+        if (name.endsWith('.cert') && !cert) {
+          const stem = name.slice(0, -'.cert'.length);
+          if (!names.includes(`${stem}.key`)) throw bad(`${name} has no matching ${stem}.key`);
+          cert = readFileSync(join(dir, name));
+          key = readFileSync(join(dir, `${stem}.key`));
+        }
+        if (name.endsWith('.key') && !names.includes(`${name.slice(0, -'.key'.length)}.cert`))
+          throw bad(`${name} has no matching ${name.slice(0, -'.key'.length)}.cert`);
+      }
+    } catch (cause) {
+      if (cause instanceof RegistryError) throw cause;
+      throw bad(`cannot be read (${(cause as Error).message})`, cause);
     }
   }
-  result.ca = ca;
-  return result;
+  try {
+    // Built here, once, so that a malformed PEM file is reported as such and not per connection.
+    const secureContext = tls.createSecureContext({ ca, ...(cert ? { cert, key } : {}) });
+    return { rejectUnauthorized, secureContext };
+  } catch (cause) {
+    throw new RegistryError(
+      'TLS',
+      `${dir ? `certificate directory ${dir}` : 'system CA certificates'}: unusable (${(cause as Error).message})`,
+      { subject: dir, cause },
+    );
+  }
+}
+
+/** OpenSSL verification results meaning "the server's certificate is not trusted". */
+const UNTRUSTED =
+  /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED|CERT_|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME)/;
+/** Alerts a server sends when it wants (another) client certificate. */
+const CLIENT_CERT_REFUSED =
+  /ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|HANDSHAKE_FAILURE|CERTIFICATE_UNKNOWN)/;
+
+interface TlsCause {
+  code?: string;
+  reason?: string;
+  message?: string;
+}
+
+/** Whether a failed TLS connection was answered in plain HTTP (the server does not speak TLS). */
+export function isPlainHttpAnswer(error: unknown): boolean {
+  const cause = (error instanceof RegistryError ? error.cause : error) as TlsCause | undefined;
+  return (
+    (cause?.code === 'EPROTO' || cause?.code?.startsWith('ERR_SSL_') === true) &&
+    /wrong version number|packet length too long|http request/i.test(`${cause.reason} ${cause.message}`)
+  );
+}
+
+/**
+ * Whether `host:port` answers a TLS handshake: 'plain' when it answers in plain HTTP,
+ * 'unknown' when it cannot be told (refused, reset...). Nothing is verified here, so no CA
+ * is loaded: the requests that follow verify.
+ */
+export function probeTls(host: string, port: number): Promise<'tls' | 'plain' | 'unknown'> {
+  return new Promise((resolve) => {
+    const name = host.replace(/^\[|\]$/g, '');
+    const socket = tls.connect({
+      host: name,
+      port,
+      ...(isIP(name) ? {} : { servername: name }),
+      // No CA at all: loading the default ones costs more than the handshake.
+      secureContext: tls.createSecureContext({ ca: [] }),
+      rejectUnauthorized: false,
+      ALPNProtocols: ['http/1.1'],
+    });
+    const done = (answer: 'tls' | 'plain' | 'unknown') => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.once('secureConnect', () => done('tls'));
+    socket.once('error', (error) => done(isPlainHttpAnswer(error) ? 'plain' : 'unknown'));
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => done('unknown'));
+  });
+}
+
+/** A clear typed error for a TLS failure, or undefined if `cause` is not one. */
+function tlsFailure(
+  cause: unknown,
+  method: string,
+  url: URL,
+  options: TlsOptions,
+): RegistryError | undefined {
+  const e = (cause ?? {}) as TlsCause;
+  const code = e.code ?? '';
+  // Node's advice to run it with --use-system-ca does not apply: the system CAs are already trusted.
+  const reason = (e.reason ?? e.message ?? String(cause)).replace(
+    /; if the root CA is installed locally.*$/s,
+    '',
+  );
+  const subject = String(url);
+  if (UNTRUSTED.test(code)) {
+    return new RegistryError(
+      'TLS',
+      `TLS: the certificate of ${url.host} is not trusted (${reason}); ` +
+        `add its CA as a .crt file in --cert-dir${options.certDir ? ` (now ${options.certDir})` : ''}, or use --tls-verify=false`,
+      { subject, cause },
+    );
+  }
+  if (CLIENT_CERT_REFUSED.test(code)) {
+    return new RegistryError(
+      'TLS',
+      `TLS: ${url.host} refused the connection (${reason}): it requires a client certificate it trusts; ` +
+        `put NAME.cert and NAME.key in --cert-dir${options.certDir ? ` (now ${options.certDir})` : ''}`,
+      { subject, cause },
+    );
+  }
+  if (isPlainHttpAnswer(cause)) {
+    return new RegistryError('TLS', `TLS: ${url.host} does not speak TLS (${reason})`, { subject, cause });
+  }
+  if (code === 'EPROTO' || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) {
+    return new RegistryError('TLS', `TLS: ${method} ${url} failed: ${reason}`, { subject, cause });
+  }
+  return undefined;
 }
 
 export class HttpTransport {
-  #http: http.Agent;
-  #https: https.Agent;
+  readonly #options: TlsOptions;
+  readonly #common: Http.AgentOptions;
+  #http: Http.Agent;
+  #https: Https.Agent | undefined;
 
   constructor(options: TlsOptions & { maxSockets?: number } = {}) {
-    const common = { keepAlive: true, maxSockets: options.maxSockets ?? 16 };
-    this.#http = new http.Agent(common);
-    this.#https = new https.Agent({ ...common, ...tlsMaterial(options) });
+    this.#options = options;
+    this.#common = { keepAlive: true, maxSockets: options.maxSockets ?? 16 };
+    this.#http = new http.Agent(this.#common);
+  }
+
+  /** The HTTPS agent, made on first use: loading the CAs is not free and plain HTTP needs none. */
+  #httpsAgent(): Https.Agent {
+    this.#https ??= new https.Agent({ ...this.#common, ...tlsMaterial(this.#options) });
+    return this.#https;
   }
 
   /** Sends one request, following redirects for GET and HEAD. */
@@ -120,16 +294,17 @@ export class HttpTransport {
         reject(
           cause instanceof RegistryError
             ? cause
-            : new RegistryError('NETWORK', `${method} ${url}: ${(cause as Error)?.message ?? cause}`, {
-                subject: String(url),
-                cause,
-              }),
+            : ((secure ? tlsFailure(cause, method, url, this.#options) : undefined) ??
+                new RegistryError('NETWORK', `${method} ${url}: ${(cause as Error)?.message ?? cause}`, {
+                  subject: String(url),
+                  cause,
+                })),
         );
-      let request: http.ClientRequest;
+      let request: Http.ClientRequest;
       try {
         request = lib.request(
           url,
-          { method, headers, agent: secure ? this.#https : this.#http, timeout: IDLE_TIMEOUT_MS },
+          { method, headers, agent: secure ? this.#httpsAgent() : this.#http, timeout: IDLE_TIMEOUT_MS },
           (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, url, body: res }),
         );
       } catch (cause) {
@@ -154,11 +329,11 @@ export class HttpTransport {
 
   close(): void {
     this.#http.destroy();
-    this.#https.destroy();
+    this.#https?.destroy();
   }
 }
 
-async function pump(source: AsyncIterable<Uint8Array>, request: http.ClientRequest): Promise<void> {
+async function pump(source: AsyncIterable<Uint8Array>, request: Http.ClientRequest): Promise<void> {
   for await (const chunk of source) {
     if (request.destroyed) throw new Error('request closed by the server');
     if (!request.write(chunk)) {

@@ -9,6 +9,7 @@ import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../oci/types.ts';
 import { isManifestType } from '../oci/validate.ts';
+import { markVerified, verifiedDigest } from '../store/verified.ts';
 import { isRetryable, RegistryError } from './errors.ts';
 
 export interface MirrorEvent {
@@ -242,14 +243,16 @@ async function settleAll(tasks: Promise<void>[]): Promise<void> {
   if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
-async function* counted(
-  stream: AsyncIterable<Uint8Array>,
-  tick: (n: number) => void,
-): AsyncGenerator<Uint8Array> {
-  for await (const chunk of stream) {
-    tick(chunk.length);
-    yield chunk;
-  }
+/** Passes `stream` through, counting; a stream that verifies itself stays marked as such. */
+function counted(stream: AsyncIterable<Uint8Array>, tick: (n: number) => void): AsyncIterable<Uint8Array> {
+  const out = (async function* () {
+    for await (const chunk of stream) {
+      tick(chunk.length);
+      yield chunk;
+    }
+  })();
+  const digest = verifiedDigest(stream);
+  return digest ? markVerified(out, digest) : out;
 }
 
 /**

@@ -68,7 +68,7 @@ export function apiHost(registry: string): string {
   return registry === DOCKER_HUB ? 'registry-1.docker.io' : registry;
 }
 
-/** Loopback hosts are spoken to in plain HTTP. */
+/** Loopback hosts may be spoken to in plain HTTP (when they do not answer in TLS). */
 export function isLoopback(registry: string): boolean {
   const host = registry.replace(/:[0-9]+$/, '').replace(/^\[|\]$/g, '');
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);

@@ -94,6 +94,8 @@ export class RegistryDestination implements ImageDestination {
   readonly reference: RegistryReference;
   readonly client: RegistryClient;
   #tagged = false;
+  /** Blobs hasBlob just found missing. */
+  #absent = new Set<string>();
   #lastRoot: { desc: Descriptor; bytes: Uint8Array } | undefined;
 
   constructor(ref: string | RegistryReference, options: RegistryOptions = {}) {
@@ -107,7 +109,9 @@ export class RegistryDestination implements ImageDestination {
     const repo = this.reference.repository;
     if (isManifestType(desc.mediaType))
       return (await this.client.headManifest(repo, desc.digest)) !== undefined;
-    return this.client.hasBlob(repo, desc.digest);
+    const found = await this.client.hasBlob(repo, desc.digest);
+    if (!found) this.#absent.add(desc.digest);
+    return found;
   }
 
   async putBlob(desc: Descriptor, data: AsyncIterable<Uint8Array>): Promise<void> {
@@ -117,6 +121,8 @@ export class RegistryDestination implements ImageDestination {
       desc,
       data,
       this.client.options.mount === false ? [] : homesOn(desc.digest, registry),
+      // A copier asks hasBlob first: the client need not ask the registry again.
+      { knownAbsent: this.#absent.delete(desc.digest) },
     );
     rememberHome(desc.digest, registry, repository);
   }

@@ -4,8 +4,7 @@ import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.ts';
 import { isIndexType, parseConfig, parseIndex, parseManifest } from '../oci/validate.ts';
-import { decompress } from '../tar/index.ts';
-import { applyLayer, emptyDir, Spool, type Tree, writeTreeToDirectory } from '../tree/index.ts';
+import type { Spool, Tree } from '../tree/index.ts';
 import { StoreError } from './errors.ts';
 
 export interface ImageDocuments {
@@ -69,6 +68,11 @@ export async function readImage(src: ImageSource, root?: Descriptor): Promise<Im
 
 /** Merges the image's tar layers into one tree (contents spooled to `spool`). */
 export async function mergedTree(src: ImageSource, docs: ImageDocuments, spool: Spool): Promise<Tree> {
+  // Loaded on use: commands that only move blobs (copy, sync) need no tar or tree code.
+  const [{ decompress }, { applyLayer, emptyDir }] = await Promise.all([
+    import('../tar/index.ts'),
+    import('../tree/index.ts'),
+  ]);
   const tree: Tree = { root: emptyDir() };
   for (const layer of docs.manifest.layers) {
     if (!isTarLayer(layer.mediaType)) {
@@ -88,6 +92,7 @@ export async function mergedTree(src: ImageSource, docs: ImageDocuments, spool: 
 /** Writes the image's merged root filesystem into `dir`. */
 export async function unpackImage(src: ImageSource, dir: string): Promise<ImageDocuments> {
   const docs = await readImage(src);
+  const { Spool, writeTreeToDirectory } = await import('../tree/index.ts');
   const spool = await Spool.create();
   try {
     await writeTreeToDirectory(await mergedTree(src, docs, spool), dir);

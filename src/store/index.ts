@@ -10,6 +10,7 @@ export {
   openDestination,
   openSource,
 } from './transports.ts';
+export { markVerified, verifiedDigest } from './verified.ts';
 
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor } from '../oci/types.ts';

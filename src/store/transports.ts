@@ -7,23 +7,12 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Digester } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Manifest } from '../oci/types.ts';
 import { parseManifestOrIndex } from '../oci/validate.ts';
-import { compress, decompress, sniffCompression } from '../tar/index.ts';
-import {
-  Spool,
-  treeFromDirectory,
-  treeFromTar,
-  treeToTar,
-  walk,
-  writeTreeToDirectory,
-} from '../tree/index.ts';
 import { writeAtomic } from '../util/atomic.ts';
 import { StoreError } from './errors.ts';
 import { LayoutStore } from './layout.ts';
@@ -33,6 +22,10 @@ export interface OpenOptions {
   /** Registry options, passed through for `docker://` references. */
   [key: string]: unknown;
 }
+
+// Loaded on use: copies between layouts and registries need no tar or tree code.
+const tarModule = () => import('../tar/index.ts');
+const treeModule = () => import('../tree/index.ts');
 
 async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
@@ -164,6 +157,10 @@ async function tempDir(prefix: string): Promise<string> {
 
 /** Unpacks a tar archive (a layout or a docker save) into a temporary directory. */
 async function unpackArchive(file: string): Promise<string> {
+  const [{ decompress }, { Spool, treeFromTar, writeTreeToDirectory }] = await Promise.all([
+    tarModule(),
+    treeModule(),
+  ]);
   const dir = await tempDir('seal-archive-');
   const spool = await Spool.create(dir);
   try {
@@ -209,7 +206,7 @@ async function dockerArchiveSource(ref: { path: string; tag?: string; text: stri
     const layers: Descriptor[] = [];
     for (const layer of chosen.Layers) {
       const head = await readAll(createReadStream(join(root, layer), { start: 0, end: 3 }));
-      const kind = sniffCompression(head);
+      const kind = (await tarModule()).sniffCompression(head);
       const { digest, size } = await store.putBlob(createReadStream(join(root, layer)));
       const mediaType =
         kind === 'gzip' ? MediaType.LayerGzip : kind === 'zstd' ? MediaType.LayerZstd : MediaType.Layer;
@@ -230,6 +227,7 @@ async function dockerArchiveSource(ref: { path: string; tag?: string; text: stri
  * with its diff_id, a manifest. Built once into a temporary layout, then served from there.
  */
 async function directorySource(ref: Extract<ImageReference, { transport: 'dir' }>): Promise<ImageSource> {
+  const [{ compress }, { treeFromDirectory, treeToTar }] = await Promise.all([tarModule(), treeModule()]);
   const dir = await tempDir('seal-dir-');
   const cleanup = () => rm(dir, { recursive: true, force: true });
   try {
@@ -316,6 +314,11 @@ export async function openDestination(
       const store = await LayoutStore.open(join(dir, 'layout'), { create: true });
       return new LayoutDestination(ref.text, store, {
         onCommit: async () => {
+          const { treeFromDirectory, treeToTar, walk } = await treeModule();
+          const [{ Readable }, { pipeline }] = await Promise.all([
+            import('node:stream'),
+            import('node:stream/promises'),
+          ]);
           const tree = await treeFromDirectory(store.dir, { xattrs: false });
           for (const { inode } of walk(tree)) {
             Object.assign(inode, { uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 } });

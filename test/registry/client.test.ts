@@ -198,3 +198,90 @@ test('redirects to another origin do not carry Authorization; blobs are verified
   );
   client.close();
 });
+
+test('chunked uploads honour OCI-Chunk-Min-Length, send contiguous Content-Ranges and follow every new Location', async () => {
+  const blob = randomBytesSeeded(5, 100_000);
+  const desc = describeBytes('application/octet-stream', blob);
+  const minChunk = 30_000;
+  const received: Buffer[] = [];
+  const patches: { size: number; range: string | undefined }[] = [];
+  let current = '/uploads/0';
+  let stored: Buffer | undefined;
+  const host = await serve((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const body: Buffer[] = [];
+    req.on('data', (c: Buffer) => body.push(c));
+    req.on('end', () => {
+      const data = Buffer.concat(body);
+      if (req.method === 'HEAD') return res.writeHead(stored ? 200 : 404).end();
+      if (req.method === 'POST' && url.pathname === '/v2/r/blobs/uploads/') {
+        return res.writeHead(202, { location: current, 'oci-chunk-min-length': String(minChunk) }).end();
+      }
+      // Only the newest Location is valid: a client reusing an old one gets 404.
+      if (url.pathname !== current) return res.writeHead(404).end();
+      if (req.method === 'PATCH') {
+        patches.push({ size: data.length, range: req.headers['content-range'] });
+        received.push(data);
+        const end = Buffer.concat(received).length - 1;
+        current = `/uploads/${patches.length}`;
+        // Absolute this time, relative the next: both must be followed.
+        const location = patches.length % 2 ? `http://${req.headers.host}${current}` : current;
+        return res.writeHead(202, { location, range: `0-${end}` }).end();
+      }
+      if (req.method === 'PUT' && url.searchParams.get('digest') === desc.digest) {
+        stored = Buffer.concat([...received, data]);
+        return res.writeHead(201, { location: `/v2/r/blobs/${desc.digest}` }).end();
+      }
+      res.writeHead(400).end();
+    });
+  });
+  const client = new RegistryClient(host, { chunkSize: 10_000 });
+  const chunks = (async function* () {
+    for (let i = 0; i < blob.length; i += 7_000) yield blob.subarray(i, i + 7_000);
+  })();
+  assert.equal(await client.putBlob('r', desc, chunks), 'uploaded');
+  client.close();
+  assert.ok(stored?.equals(blob));
+  assert.ok(patches.length >= 2, 'uploaded in several chunks');
+  let offset = 0;
+  for (const [i, p] of patches.entries()) {
+    if (i < patches.length - 1) assert.ok(p.size >= minChunk, `chunk ${i} has ${p.size} bytes`);
+    assert.equal(p.range, `${offset}-${offset + p.size - 1}`);
+    offset += p.size;
+  }
+  assert.equal(offset, blob.length);
+});
+
+test('an interrupted download is resumed with Range, also from a server that ignores Range', async () => {
+  const blob = randomBytesSeeded(6, 200_000);
+  const desc = describeBytes('application/octet-stream', blob);
+  for (const honoursRange of [true, false]) {
+    const ranges: (string | undefined)[] = [];
+    const host = await serve((req, res) => {
+      ranges.push(req.headers.range);
+      const from = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+      if (ranges.length === 1) {
+        // Half the blob, then the connection drops.
+        res.writeHead(200, { 'content-length': String(blob.length) });
+        res.write(blob.subarray(0, 80_000), () => res.socket?.destroy());
+      } else if (honoursRange && from > 0) {
+        res
+          .writeHead(206, {
+            'content-length': String(blob.length - from),
+            'content-range': `bytes ${from}-${blob.length - 1}/${blob.length}`,
+          })
+          .end(blob.subarray(from));
+      } else {
+        res.writeHead(200, { 'content-length': String(blob.length) }).end(blob);
+      }
+    });
+    const client = new RegistryClient(host, { retryDelayMs: 1 });
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of client.getBlob('r', desc)) chunks.push(chunk);
+    client.close();
+    assert.ok(Buffer.concat(chunks).equals(blob), `range honoured: ${honoursRange}`);
+    assert.equal(ranges.length, 2);
+    assert.equal(ranges[0], undefined);
+    assert.match(ranges[1] ?? '', /^bytes=[1-9]\d*-$/);
+  }
+});

@@ -1,5 +1,8 @@
 /** Copies through a misbehaving proxy either complete correctly or fail clearly, never leaving a bad blob behind. */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Descriptor } from '../../src/oci/types.ts';
 import {
@@ -9,6 +12,8 @@ import {
   RegistryClient,
   type RegistryOptions,
 } from '../../src/registry/index.ts';
+import { openDestination } from '../../src/store/index.ts';
+import { LayoutStore } from '../../src/store/layout.ts';
 import { type Fault, type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from './harness.ts';
 import { MemoryImages, makeImage } from './images.ts';
 
@@ -150,5 +155,55 @@ test('pushes survive resets and 500s on uploads, chunked and monolithic, followi
     await mirror(src, into, {});
     await src.close();
     assertComplete(into);
+  }
+});
+
+test('into an OCI layout: a corrupt blob is never stored, an interrupted one is resumed, fsck stays clean', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'seal-faults-layout-'));
+  const layer = (layers[0] as Descriptor).digest;
+  const copyInto = async (layout: string, faults: Fault[]) => {
+    proxy.faults = faults;
+    proxy.fired.length = 0;
+    const src = await openRegistrySource(`docker://${proxy.host}/faults/src:v1`, options);
+    const dst = await openDestination(`oci:${layout}:v1`);
+    try {
+      await mirror(src, dst, { tag: 'v1' });
+      await dst.commit();
+    } finally {
+      await dst.close();
+      await src.close();
+    }
+  };
+  const files = (layout: string) => readdirSync(join(layout, 'blobs', 'sha256')).sort();
+  try {
+    const bad = join(dir, 'corrupt');
+    await assert.rejects(
+      copyInto(bad, [{ kind: 'corrupt', match: (m, p) => blobGet(m, p) && p.includes(layer), times: 5 }]),
+      (e: Error & { code?: string }) => e.code === 'DIGEST_MISMATCH',
+    );
+    assert.equal(proxy.fired[0], 'corrupt');
+    // Neither under its name nor as a leftover temporary file.
+    assert.ok(!files(bad).includes(layer.slice(7)), 'the corrupt blob is not stored');
+    assert.deepEqual(
+      files(bad).filter((f) => f.startsWith('.')),
+      [],
+    );
+    const badStore = await LayoutStore.open(bad);
+    assert.deepEqual(await badStore.fsck(), { blobs: files(bad).length, corrupt: [], missing: [] });
+
+    const good = join(dir, 'resumed');
+    await copyInto(good, [
+      { kind: 'reset', match: blobGet, times: 1 },
+      { kind: 'truncate', match: blobGet, times: 1 },
+    ]);
+    assert.deepEqual(proxy.fired, ['reset', 'truncate']);
+    assert.deepEqual(files(good), [...source.blobs.keys()].map((d) => d.slice(7)).sort());
+    const store = await LayoutStore.open(good);
+    assert.deepEqual(await store.fsck(), { blobs: source.blobs.size, corrupt: [], missing: [] });
+    for (const [digest, bytes] of source.blobs) {
+      assert.ok((await store.readBlob({ digest, size: bytes.length })).equals(bytes), digest);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

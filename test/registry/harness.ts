@@ -1,13 +1,14 @@
 /**
  * Test servers: Debian's docker-registry in three setups (no auth, htpasswd Basic, token auth
- * with a token server of ours), and a fault-injecting proxy. Everything listens on 127.0.0.1
+ * with a token server of ours), optionally over TLS with a throwaway CA (and client
+ * certificates), and a fault-injecting proxy. Everything listens on 127.0.0.1
  * and is stopped by `stop()`.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createSign, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -101,7 +102,76 @@ async function startTokenServer(dir: string, service: string, issuer: string, to
   return { port, stop: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
-export async function startRegistry(auth: AuthSetup): Promise<TestRegistry> {
+/** A throwaway PKI made with openssl: a CA, a server certificate for 127.0.0.1/localhost, a client certificate. */
+export interface TestPki {
+  dir: string;
+  caCert: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+}
+
+export function makeTestPki(dir: string): TestPki {
+  const path = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    path('ca.key'),
+    '-out',
+    path('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=Seal test CA',
+  );
+  const issue = (name: string, subject: string, extensions: string) => {
+    writeFileSync(path(`${name}.ext`), extensions);
+    openssl('req', ...ec, '-keyout', path(`${name}.key`), '-out', path(`${name}.csr`), '-subj', subject);
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      path(`${name}.csr`),
+      '-CA',
+      path('ca.pem'),
+      '-CAkey',
+      path('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      path(`${name}.ext`),
+      '-out',
+      path(`${name}.pem`),
+    );
+  };
+  issue(
+    'server',
+    '/CN=127.0.0.1',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
+  );
+  issue('client', '/CN=seal test client', 'extendedKeyUsage=clientAuth\n');
+  return {
+    dir,
+    caCert: path('ca.pem'),
+    serverCert: path('server.pem'),
+    serverKey: path('server.key'),
+    clientCert: path('client.pem'),
+    clientKey: path('client.key'),
+  };
+}
+
+export interface RegistrySetup {
+  /** Serve HTTPS with this certificate; with `clientCa`, demand client certificates it issued. */
+  tls?: { certificate: string; key: string; clientCa?: string };
+}
+
+export async function startRegistry(auth: AuthSetup, setup: RegistrySetup = {}): Promise<TestRegistry> {
   const dir = mkdtempSync(join(tmpdir(), 'seal-registry-'));
   const port = await freePort();
   const tokenRequests: string[][] = [];
@@ -115,6 +185,10 @@ export async function startRegistry(auth: AuthSetup): Promise<TestRegistry> {
     tokenServer = await startTokenServer(dir, 'seal-test-registry', 'seal-test-issuer', tokenRequests);
     authYaml = `auth:\n  token:\n    realm: http://127.0.0.1:${tokenServer.port}/token\n    service: seal-test-registry\n    issuer: seal-test-issuer\n    rootcertbundle: ${join(dir, 'token.crt')}\n`;
   }
+  const { tls } = setup;
+  const tlsYaml = tls
+    ? `  tls:\n    certificate: ${tls.certificate}\n    key: ${tls.key}\n${tls.clientCa ? `    clientcas:\n      - ${tls.clientCa}\n` : ''}`
+    : '';
   const config = `version: 0.1
 log:
   level: error
@@ -130,7 +204,7 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:${port}
-${authYaml}`;
+${tlsYaml}${authYaml}`;
   writeFileSync(join(dir, 'config.yml'), config);
   const child: ChildProcess = spawn('/usr/bin/docker-registry', ['serve', join(dir, 'config.yml')], {
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -147,11 +221,25 @@ ${authYaml}`;
     await tokenServer?.stop();
     rmSync(dir, { recursive: true, force: true });
   };
+  // Over TLS (perhaps demanding a client certificate) a listening socket is taken as ready.
+  const ready = async () => {
+    if (tls) {
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => {
+          socket.destroy();
+          resolve();
+        });
+        socket.on('error', reject);
+      });
+      return true;
+    }
+    const res = await fetch(`http://127.0.0.1:${port}/v2/`);
+    await res.arrayBuffer();
+    return res.status === 200 || res.status === 401;
+  };
   for (let i = 0; ; i++) {
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/v2/`);
-      await res.arrayBuffer();
-      if (res.status === 200 || res.status === 401) break;
+      if (await ready()) break;
     } catch {}
     if (i > 200 || child.exitCode !== null) {
       await stop();
