@@ -62,6 +62,20 @@ interface Lcluster {
   indexEnd: number;
 }
 
+/** An index entry before its type-specific fields are filled in. */
+function emptyLcluster(lcn: number, type: number, layout: CompressedLayout, indexEnd: number): Lcluster {
+  return {
+    lcn,
+    type,
+    clusterOffset: layout.lclusterSize,
+    lookback: 0,
+    lookahead: 0,
+    block: 0,
+    pclusterBlocks: 0,
+    indexEnd,
+  };
+}
+
 interface Extent {
   /** Logical start and length of the decompressed extent. */
   start: number;
@@ -190,16 +204,7 @@ function loadFullLcluster(
   const position = layout.indexStart + lcn * Z_FULL_INDEX_SIZE;
   const b = image.read(position, Z_FULL_INDEX_SIZE);
   const type = b.readUInt16LE(0) & 3;
-  const lcluster: Lcluster = {
-    lcn,
-    type,
-    clusterOffset: layout.lclusterSize,
-    lookback: 0,
-    lookahead: 0,
-    block: 0,
-    pclusterBlocks: 0,
-    indexEnd: position + Z_FULL_INDEX_SIZE,
-  };
+  const lcluster = emptyLcluster(lcn, type, layout, position + Z_FULL_INDEX_SIZE);
   if (type === LclusterType.NONHEAD) {
     const delta0 = b.readUInt16LE(4);
     lcluster.lookahead = b.readUInt16LE(6);
@@ -255,16 +260,7 @@ function loadCompactLcluster(
   const big = (layout.advise & ZAdvise.BIG_PCLUSTER_1) !== 0;
   const i = (position - packStart) / entrySize;
   const { type, value } = entry(i);
-  const lcluster: Lcluster = {
-    lcn,
-    type,
-    clusterOffset: layout.lclusterSize,
-    lookback: 0,
-    lookahead: 0,
-    block: 0,
-    pclusterBlocks: 0,
-    indexEnd: packStart + packSize,
-  };
+  const lcluster = emptyLcluster(lcn, type, layout, packStart + packSize);
   if (type === LclusterType.NONHEAD) {
     // Distance to the next HEAD: the NONHEADs left in this pack, and the last entry's own
     // value when it is a NONHEAD (the last entry of a pack stores its forward distance).
