@@ -17,6 +17,7 @@ import {
 } from '../tree/model.ts';
 import { writeAtomic } from '../util/atomic.ts';
 import { sharedPool } from '../util/pool.ts';
+import { writeFully } from '../util/write.ts';
 import {
   type BlockCodec,
   blockCodecs,
@@ -139,14 +140,6 @@ class DataWriter {
 
   async flush(): Promise<void> {
     await this.#queue;
-  }
-}
-
-async function writeFully(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
   }
 }
 

@@ -4,7 +4,7 @@
  * interrupted write leaves nothing; index.json is replaced atomically under a lock file.
  */
 import { constants, createReadStream } from 'node:fs';
-import { type FileHandle, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DigestError, Digester, digestOf, parseDigest } from '../oci/digest.ts';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
@@ -12,6 +12,7 @@ import { pinnedDescriptors } from '../oci/pinned.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
+import { writeFully } from '../util/write.ts';
 import { StoreError } from './errors.ts';
 import { markVerified, verifiedDigest } from './verified.ts';
 
@@ -20,18 +21,6 @@ const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
 const WRITE_BATCH = 1 << 20;
 /** Every so many bytes written, the disk is asked to catch up (a datasync in the background). */
 const FLUSH_EVERY = 8 << 20;
-
-/** Writes all of `chunks` at `position`. */
-async function writeFully(handle: FileHandle, chunks: Uint8Array[], position: number): Promise<void> {
-  const total = chunks.reduce((n, c) => n + c.length, 0);
-  const { bytesWritten } = await handle.writev(chunks, position);
-  if (bytesWritten === total) return;
-  const rest = Buffer.concat(chunks).subarray(bytesWritten);
-  for (let done = 0; done < rest.length; ) {
-    const r = await handle.write(rest, done, rest.length - done, position + bytesWritten + done);
-    done += r.bytesWritten;
-  }
-}
 
 export interface FsckReport {
   blobs: number;

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { chmod, lchown, link, lutimes, mkdir, open, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { writeFully } from '../util/write.ts';
 import { fileContent } from './content.ts';
 import { TreeError } from './errors.ts';
 import { type DirInode, decodeDevice, fsPath, type Inode, type Tree, typeFromMode, walk } from './model.ts';
@@ -116,12 +117,8 @@ async function writeFile(path: Buffer, inode: Extract<Inode, { type: 'file' }>):
   try {
     let position = 0;
     for await (const chunk of inode.content.read()) {
-      let done = 0;
-      while (done < chunk.length) {
-        const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position);
-        done += bytesWritten;
-        position += bytesWritten;
-      }
+      await writeFully(handle, chunk, position);
+      position += chunk.length;
     }
   } finally {
     await handle.close();
