@@ -4,8 +4,9 @@
  * The inode and directory tables are then written bottom-up (children before their directory),
  * followed by the fragment, export, id and xattr tables. Same tree + options → same bytes.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { contentReader } from '../tree/content.ts';
 import {
   type DirInode,
   encodeDevice,
@@ -17,7 +18,7 @@ import {
 } from '../tree/model.ts';
 import { writeAtomic } from '../util/atomic.ts';
 import { sharedPool } from '../util/pool.ts';
-import { writeFully } from '../util/write.ts';
+import { writeFully, writeFullySync } from '../util/write.ts';
 import {
   type BlockCodec,
   blockCodecs,
@@ -131,7 +132,8 @@ class DataWriter {
       const data = out ?? block;
       const position = this.position;
       this.position += data.length;
-      await writeFully(this.#handle, data, position);
+      // Synchronous: a page-cache copy, cheaper than a thread-pool round trip per block.
+      writeFullySync(this.#handle.fd, data, position);
       done(out ? out.length : data.length | DATA_UNCOMPRESSED, position);
       this.#inFlight--;
       this.#waiters.shift()?.();
@@ -141,25 +143,6 @@ class DataWriter {
   async flush(): Promise<void> {
     await this.#queue;
   }
-}
-
-async function* blocksOf(content: AsyncIterable<Uint8Array>, blockSize: number): AsyncGenerator<Uint8Array> {
-  let pending: Uint8Array[] = [];
-  let pendingSize = 0;
-  for await (let chunk of content) {
-    while (chunk.length > 0) {
-      const take = Math.min(blockSize - pendingSize, chunk.length);
-      pending.push(chunk.subarray(0, take));
-      pendingSize += take;
-      chunk = chunk.subarray(take);
-      if (pendingSize === blockSize) {
-        yield pending.length === 1 ? Uint8Array.from(pending[0]!) : Buffer.concat(pending);
-        pending = [];
-        pendingSize = 0;
-      }
-    }
-  }
-  if (pendingSize > 0) yield Buffer.concat(pending);
 }
 
 function validate(
@@ -268,23 +251,25 @@ export async function writeSquashfs(
     }
   }
 
-  // Duplicate files: same size first, then same content hash, as mksquashfs does.
+  // Duplicate files, found as mksquashfs does: same size, then same content. Files larger than
+  // a block are hashed now; smaller ones from the bytes read to write them.
   const files = inodes.filter((i): i is Extract<Inode, { type: 'file' }> => i.type === 'file');
+  const filesOfSize = new Map<number, number>();
+  for (const f of files) filesOfSize.set(f.content.size, (filesOfSize.get(f.content.size) ?? 0) + 1);
+  const mayDuplicate = (size: number) => opts.duplicates && size > 0 && filesOfSize.get(size)! > 1;
+  const firstWithContent = new Map<string, Inode>();
+  /** The earlier file with these bytes, or undefined when `inode` is the first. */
+  const earlierCopy = (inode: Inode, size: number, digest: string): Inode | undefined => {
+    const key = `${size}:${digest}`;
+    const first = firstWithContent.get(key);
+    if (!first) firstWithContent.set(key, inode);
+    return first;
+  };
   const duplicateOf = new Map<Inode, Inode>();
-  if (opts.duplicates) {
-    const bySize = new Map<number, Extract<Inode, { type: 'file' }>[]>();
-    for (const f of files)
-      if (f.content.size > 0) bySize.set(f.content.size, [...(bySize.get(f.content.size) ?? []), f]);
-    for (const group of bySize.values()) {
-      if (group.length < 2) continue;
-      const byHash = new Map<string, Inode>();
-      for (const f of group) {
-        const h = await contentHash(f);
-        const first = byHash.get(h);
-        if (first) duplicateOf.set(f, first);
-        else byHash.set(h, f);
-      }
-    }
+  for (const f of files) {
+    if (f.content.size <= blockSize || !mayDuplicate(f.content.size)) continue;
+    const first = earlierCopy(f, f.content.size, await contentHash(f));
+    if (first) duplicateOf.set(f, first);
   }
 
   const mkfsTime =
@@ -306,14 +291,14 @@ export async function writeSquashfs(
     const data = new DataWriter(handle, dataStart, codecs.data, blockSize);
     const fileData = new Map<Inode, FileData>();
     const fragmentEntries: { start: number; size: number }[] = [];
-    let fragment: Uint8Array[] = [];
+    let fragment = Buffer.allocUnsafeSlow(blockSize);
     let fragmentUsed = 0;
     const flushFragment = async () => {
       if (fragmentUsed === 0) return;
       const index = fragmentEntries.length;
       fragmentEntries.push({ start: 0, size: 0 });
-      const block = Buffer.concat(fragment);
-      fragment = [];
+      const block = fragment.subarray(0, fragmentUsed);
+      fragment = Buffer.allocUnsafeSlow(blockSize);
       fragmentUsed = 0;
       await data.submit(block, (size, position) => {
         fragmentEntries[index] = { start: position, size };
@@ -321,12 +306,12 @@ export async function writeSquashfs(
     };
 
     for (const inode of files) {
-      const dup = duplicateOf.get(inode);
-      if (dup) {
-        fileData.set(inode, fileData.get(dup)!);
+      const size = inode.content.size;
+      const earlier = duplicateOf.get(inode);
+      if (earlier) {
+        fileData.set(inode, fileData.get(earlier)!);
         continue;
       }
-      const size = inode.content.size;
       const useFragment =
         opts.fragments && size > 0 && (size < blockSize || (opts.tailEnds && size % blockSize !== 0));
       const fullBlocks = useFragment ? Math.floor(size / blockSize) : Math.ceil(size / blockSize);
@@ -338,12 +323,22 @@ export async function writeSquashfs(
         sparseBytes: 0,
       };
       fileData.set(inode, record);
-      let index = 0;
-      let firstPositioned = false;
-      for await (const block of blocksOf(inode.content.read(), blockSize)) {
-        options.onProgress?.(block.length);
-        if (index < fullBlocks) {
-          const i = index++;
+      /** Whether this file (of at most one block) repeats an earlier one, which it then shares. */
+      const isCopy = (bytes: Uint8Array) => {
+        if (size > blockSize || !mayDuplicate(size)) return false;
+        const first = earlierCopy(inode, size, hash('sha256', bytes));
+        if (first) fileData.set(inode, fileData.get(first)!);
+        return first !== undefined;
+      };
+      const reader = contentReader(inode.content);
+      try {
+        let firstPositioned = false;
+        for (let i = 0; i < fullBlocks; i++) {
+          // A fresh buffer per block: it stays queued until written.
+          const block = Buffer.allocUnsafeSlow(Math.min(blockSize, size - i * blockSize));
+          await reader.readInto(block);
+          options.onProgress?.(block.length);
+          if (i === 0 && isCopy(block)) break;
           record.blockSizes.push(0);
           if (data.isZero(block)) {
             record.sparseBytes += block.length;
@@ -357,14 +352,24 @@ export async function writeSquashfs(
               record.blocksStart = position;
             }
           });
-          continue;
         }
-        // The tail: into the current fragment block, starting a new one if it does not fit.
-        if (fragmentUsed + block.length > blockSize) await flushFragment();
+        const tail = useFragment ? size % blockSize : 0;
+        if (tail === 0) continue;
+        // The tail is read straight into the current fragment block when it fits there.
+        const fits = fragmentUsed + tail <= blockSize;
+        const bytes = fits ? fragment.subarray(fragmentUsed, fragmentUsed + tail) : Buffer.allocUnsafe(tail);
+        await reader.readInto(bytes);
+        options.onProgress?.(tail);
+        if (isCopy(bytes)) continue;
+        if (!fits) {
+          await flushFragment();
+          fragment.set(bytes);
+        }
         record.fragment = fragmentEntries.length;
         record.fragmentOffset = fragmentUsed;
-        fragment.push(Uint8Array.from(block));
-        fragmentUsed += block.length;
+        fragmentUsed += tail;
+      } finally {
+        reader.close();
       }
     }
     await flushFragment();

@@ -19,14 +19,18 @@ const SYNC_READ_LIMIT = 256 * 1024;
 
 const READ_PIECE = 1 << 20;
 
-function readExactly(fd: number, path: string | Buffer, size: number, offset: number): Buffer {
-  const buffer = Buffer.allocUnsafe(size);
-  let done = 0;
-  while (done < size) {
-    const n = readSync(fd, buffer, done, size - done, offset + done);
+/** Fills `target` from the file at `position`; a file shorter than that is an error. */
+function readFully(fd: number, path: string | Buffer, target: Uint8Array, position: number): void {
+  for (let done = 0; done < target.length; ) {
+    const n = readSync(fd, target, done, target.length - done, position + done);
     if (n === 0) throw new Error(`${String(path)} is shorter than expected`);
     done += n;
   }
+}
+
+function readExactly(fd: number, path: string | Buffer, size: number, offset: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  readFully(fd, path, buffer, offset);
   return buffer;
 }
 
@@ -68,6 +72,57 @@ export function* readFileRange(path: string | Buffer, size: number, offset: numb
   } finally {
     closeSync(fd);
   }
+}
+
+/** Sequential reads of a content into buffers the caller owns (no intermediate copies). */
+export interface ContentReader {
+  /** Fills `target` with the next `target.length` bytes of the content. */
+  readInto(target: Uint8Array): Promise<void>;
+  /** Releases the file descriptor or the stream; safe to call more than once. */
+  close(): void;
+}
+
+/**
+ * A reader of `content` from its start. Contents on disk are read with synchronous reads
+ * straight into the target; others are copied out of their stream.
+ */
+export function contentReader(content: Content): ContentReader {
+  const source = content.source;
+  if (source) {
+    let fd: number | undefined;
+    let position = source.offset;
+    return {
+      async readInto(target) {
+        fd ??= openSync(source.path, 'r');
+        readFully(fd, source.path, target, position);
+        position += target.length;
+      },
+      close() {
+        if (fd !== undefined) closeSync(fd);
+        fd = undefined;
+      },
+    };
+  }
+  const chunks = content.read()[Symbol.asyncIterator]();
+  let pending: Uint8Array = new Uint8Array(0);
+  return {
+    async readInto(target) {
+      for (let done = 0; done < target.length; ) {
+        if (pending.length === 0) {
+          const next = await chunks.next();
+          if (next.done) throw new Error('content is shorter than its size');
+          pending = next.value;
+        }
+        const take = Math.min(pending.length, target.length - done);
+        target.set(pending.subarray(0, take), done);
+        pending = pending.subarray(take);
+        done += take;
+      }
+    },
+    close() {
+      void chunks.return?.();
+    },
+  };
 }
 
 /** Reads a whole content into memory; for small contents and tests. */

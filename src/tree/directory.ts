@@ -21,10 +21,12 @@ export interface FromDirectoryOptions {
  */
 export async function treeFromDirectory(dir: string, options: FromDirectoryOptions = {}): Promise<Tree> {
   const base = Buffer.from(dir, 'utf8').toString('latin1');
-  const xattrs = options.xattrs === false ? new Map() : await readTreeXattrs(dir);
+  // getfattr runs while the tree is walked; its result is attached afterwards.
+  const pendingXattrs = options.xattrs === false ? undefined : readTreeXattrs(dir);
+  pendingXattrs?.catch(() => {}); // a failed walk must not leave it unhandled
   const byInode = new Map<string, Inode>();
 
-  function load(path: string, rel: string): Inode {
+  function load(path: string): Inode {
     const st = lstatSync(fsPath(path), { bigint: true });
     const type = typeFromMode(Number(st.mode));
     if (!type) throw new TreeError('TREE_UNSUPPORTED', `unsupported file type at ${path}`, { subject: path });
@@ -38,7 +40,7 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
       uid: Number(st.uid),
       gid: Number(st.gid),
       mtime: { sec: Number(st.mtimeNs / 1_000_000_000n), nsec: Number(st.mtimeNs % 1_000_000_000n) },
-      xattrs: xattrs.get(rel) ?? new Map<string, Uint8Array>(),
+      xattrs: new Map<string, Uint8Array>(),
     };
     let inode: Inode;
     switch (type) {
@@ -46,7 +48,7 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
         const d: DirInode = { ...common, type: 'dir', children: new Map() };
         const names = readdirSync(fsPath(path), { encoding: 'buffer' }).map((n) => n.toString('latin1'));
         for (const name of names) {
-          d.children.set(name, load(`${path}/${name}`, rel === '' ? name : `${rel}/${name}`));
+          d.children.set(name, load(`${path}/${name}`));
         }
         inode = d;
         break;
@@ -72,9 +74,16 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
     return inode;
   }
 
-  const root = load(base, '');
+  const root = load(base);
   if (root.type !== 'dir')
     throw new TreeError('TREE_NOT_A_DIRECTORY', `${dir} is not a directory`, { subject: dir });
+  for (const [rel, values] of (await pendingXattrs) ?? []) {
+    let inode: Inode | undefined = root;
+    for (const name of rel === '' ? [] : rel.split('/'))
+      inode = inode?.type === 'dir' ? inode.children.get(name) : undefined;
+    // Absent only if the directory changed between the two walks.
+    if (inode) inode.xattrs = values;
+  }
   return { root };
 }
 

@@ -1,4 +1,5 @@
 /** Positional writes that do not return until every byte is written (a write may be short). */
+import { writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 /** Writes `data` (one buffer, or several in one writev call) at `position`. */
@@ -19,4 +20,10 @@ export async function writeFully(
     const r = await handle.write(rest, done, rest.length - done, position + bytesWritten + done);
     done += r.bytesWritten;
   }
+}
+
+/** Writes all of `data` at `position` with synchronous calls. */
+export function writeFullySync(fd: number, data: Uint8Array, position: number): void {
+  for (let done = 0; done < data.length; )
+    done += writeSync(fd, data, done, data.length - done, position + done);
 }

@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,6 +82,73 @@ test('tail ends packed into fragments still read back', async () => {
   await withMount('squashfs', image, join(work, 'mnt-tails'), async (dir) => {
     await assertTreesEqual(await treeFromDirectory(dir), edge, { root: false });
   });
+});
+
+test('duplicate files are stored once, small and large, and still read back', async () => {
+  const source = join(work, 'dups-src');
+  const pattern = (size: number, seed: number) =>
+    Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + seed) & 0xff));
+  const files: Record<string, Buffer> = {
+    'a-small': pattern(1000, 1),
+    'b-small-copy': pattern(1000, 1),
+    'c-small-other': pattern(1000, 2), // same size, other bytes
+    'd-block': pattern(4096, 3),
+    'e-block-copy': pattern(4096, 3),
+    'f-large': pattern(3 * 4096 + 100, 4),
+    'g-large-copy': pattern(3 * 4096 + 100, 4),
+    'h-large-other': pattern(3 * 4096 + 100, 5),
+    'i-empty': Buffer.alloc(0),
+    'j-empty': Buffer.alloc(0),
+  };
+  execFileSync('mkdir', ['-p', source]);
+  for (const [name, bytes] of Object.entries(files)) writeFileSync(join(source, name), bytes);
+  const tree = await treeFromDirectory(source);
+  const placement = (image: string) => {
+    const squashfs = SquashfsImage.open(image);
+    try {
+      const root = squashfs.inode(squashfs.rootRef);
+      return new Map(
+        squashfs.readDir(root).map((e) => {
+          const { blocksStart, blockSizes, fragment, fragmentOffset } = squashfs.inode(e.ref);
+          return [e.name, JSON.stringify({ blocksStart, blockSizes, fragment, fragmentOffset })];
+        }),
+      );
+    } finally {
+      squashfs.close();
+    }
+  };
+  for (const [compression, fragments] of [
+    ['none', true],
+    ['gzip', true],
+    ['none', false],
+  ] as const) {
+    const image = join(work, `dups-${compression}-${fragments}.sqfs`);
+    const plain = join(work, `no-dups-${compression}-${fragments}.sqfs`);
+    const options = { compression, blockSize: 4096, fragments } as const;
+    const { bytesUsed } = await writeSquashfs(tree, image, options);
+    const without = await writeSquashfs(tree, plain, { ...options, duplicates: false });
+    const at = placement(image);
+    for (const [first, copy] of [
+      ['a-small', 'b-small-copy'],
+      ['d-block', 'e-block-copy'],
+      ['f-large', 'g-large-copy'],
+    ])
+      assert.equal(at.get(copy), at.get(first), `${copy} shares the data of ${first}`);
+    for (const [first, other] of [
+      ['a-small', 'c-small-other'],
+      ['f-large', 'h-large-other'],
+    ])
+      assert.notEqual(at.get(other), at.get(first), `${other} has data of its own`);
+    const apart = placement(plain);
+    assert.notEqual(apart.get('b-small-copy'), apart.get('a-small'));
+    if (compression === 'none') {
+      // Uncompressed, the saving is exactly the bytes of the three copies.
+      assert.equal(without.bytesUsed - bytesUsed, 1000 + 4096 + 3 * 4096 + 100);
+    }
+    await withMount('squashfs', image, join(work, `mnt-dups-${compression}-${fragments}`), async (dir) => {
+      await assertTreesEqual(await treeFromDirectory(dir), tree, { root: false });
+    });
+  }
 });
 
 test('the same tree gives the same bytes', async () => {
