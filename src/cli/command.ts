@@ -11,6 +11,14 @@ export interface OptionSpec {
   default?: string | boolean;
   /** Shown in --help, e.g. 'N', 'HEX|-'. */
   value?: string;
+  /** The values a string option accepts; any other is a usage error naming them. */
+  choices?: string[];
+  /**
+   * A string option whose value may be left out: a bare `--NAME` means `--NAME=IMPLICIT`
+   * (skopeo's `--tls-verify`). A following word is taken as the value only when it is one of
+   * `choices` (`--tls-verify false`); without `choices` the value must be joined with `=`.
+   */
+  implicit?: string;
   description: string;
 }
 

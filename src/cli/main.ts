@@ -33,9 +33,45 @@ function findCommand(commands: Command[], words: string[]): { command: Command; 
 
 function optionLines(options: Record<string, OptionSpec>): string[] {
   return Object.entries(options).map(([name, spec]) => {
-    const flag = `${spec.short ? `-${spec.short}, ` : ''}--${name}${spec.type === 'string' ? ` ${spec.value ?? 'VALUE'}` : ''}`;
+    const value = spec.value ?? spec.choices?.join('|') ?? 'VALUE';
+    const flag = `${spec.short ? `-${spec.short}, ` : ''}--${name}${spec.type === 'string' ? (spec.implicit === undefined ? ` ${value}` : `[=${value}]`) : ''}`;
     return `  ${flag.padEnd(30)} ${spec.description}`;
   });
+}
+
+/**
+ * What parseArgs cannot express: a bare `--NAME` of an option with an implicit value becomes
+ * `--NAME=IMPLICIT`, or `--NAME=WORD` when the next word is one of its choices.
+ */
+function joinImplicitValues(argv: string[], spec: Record<string, OptionSpec>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') return [...out, ...argv.slice(i)];
+    const name = arg.slice(2);
+    const option = arg.startsWith('--') && Object.hasOwn(spec, name) ? spec[name] : undefined;
+    if (option?.implicit === undefined) {
+      out.push(arg);
+      continue;
+    }
+    const next = argv[i + 1];
+    const value = next !== undefined && option.choices?.includes(next) ? argv[++i] : option.implicit;
+    out.push(`${arg}=${value}`);
+  }
+  return out;
+}
+
+/** Values outside an option's choices are usage errors. */
+function checkChoices(spec: Record<string, OptionSpec>, values: Record<string, unknown>): void {
+  for (const [name, { choices }] of Object.entries(spec)) {
+    if (!choices || values[name] === undefined) continue;
+    for (const value of [values[name]].flat()) {
+      if (!choices.includes(value as string)) {
+        const allowed = `${choices.slice(0, -1).join(', ')}${choices.length > 1 ? ' or ' : ''}${choices.at(-1)}`;
+        throw new UsageError(`--${name} takes ${allowed}, not ${JSON.stringify(value)}`);
+      }
+    }
+  }
 }
 
 function commandHelp(command: Command): string {
@@ -98,7 +134,7 @@ export async function main(argv: string[]): Promise<number> {
     const { command } = found;
     const spec = { ...command.options, ...GLOBAL_OPTIONS };
     const parsed = parseArgs({
-      args: argv,
+      args: joinImplicitValues(argv, spec),
       options: Object.fromEntries(
         Object.entries(spec).map(([name, o]) => [
           name,
@@ -117,6 +153,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(commandHelp(command));
       return 0;
     }
+    checkChoices(spec, parsed.values);
     const positionals = parsed.positionals.slice(command.path.length);
     const [min, max] = command.arity;
     if (positionals.length < min || positionals.length > max) {

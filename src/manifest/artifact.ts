@@ -5,7 +5,7 @@
 import { digestOf } from '../oci/digest.ts';
 import { EMPTY_JSON, MediaType } from '../oci/mediatypes.ts';
 import type { Descriptor } from '../oci/types.ts';
-import { openDestination } from '../store/index.ts';
+import { type OpenOptions, openDestination } from '../store/index.ts';
 import { canonicalJson } from './spec.ts';
 
 const once = (b: Uint8Array) =>
@@ -23,7 +23,12 @@ export interface ArtifactSpec {
   tag?: string;
 }
 
-export async function putArtifact(dest: string, spec: ArtifactSpec): Promise<Descriptor> {
+/** `transport`: registry options, for a `docker://` destination. */
+export async function putArtifact(
+  dest: string,
+  spec: ArtifactSpec,
+  transport: OpenOptions = {},
+): Promise<Descriptor> {
   const layer: Descriptor = {
     mediaType: spec.layerMediaType,
     digest: digestOf(spec.layer),
@@ -50,7 +55,7 @@ export async function putArtifact(dest: string, spec: ArtifactSpec): Promise<Des
     size: bytes.length,
     artifactType: spec.artifactType,
   };
-  const dst = await openDestination(dest);
+  const dst = await openDestination(dest, transport);
   try {
     if (!(await dst.hasBlob(config))) await dst.putBlob(config, once(Buffer.from('{}')));
     if (!(await dst.hasBlob(layer))) await dst.putBlob(layer, once(spec.layer));

@@ -1,6 +1,6 @@
 import type { Descriptor, Manifest } from '../oci/types.ts';
 import { isComposefsSealed, isSealedLayer, layerFilesystem } from '../seal/formats.ts';
-import { destinationTag, openSource, readImage } from '../store/index.ts';
+import { destinationTag, type OpenOptions, openSource, readImage } from '../store/index.ts';
 import { putArtifact } from './artifact.ts';
 import { ManifestError } from './errors.ts';
 import {
@@ -26,10 +26,10 @@ function sealingOf(name: string, reference: string, manifest: Manifest): string 
   return layerFilesystem(manifest.layers[0]!.mediaType) ?? 'unknown';
 }
 
-export async function resolveTargets(spec: SystemSpec): Promise<SystemTarget[]> {
+export async function resolveTargets(spec: SystemSpec, transport: OpenOptions = {}): Promise<SystemTarget[]> {
   const targets: SystemTarget[] = [];
   for (const t of spec.targets) {
-    const src = await openSource(t.image);
+    const src = await openSource(t.image, transport);
     try {
       const docs = await readImage(src);
       targets.push({
@@ -56,20 +56,29 @@ export interface BuiltSystem {
   document: SystemManifest;
 }
 
-export async function buildSystem(spec: SystemSpec, dest: string): Promise<BuiltSystem> {
+/** `transport`: registry options, for `docker://` targets and destination. */
+export async function buildSystem(
+  spec: SystemSpec,
+  dest: string,
+  transport: OpenOptions = {},
+): Promise<BuiltSystem> {
   const document: SystemManifest = {
     schemaVersion: 1,
     product: spec.product,
     version: spec.version,
     updateType: spec.updateType,
-    targets: await resolveTargets(spec),
+    targets: await resolveTargets(spec, transport),
     storage: spec.storage,
   };
-  const descriptor = await putArtifact(dest, {
-    artifactType: SYSTEM_ARTIFACT_TYPE,
-    layerMediaType: SYSTEM_MEDIA_TYPE,
-    layer: Buffer.from(canonicalJson(document)),
-    tag: destinationTag(dest),
-  });
+  const descriptor = await putArtifact(
+    dest,
+    {
+      artifactType: SYSTEM_ARTIFACT_TYPE,
+      layerMediaType: SYSTEM_MEDIA_TYPE,
+      layer: Buffer.from(canonicalJson(document)),
+      tag: destinationTag(dest),
+    },
+    transport,
+  );
   return { descriptor, document };
 }

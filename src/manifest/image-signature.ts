@@ -13,7 +13,7 @@ import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
 import type { Descriptor } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
 import { ecdsaSignatureToDer, type Signer } from '../pki/index.ts';
-import { openSource } from '../store/index.ts';
+import { type OpenOptions, openSource } from '../store/index.ts';
 import { putArtifact } from './artifact.ts';
 import { ManifestError } from './errors.ts';
 
@@ -50,8 +50,11 @@ function sigstoreSigner(signer: Signer): SigstoreSigner {
   };
 }
 
-async function resolveImage(ref: string): Promise<{ target: Descriptor; bytes: Uint8Array }> {
-  const src = await openSource(ref);
+async function resolveImage(
+  ref: string,
+  transport: OpenOptions,
+): Promise<{ target: Descriptor; bytes: Uint8Array }> {
+  const src = await openSource(ref, transport);
   try {
     const target = await src.resolve();
     return {
@@ -63,13 +66,14 @@ async function resolveImage(ref: string): Promise<{ target: Descriptor; bytes: U
   }
 }
 
-/** `seal sign`: signs the image `ref` names and attaches the bundle to it. */
+/** `seal sign`: signs the image `ref` names and attaches the bundle to it (`transport`: registry options). */
 export async function signImage(
   ref: string,
   signer: Signer,
+  transport: OpenOptions = {},
 ): Promise<{ target: Descriptor; signature: Descriptor }> {
   const sigstore = sigstoreSigner(signer);
-  const { target } = await resolveImage(ref);
+  const { target } = await resolveImage(ref, transport);
   const [algorithm, hex] = target.digest.split(':') as [string, string];
   const statement = {
     _type: IN_TOTO_STATEMENTS[0],
@@ -81,17 +85,21 @@ export async function signImage(
     data: Buffer.from(JSON.stringify(statement)),
     type: IN_TOTO_PAYLOAD,
   });
-  const signature = await putArtifact(ref, {
-    artifactType: SIGSTORE_BUNDLE_TYPE,
-    layerMediaType: SIGSTORE_BUNDLE_TYPE,
-    layer: Buffer.from(JSON.stringify(bundleToJSON(bundle))),
-    subject: target,
-    annotations: {
-      'dev.sigstore.bundle.content': 'dsse-envelope',
-      'dev.sigstore.bundle.predicateType': COSIGN_SIGN_PREDICATE,
-      'org.opencontainers.image.created': new Date().toISOString(),
+  const signature = await putArtifact(
+    ref,
+    {
+      artifactType: SIGSTORE_BUNDLE_TYPE,
+      layerMediaType: SIGSTORE_BUNDLE_TYPE,
+      layer: Buffer.from(JSON.stringify(bundleToJSON(bundle))),
+      subject: target,
+      annotations: {
+        'dev.sigstore.bundle.content': 'dsse-envelope',
+        'dev.sigstore.bundle.predicateType': COSIGN_SIGN_PREDICATE,
+        'org.opencontainers.image.created': new Date().toISOString(),
+      },
     },
-  });
+    transport,
+  );
   return { target, signature };
 }
 
@@ -129,8 +137,12 @@ function checkCoverage(bundle: Bundle, target: Descriptor): void {
 }
 
 /** `seal verify-signature`: at least one attached bundle must verify with `publicKey`. */
-export async function verifyImageSignature(ref: string, publicKey: KeyObject): Promise<ImageSignatureReport> {
-  const src = await openSource(ref);
+export async function verifyImageSignature(
+  ref: string,
+  publicKey: KeyObject,
+  transport: OpenOptions = {},
+): Promise<ImageSignatureReport> {
+  const src = await openSource(ref, transport);
   try {
     const resolved = await src.resolve();
     const target = { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size };

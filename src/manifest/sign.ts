@@ -3,7 +3,7 @@ import { digestOf } from '../oci/digest.ts';
 import type { Descriptor } from '../oci/types.ts';
 import { parseManifestOrIndex } from '../oci/validate.ts';
 import type { Signer } from '../pki/index.ts';
-import { openSource } from '../store/index.ts';
+import { type OpenOptions, openSource } from '../store/index.ts';
 import { putArtifact } from './artifact.ts';
 import { createEnvelope, JWS_MEDIA_TYPE, NOTARY_ARTIFACT_TYPE } from './envelope.ts';
 import { ManifestError } from './errors.ts';
@@ -11,11 +11,13 @@ import { SYSTEM_ARTIFACT_TYPE } from './spec.ts';
 
 const AGENT = 'seal/0.1.0';
 
+/** `transport`: registry options, for a `docker://` reference. */
 export async function signSystem(
   ref: string,
   signer: Signer,
+  transport: OpenOptions = {},
 ): Promise<{ target: Descriptor; signature: Descriptor }> {
-  const src = await openSource(ref);
+  const src = await openSource(ref, transport);
   let target: Descriptor;
   try {
     target = await src.resolve();
@@ -35,15 +37,19 @@ export async function signSystem(
   const subject: Descriptor = { mediaType: target.mediaType, digest: target.digest, size: target.size };
   const envelope = await createEnvelope(subject, signer, AGENT);
   const thumbprints = signer.certificates.map((c) => digestOf(Buffer.from(c.rawData)).slice(7));
-  const signature = await putArtifact(ref, {
-    artifactType: NOTARY_ARTIFACT_TYPE,
-    layerMediaType: JWS_MEDIA_TYPE,
-    layer: envelope,
-    subject,
-    annotations: {
-      'io.cncf.notary.x509chain.thumbprint#S256': JSON.stringify(thumbprints),
-      'org.opencontainers.image.created': new Date().toISOString(),
+  const signature = await putArtifact(
+    ref,
+    {
+      artifactType: NOTARY_ARTIFACT_TYPE,
+      layerMediaType: JWS_MEDIA_TYPE,
+      layer: envelope,
+      subject,
+      annotations: {
+        'io.cncf.notary.x509chain.thumbprint#S256': JSON.stringify(thumbprints),
+        'org.opencontainers.image.created': new Date().toISOString(),
+      },
     },
-  });
+    transport,
+  );
   return { target: subject, signature };
 }

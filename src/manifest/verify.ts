@@ -12,7 +12,7 @@ import type { Descriptor } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
 import { type Certificate, productIdOf, verifyChain } from '../pki/index.ts';
 import { verifyImage } from '../seal/verify.ts';
-import { openSource } from '../store/index.ts';
+import { type OpenOptions, openSource } from '../store/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { NOTARY_ARTIFACT_TYPE, openEnvelope } from './envelope.ts';
 import { ManifestError } from './errors.ts';
@@ -30,6 +30,8 @@ export interface VerifyOptions {
   state?: string;
   deep?: boolean;
   at?: Date;
+  /** Registry options, for `docker://` references (the system's and its targets'). */
+  transport?: OpenOptions;
 }
 
 export interface Check {
@@ -133,10 +135,21 @@ async function notarySignatures(
   return signatures;
 }
 
+const registryOf = (reference: string) => /^docker:\/\/([^/]+)\//.exec(reference)?.[1];
+
+/**
+ * The registry options for a target where the system names it: explicit credentials go only to
+ * the registry of the system itself, never to a host the document names.
+ */
+function targetTransport(ref: string, reference: string, options: VerifyOptions): OpenOptions | undefined {
+  const { credentials: _, ...rest } = options.transport ?? {};
+  return registryOf(reference) === registryOf(ref) ? options.transport : rest;
+}
+
 export async function verifySystem(ref: string, options: VerifyOptions): Promise<VerifyReport> {
   const checks: Check[] = [];
   const pass = (check: string, detail: string) => checks.push({ check, ok: true, detail });
-  const src = await openSource(ref);
+  const src = await openSource(ref, options.transport);
   try {
     const descriptor = await src.resolve();
     const artifact = parseManifest(await src.getManifest(descriptor), `${ref} manifest`);
@@ -202,7 +215,9 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
             ? src
             : target.reference === undefined
               ? undefined
-              : await openSource(target.reference).catch(() => undefined);
+              : await openSource(target.reference, targetTransport(ref, target.reference, options)).catch(
+                  () => undefined,
+                );
         if (!image) continue;
         try {
           // getManifest checks the pinned digest and size.

@@ -44,7 +44,13 @@ async function freePort(): Promise<number> {
 const b64url = (data: Buffer | string) => Buffer.from(data).toString('base64url');
 
 /** A token server in the manner of Docker's: Basic credentials in, a signed JWT granting the asked scopes out. */
-async function startTokenServer(dir: string, service: string, issuer: string, tokenRequests: string[][]) {
+async function startTokenServer(
+  dir: string,
+  service: string,
+  issuer: string,
+  tokenRequests: string[][],
+  user: { username: string; password: string },
+) {
   execFileSync(
     'openssl',
     [
@@ -66,7 +72,7 @@ async function startTokenServer(dir: string, service: string, issuer: string, to
   );
   const key = readFileSync(join(dir, 'token.key'), 'utf8');
   const certDer = new X509Certificate(readFileSync(join(dir, 'token.crt'))).raw;
-  const expected = `Basic ${Buffer.from(`${USERNAME}:${PASSWORD}`).toString('base64')}`;
+  const expected = `Basic ${Buffer.from(`${user.username}:${user.password}`).toString('base64')}`;
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (req.headers.authorization !== expected) {
@@ -84,7 +90,7 @@ async function startTokenServer(dir: string, service: string, issuer: string, to
     const claims = b64url(
       JSON.stringify({
         iss: issuer,
-        sub: USERNAME,
+        sub: user.username,
         aud: url.searchParams.get('service') ?? service,
         exp: now + 300,
         nbf: now - 10,
@@ -169,20 +175,26 @@ export function makeTestPki(dir: string): TestPki {
 export interface RegistrySetup {
   /** Serve HTTPS with this certificate; with `clientCa`, demand client certificates it issued. */
   tls?: { certificate: string; key: string; clientCa?: string };
+  /** The one user of basic or token auth (default USERNAME, PASSWORD). */
+  user?: { username: string; password: string };
 }
 
 export async function startRegistry(auth: AuthSetup, setup: RegistrySetup = {}): Promise<TestRegistry> {
   const dir = mkdtempSync(join(tmpdir(), 'seal-registry-'));
   const port = await freePort();
   const tokenRequests: string[][] = [];
+  const { username, password } = setup.user ?? { username: USERNAME, password: PASSWORD };
   let authYaml = '';
   let tokenServer: { port: number; stop: () => Promise<void> } | undefined;
   if (auth === 'basic') {
-    const line = execFileSync('htpasswd', ['-Bbn', USERNAME, PASSWORD], { encoding: 'utf8' }).trim();
+    const line = execFileSync('htpasswd', ['-Bbn', username, password], { encoding: 'utf8' }).trim();
     writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
     authYaml = `auth:\n  htpasswd:\n    realm: seal-test\n    path: ${join(dir, 'htpasswd')}\n`;
   } else if (auth === 'token') {
-    tokenServer = await startTokenServer(dir, 'seal-test-registry', 'seal-test-issuer', tokenRequests);
+    tokenServer = await startTokenServer(dir, 'seal-test-registry', 'seal-test-issuer', tokenRequests, {
+      username,
+      password,
+    });
     authYaml = `auth:\n  token:\n    realm: http://127.0.0.1:${tokenServer.port}/token\n    service: seal-test-registry\n    issuer: seal-test-issuer\n    rootcertbundle: ${join(dir, 'token.crt')}\n`;
   }
   const { tls } = setup;
@@ -247,7 +259,7 @@ ${tlsYaml}${authYaml}`;
     }
     await sleep(50);
   }
-  return { host: `127.0.0.1:${port}`, auth, username: USERNAME, password: PASSWORD, tokenRequests, stop };
+  return { host: `127.0.0.1:${port}`, auth, username, password, tokenRequests, stop };
 }
 
 export type FaultKind = 'reset' | 'truncate' | 'corrupt' | '429' | '500';

@@ -17,6 +17,7 @@ import { writeFileAtomic } from '../../util/atomic.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
 import { withSourceTree } from './source-tree.ts';
+import { registryOptions, TRANSPORT_OPTIONS } from './transport-options.ts';
 
 const DUMPFILE = 'dumpfile:';
 
@@ -38,6 +39,7 @@ export const composefsCommands: Command[] = [
         description: 'composefs format version, 0 or 1 (default 1)',
       },
       'print-digest': { type: 'boolean', description: "print the image's fs-verity digest" },
+      ...TRANSPORT_OPTIONS,
     },
     details:
       'SRC is a directory, a tar file, an image reference such as oci:DIR:TAG, or dumpfile:PATH (a composefs dumpfile, as mkcomposefs --from-file takes).',
@@ -52,16 +54,20 @@ export const composefsCommands: Command[] = [
       };
       const result = src!.startsWith(DUMPFILE)
         ? await build(parseDumpfile(readFileSync(src!.slice(DUMPFILE.length))))
-        : await withSourceTree(src!, async (tree) => {
-            const total = [...walk(tree)].reduce(
-              (sum, e) => sum + (e.inode.type === 'file' && !e.linkOf ? e.inode.content.size : 0),
-              0,
-            );
-            const progress = ctx.progress('composefs', total);
-            const root = await composefsTree(tree, { objects, onProgress: (n) => progress.tick(n) });
-            progress.done();
-            return build(root);
-          });
+        : await withSourceTree(
+            src!,
+            async (tree) => {
+              const total = [...walk(tree)].reduce(
+                (sum, e) => sum + (e.inode.type === 'file' && !e.linkOf ? e.inode.content.size : 0),
+                0,
+              );
+              const progress = ctx.progress('composefs', total);
+              const root = await composefsTree(tree, { objects, onProgress: (n) => progress.tick(n) });
+              progress.done();
+              return build(root);
+            },
+            { transport: registryOptions(options) },
+          );
       const digest = result.digest.toString('hex');
       ctx.result({ image: out, digest, version: result.version, size: result.image.length });
       if (options['print-digest']) process.stdout.write(`${digest}\n`);

@@ -4,6 +4,7 @@ import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
 import { extractCommand, listCommand } from './image-file.ts';
 import { withSourceTree } from './source-tree.ts';
+import { registryOptions, TRANSPORT_OPTIONS } from './transport-options.ts';
 
 export const erofsCommands: Command[] = [
   {
@@ -20,6 +21,7 @@ export const erofsCommands: Command[] = [
         value: 'N',
         description: 'store files chunk-based with N-byte chunks (all-zero chunks become holes)',
       },
+      ...TRANSPORT_OPTIONS,
     },
     details:
       'SRC is a directory, a tar file (plain, gzip or zstd), or an image reference such as oci:DIR:TAG.',
@@ -43,7 +45,7 @@ export const erofsCommands: Command[] = [
           progress.done();
           return r;
         },
-        { xattrs },
+        { xattrs, transport: registryOptions(options) },
       );
       ctx.result({ image: out, ...result });
       ctx.print(`Wrote ${out}: ${result.inodes} inodes, ${result.size} bytes`);

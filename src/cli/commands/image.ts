@@ -11,6 +11,7 @@ import {
   unpackImage,
 } from '../../store/index.ts';
 import type { Command } from '../command.ts';
+import { registryOptions, SIDE_TRANSPORT_OPTIONS, TRANSPORT_OPTIONS } from './transport-options.ts';
 
 function formatSize(n: number): string {
   if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
@@ -29,10 +30,11 @@ export const imageCommands: Command[] = [
       'SRC and DEST are image references: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG] (read),\n' +
       'dir:PATH (a root filesystem directory, read as a one-layer image), docker://HOST/REPO[:TAG], or NAME[:TAG]\n' +
       'for the default store ($SEAL_STORE, else ~/.local/share/seal/store).',
-    async run(ctx, [srcRef, dstRef]) {
-      const src = await openSource(srcRef!);
+    options: { ...TRANSPORT_OPTIONS, ...SIDE_TRANSPORT_OPTIONS },
+    async run(ctx, [srcRef, dstRef], options) {
+      const src = await openSource(srcRef!, registryOptions(options, 'src'));
       try {
-        const dst = await openDestination(dstRef!);
+        const dst = await openDestination(dstRef!, registryOptions(options, 'dest'));
         try {
           const progress = ctx.progress('importing');
           const root = await copyImage(src, dst, {
@@ -62,8 +64,9 @@ export const imageCommands: Command[] = [
     summary: 'Show an image: manifest digest, platform, config and layers',
     args: 'REF',
     arity: [1, 1],
-    async run(ctx, [ref]) {
-      const src = await openSource(ref!);
+    options: TRANSPORT_OPTIONS,
+    async run(ctx, [ref], options) {
+      const src = await openSource(ref!, registryOptions(options));
       try {
         const { descriptor, manifest, config, index } = await readImage(src);
         const total = manifest.layers.reduce((sum, l) => sum + l.size, 0);
@@ -118,8 +121,9 @@ export const imageCommands: Command[] = [
     summary: "Write an image's merged root filesystem into a directory",
     args: 'REF DIR',
     arity: [2, 2],
-    async run(ctx, [ref, dir]) {
-      const src = await openSource(ref!);
+    options: TRANSPORT_OPTIONS,
+    async run(ctx, [ref, dir], options) {
+      const src = await openSource(ref!, registryOptions(options));
       try {
         const { descriptor, manifest } = await unpackImage(src, dir!);
         ctx.result({
@@ -149,6 +153,8 @@ export const imageCommands: Command[] = [
       },
       compression: { type: 'string', value: 'zstd|gzip', description: 'squashfs compression (default zstd)' },
       flatten: { type: 'boolean', description: 'one layer of the merged tree instead of one per layer' },
+      ...TRANSPORT_OPTIONS,
+      ...SIDE_TRANSPORT_OPTIONS,
     },
     async run(ctx, [srcRef, dstRef], options) {
       const format = (options.format as string | undefined) ?? 'squashfs';
@@ -159,9 +165,9 @@ export const imageCommands: Command[] = [
       const compression = (options.compression as 'zstd' | 'gzip' | undefined) ?? 'zstd';
       if (compression !== 'zstd' && compression !== 'gzip')
         throw new UsageError('--compression is zstd or gzip');
-      const src = await openSource(srcRef!);
+      const src = await openSource(srcRef!, registryOptions(options, 'src'));
       try {
-        const dst = await openDestination(dstRef!);
+        const dst = await openDestination(dstRef!, registryOptions(options, 'dest'));
         try {
           const progress = ctx.progress('sealing layers');
           const result = await sealImage(src, dst, {
@@ -201,8 +207,9 @@ export const imageCommands: Command[] = [
     summary: 'Verify a sealed image: digests, then every layer against its dm-verity root hash',
     args: 'REF',
     arity: [1, 1],
-    async run(ctx, [ref]) {
-      const src = await openSource(ref!);
+    options: TRANSPORT_OPTIONS,
+    async run(ctx, [ref], options) {
+      const src = await openSource(ref!, registryOptions(options));
       try {
         const reports = await verifyImage(src, (r) =>
           ctx.print(
@@ -224,9 +231,12 @@ export const imageCommands: Command[] = [
     summary: 'Mount a sealed image as its root filesystem (layers verified, stacked with overlayfs)',
     args: 'REF DIR',
     arity: [2, 2],
-    options: { writable: { type: 'boolean', description: 'add a writable upper layer' } },
+    options: {
+      writable: { type: 'boolean', description: 'add a writable upper layer' },
+      ...TRANSPORT_OPTIONS,
+    },
     async run(ctx, [ref, dir], options) {
-      const src = await openSource(ref!);
+      const src = await openSource(ref!, registryOptions(options));
       try {
         const result = await mountImage(src, dir!, { writable: options.writable === true });
         ctx.result(result);

@@ -11,6 +11,7 @@ import {
 } from '../../manifest/index.ts';
 import { KeySigner, loadPrivateKey, PkiError, parseCertificate, parseCertificates } from '../../pki/index.ts';
 import type { Command } from '../command.ts';
+import { registryOptions, TRANSPORT_OPTIONS } from './transport-options.ts';
 
 const passphraseOption = {
   'passphrase-file': { type: 'string', value: 'FILE', description: "the key's passphrase, if it has one" },
@@ -50,9 +51,10 @@ export const manifestCommands: Command[] = [
     args: 'FILE.yaml DEST',
     arity: [2, 2],
     details: 'Every target image must be sealed (seal image seal). DEST is any image reference.',
-    async run(ctx, [file, dest]) {
+    options: TRANSPORT_OPTIONS,
+    async run(ctx, [file, dest], options) {
       const spec = parseSystemSpec(readFileSync(file!, 'utf8'), file!);
-      const built = await buildSystem(spec, dest!);
+      const built = await buildSystem(spec, dest!, registryOptions(options));
       ctx.result({ destination: dest, descriptor: built.descriptor, system: built.document });
       ctx.print(
         `Built system ${spec.product} version ${spec.version} as ${dest} (${built.descriptor.digest})`,
@@ -72,6 +74,7 @@ export const manifestCommands: Command[] = [
       cert: { type: 'string', value: 'CERT', description: 'its certificate (PEM, required)' },
       chain: { type: 'string', value: 'PEM', description: 'issuer certificates to include' },
       ...passphraseOption,
+      ...TRANSPORT_OPTIONS,
     },
     async run(ctx, [ref], options) {
       if (typeof options.cert !== 'string') throw new UsageError('--key and --cert are required');
@@ -83,7 +86,7 @@ export const manifestCommands: Command[] = [
           : []),
       ];
       const unique = certs.filter((c, i) => certs.findIndex((d) => d.equal(c)) === i);
-      const result = await signSystem(ref!, new KeySigner(key, unique));
+      const result = await signSystem(ref!, new KeySigner(key, unique), registryOptions(options));
       ctx.result(result);
       ctx.print(`Signed ${ref} (${result.target.digest}): signature ${result.signature.digest}`);
       return 0;
@@ -103,6 +106,7 @@ export const manifestCommands: Command[] = [
         description: 'highest accepted version (anti-rollback); updated atomically on success',
       },
       deep: { type: 'boolean', description: 'also verify every layer of every target (seal image verify)' },
+      ...TRANSPORT_OPTIONS,
     },
     async run(ctx, [ref], options) {
       if (typeof options.ca !== 'string') throw new UsageError('--ca is required');
@@ -111,6 +115,7 @@ export const manifestCommands: Command[] = [
         product: options.product as string | undefined,
         state: options.state as string | undefined,
         deep: options.deep === true,
+        transport: registryOptions(options),
       });
       ctx.result(report);
       for (const c of report.checks) ctx.print(`ok  ${c.check.padEnd(10)} ${c.detail}`);
@@ -131,10 +136,11 @@ export const manifestCommands: Command[] = [
     options: {
       key: { type: 'string', value: 'KEY', description: 'the signing key (PEM, required)' },
       ...passphraseOption,
+      ...TRANSPORT_OPTIONS,
     },
     async run(ctx, [ref], options) {
       const key = readPrivateKey(options.key, options['passphrase-file']);
-      const result = await signImage(ref!, new KeySigner(key, []));
+      const result = await signImage(ref!, new KeySigner(key, []), registryOptions(options));
       ctx.result(result);
       ctx.print(`Signed ${ref} (${result.target.digest}): bundle ${result.signature.digest}`);
       return 0;
@@ -151,10 +157,11 @@ export const manifestCommands: Command[] = [
         value: 'PUB',
         description: 'the public key (PEM; a certificate or private key also works; required)',
       },
+      ...TRANSPORT_OPTIONS,
     },
     async run(ctx, [ref], options) {
       if (typeof options.key !== 'string') throw new UsageError('--key is required');
-      const report = await verifyImageSignature(ref!, readPublicKey(options.key));
+      const report = await verifyImageSignature(ref!, readPublicKey(options.key), registryOptions(options));
       ctx.result(report);
       for (const s of report.signatures) ctx.print(`${s.ok ? 'ok ' : 'bad'} ${s.digest}: ${s.detail}`);
       ctx.print(`${ref} (${report.target.digest}): signature verified`);

@@ -5,50 +5,28 @@ import type { ImageDestination, ImageSource } from '../../oci/transport.ts';
 import type { RegistryOptions } from '../../registry/index.ts';
 import { openDestination, openSource, destinationTag as storeDestinationTag } from '../../store/index.ts';
 import type { Command, CommandContext, OptionSpec } from '../command.ts';
+import {
+  registryOptions,
+  SIDE_TRANSPORT_OPTIONS,
+  type Side,
+  TRANSPORT_OPTIONS,
+} from './transport-options.ts';
 
 type Options = Record<string, string | boolean | string[] | undefined>;
 
-const TRANSPORT_OPTIONS: Record<string, OptionSpec> = {
-  authfile: {
-    type: 'string',
-    value: 'PATH',
-    description: 'credentials file (default: REGISTRY_AUTH_FILE or Docker config.json)',
-  },
-  creds: {
-    type: 'string',
-    value: 'USER:PASS',
-    description: 'registry credentials, overriding the credentials file',
-  },
-  'cert-dir': {
-    type: 'string',
-    value: 'DIR',
-    description: 'extra CA certificates (*.crt) and a client certificate (*.cert, *.key)',
-  },
-  'tls-verify': {
-    type: 'string',
-    value: 'true|false',
-    default: 'true',
-    description: 'verify registry TLS certificates',
-  },
+/** The transport options with the registry commands' own: chunked uploads, parallel transfers. */
+const REGISTRY_OPTIONS: Record<string, OptionSpec> = {
+  ...TRANSPORT_OPTIONS,
   'chunk-size': { type: 'string', value: 'BYTES', description: 'upload blobs larger than this in chunks' },
   jobs: { type: 'string', value: 'N', default: '4', description: 'parallel blob transfers' },
 };
 
-function registryOptions(options: Options): RegistryOptions {
-  const result: RegistryOptions = {};
-  if (typeof options.authfile === 'string') result.authFile = options.authfile;
-  if (typeof options['cert-dir'] === 'string') result.certDir = options['cert-dir'];
-  if (options['tls-verify'] === 'false') result.tlsVerify = false;
-  else if (options['tls-verify'] !== undefined && options['tls-verify'] !== 'true')
-    throw new UsageError('--tls-verify takes true or false');
-  if (typeof options.creds === 'string') {
-    const colon = options.creds.indexOf(':');
-    if (colon < 0) throw new UsageError('--creds takes USER:PASSWORD');
-    result.credentials = {
-      username: options.creds.slice(0, colon),
-      password: options.creds.slice(colon + 1),
-    };
-  }
+/** For copy and sync: the shared options, and each side's own. */
+const TRANSFER_OPTIONS: Record<string, OptionSpec> = { ...REGISTRY_OPTIONS, ...SIDE_TRANSPORT_OPTIONS };
+
+/** registryOptions with --chunk-size. */
+function clientOptions(options: Options, side?: Side): RegistryOptions {
+  const result = registryOptions(options, side);
   if (typeof options['chunk-size'] === 'string') {
     const n = Number(options['chunk-size']);
     if (!Number.isSafeInteger(n) || n <= 0)
@@ -85,10 +63,9 @@ async function transfer(
 ): Promise<number> {
   const [srcRef, dstRef] = positionals as [string, string];
   const { mirror, syncImage } = await import('../../registry/index.ts');
-  const transport = registryOptions(options);
-  const src = await openSourceFor(srcRef, transport);
+  const src = await openSourceFor(srcRef, clientOptions(options, 'src'));
   try {
-    const dst = await openDestinationFor(dstRef, transport);
+    const dst = await openDestinationFor(dstRef, clientOptions(options, 'dest'));
     try {
       const progress = ctx.progress(mode === 'copy' ? 'copying' : 'syncing');
       const common = {
@@ -136,7 +113,7 @@ export const registryCommands: Command[] = [
     options: {
       all: { type: 'boolean', description: 'copy every image of an index, not only this platform' },
       referrers: { type: 'boolean', description: 'also copy referrers (signatures, SBOMs...), recursively' },
-      ...TRANSPORT_OPTIONS,
+      ...TRANSFER_OPTIONS,
     },
     run: (ctx, positionals, options) => transfer(ctx, positionals, options, 'copy'),
   },
@@ -145,7 +122,7 @@ export const registryCommands: Command[] = [
     summary: 'Mirror a system (or any image) with everything it pins and everything attached, incrementally',
     args: 'SRC DEST',
     arity: [2, 2],
-    options: TRANSPORT_OPTIONS,
+    options: TRANSFER_OPTIONS,
     run: (ctx, positionals, options) => transfer(ctx, positionals, options, 'sync'),
   },
   {
@@ -153,10 +130,10 @@ export const registryCommands: Command[] = [
     summary: 'List the tags of a registry repository',
     args: 'docker://HOST/REPO',
     arity: [1, 1],
-    options: TRANSPORT_OPTIONS,
+    options: REGISTRY_OPTIONS,
     async run(ctx, [ref], options) {
       const { openRegistrySource } = await import('../../registry/index.ts');
-      const src = await openRegistrySource(ref as string, registryOptions(options));
+      const src = await openRegistrySource(ref as string, clientOptions(options));
       try {
         const tags = await src.listTags();
         ctx.result({ repository: `${src.reference.registry}/${src.reference.repository}`, tags });
@@ -174,10 +151,10 @@ export const registryCommands: Command[] = [
     arity: [1, 1],
     options: {
       'artifact-type': { type: 'string', value: 'TYPE', description: 'only referrers of this artifact type' },
-      ...TRANSPORT_OPTIONS,
+      ...REGISTRY_OPTIONS,
     },
     async run(ctx, [ref], options) {
-      const src = await openSourceFor(ref as string, registryOptions(options));
+      const src = await openSourceFor(ref as string, clientOptions(options));
       try {
         if (!src.referrers) throw new UsageError(`${src.name} cannot list referrers`);
         const subject = await src.resolve();
@@ -206,7 +183,7 @@ export const registryCommands: Command[] = [
         description: 'password (prefer --password-stdin)',
       },
       'password-stdin': { type: 'boolean', description: 'read the password from standard input' },
-      ...TRANSPORT_OPTIONS,
+      ...REGISTRY_OPTIONS,
     },
     async run(ctx, [host], options) {
       const { RegistryClient, saveCredentials } = await import('../../registry/index.ts');
@@ -217,7 +194,7 @@ export const registryCommands: Command[] = [
       if (password === undefined) throw new UsageError('login needs --password or --password-stdin');
       const registry = registryHost(host as string);
       const client = new RegistryClient(registry, {
-        ...registryOptions(options),
+        ...clientOptions(options),
         credentials: { username, password },
       });
       try {

@@ -3,14 +3,14 @@
  * or zstd), or an image reference (its merged root filesystem).
  */
 import { createReadStream, statSync } from 'node:fs';
-import { mergedTree, openSource, readImage } from '../../store/index.ts';
+import { mergedTree, type OpenOptions, openSource, readImage } from '../../store/index.ts';
 import { decompress } from '../../tar/index.ts';
 import { Spool, type Tree, treeFromDirectory, treeFromTar } from '../../tree/index.ts';
 
 export async function withSourceTree<T>(
   src: string,
   use: (tree: Tree) => Promise<T>,
-  options: { xattrs?: boolean } = {},
+  options: { xattrs?: boolean; transport?: OpenOptions } = {},
 ): Promise<T> {
   const st = (() => {
     try {
@@ -23,7 +23,7 @@ export async function withSourceTree<T>(
   const spool = await Spool.create();
   try {
     if (st?.isFile()) return await use(await treeFromTar(decompress(createReadStream(src)), spool));
-    const image = await openSource(src);
+    const image = await openSource(src, options.transport);
     try {
       return await use(await mergedTree(image, await readImage(image), spool));
     } finally {

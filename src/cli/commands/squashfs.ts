@@ -12,6 +12,7 @@ import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
 import { extractCommand, listCommand } from './image-file.ts';
 import { withSourceTree } from './source-tree.ts';
+import { registryOptions, TRANSPORT_OPTIONS } from './transport-options.ts';
 
 export const squashfsCommands: Command[] = [
   {
@@ -48,6 +49,7 @@ export const squashfsCommands: Command[] = [
       'all-root': { type: 'boolean', description: 'make every file owned by root' },
       'no-xattrs': { type: 'boolean', description: 'leave extended attributes out' },
       'tail-ends': { type: 'boolean', description: 'pack the tail ends of large files into fragments' },
+      ...TRANSPORT_OPTIONS,
     },
     details:
       'SRC is a directory, a tar file (plain, gzip or zstd), or an image reference such as oci:DIR:TAG.',
@@ -79,7 +81,7 @@ export const squashfsCommands: Command[] = [
           progress.done();
           return r;
         },
-        { xattrs: options['no-xattrs'] !== true },
+        { xattrs: options['no-xattrs'] !== true, transport: registryOptions(options) },
       );
       ctx.result({ image: out, ...result });
       ctx.print(`Wrote ${out}: ${result.inodes} inodes, ${result.bytesUsed} bytes used`);
