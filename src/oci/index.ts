@@ -5,3 +5,4 @@ export * from './platform.ts';
 export type * from './transport.ts';
 export type * from './types.ts';
 export * from './validate.ts';
+export * from './verify.ts';

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Digester, digestOf, isDigest, parseDigest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
-import { markVerified, verifiedDigest } from '../store/verified.ts';
+import { markVerified, verifiedStream } from '../oci/verify.ts';
 import { Authenticator } from './auth.ts';
 import { type Credentials, loadCredentials } from './credentials.ts';
 import { isRetryable, RegistryError, type RegistryErrorCode } from './errors.ts';
@@ -443,7 +443,14 @@ export class RegistryClient {
       location = this.#location(res);
       minChunk = Number(header(res, 'oci-chunk-min-length') ?? 0);
     }
-    const verified = verify(data, desc, `${this.registry}/${repo}@${desc.digest}`);
+    const subject = `${this.registry}/${repo}@${desc.digest}`;
+    const verified = verifiedStream(
+      data,
+      desc,
+      `blob ${subject}`,
+      (failure, message) =>
+        new RegistryError(failure === 'size' ? 'SIZE_MISMATCH' : 'DIGEST_MISMATCH', message, { subject }),
+    );
     try {
       const chunkSize = this.options.chunkSize;
       if (chunkSize && desc.size > chunkSize) {
@@ -672,68 +679,5 @@ function resolveUrl(text: string, base: URL): URL {
       subject: String(base),
       cause,
     });
-  }
-}
-
-/**
- * Passes `data` through, throwing before its end if the size or digest differs from `desc`.
- * A stream that verifies itself against that digest (a store's, a registry's) is only counted.
- */
-async function* verify(
-  data: AsyncIterable<Uint8Array>,
-  desc: Descriptor,
-  subject: string,
-): AsyncGenerator<Uint8Array> {
-  if (verifiedDigest(data) === desc.digest) {
-    let size = 0;
-    for await (const chunk of data) {
-      size += chunk.length;
-      if (size > desc.size) {
-        throw new RegistryError('SIZE_MISMATCH', `blob ${desc.digest} is larger than ${desc.size} bytes`, {
-          subject,
-        });
-      }
-      yield chunk;
-    }
-    if (size !== desc.size) {
-      throw new RegistryError(
-        'SIZE_MISMATCH',
-        `blob ${desc.digest} has ${size} bytes, expected ${desc.size}`,
-        {
-          subject,
-        },
-      );
-    }
-    return;
-  }
-  const digester = new Digester(parseDigest(desc.digest).algorithm);
-  const check = () => {
-    const actual = digester.digest();
-    if (actual !== desc.digest) {
-      throw new RegistryError(
-        'DIGEST_MISMATCH',
-        `blob content has digest ${actual}, expected ${desc.digest}`,
-        { subject },
-      );
-    }
-  };
-  for await (const chunk of data) {
-    if (digester.size + chunk.length > desc.size) {
-      throw new RegistryError('SIZE_MISMATCH', `blob ${desc.digest} is larger than ${desc.size} bytes`, {
-        subject,
-      });
-    }
-    digester.update(chunk);
-    // Checked before the last chunk goes out, so a wrong blob is never completely sent.
-    if (digester.size === desc.size) check();
-    yield chunk;
-  }
-  if (desc.size === 0) check();
-  if (digester.size !== desc.size) {
-    throw new RegistryError(
-      'SIZE_MISMATCH',
-      `blob ${desc.digest} has ${digester.size} bytes, expected ${desc.size}`,
-      { subject },
-    );
   }
 }

@@ -9,7 +9,7 @@ import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../oci/types.ts';
 import { isManifestType } from '../oci/validate.ts';
-import { markVerified, verifiedDigest } from '../store/verified.ts';
+import { markVerified, verifiedDigest } from '../oci/verify.ts';
 import { isRetryable, RegistryError } from './errors.ts';
 
 export interface MirrorEvent {

@@ -1,6 +1,8 @@
 /** The OCI image layout store, image references and the local transports. */
+
+export { markVerified, verifiedDigest, verifiedStream } from '../oci/verify.ts';
 export { StoreError, type StoreErrorCode } from './errors.ts';
-export { type FsckReport, LayoutStore, verifiedStream } from './layout.ts';
+export { type FsckReport, LayoutStore } from './layout.ts';
 export { defaultStorePath, type ImageReference, layoutName, parseReference } from './reference.ts';
 export {
   destinationTag,
@@ -10,7 +12,6 @@ export {
   openDestination,
   openSource,
 } from './transports.ts';
-export { markVerified, verifiedDigest } from './verified.ts';
 
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor } from '../oci/types.ts';

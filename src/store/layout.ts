@@ -11,10 +11,10 @@ import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
 import { pinnedDescriptors } from '../oci/pinned.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
+import { verifiedDigest, verifiedStream } from '../oci/verify.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
 import { writeFully } from '../util/write.ts';
 import { StoreError } from './errors.ts';
-import { markVerified, verifiedDigest } from './verified.ts';
 
 const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
 /** Incoming chunks (64 KiB from a socket) are written in batches of this size: far fewer calls. */
@@ -28,38 +28,7 @@ export interface FsckReport {
   missing: string[];
 }
 
-/** Reads a stream, verifying its size and digest; throws before the last chunk if wrong. */
-export async function* verifiedStream(
-  stream: AsyncIterable<Uint8Array>,
-  desc: { digest: string; size: number },
-  subject: string,
-): AsyncGenerator<Uint8Array> {
-  const { algorithm } = parseDigest(desc.digest);
-  const digester = new Digester(algorithm);
-  let pending: Uint8Array | undefined;
-  for await (const chunk of stream) {
-    digester.update(chunk);
-    if (digester.size > desc.size) {
-      throw new DigestError('DIGEST_MISMATCH', `${subject} is larger than its declared ${desc.size} bytes`, {
-        subject,
-      });
-    }
-    if (pending) yield pending;
-    pending = chunk;
-  }
-  if (digester.size !== desc.size) {
-    throw new DigestError('DIGEST_MISMATCH', `${subject} has ${digester.size} bytes, ${desc.size} declared`, {
-      subject,
-    });
-  }
-  const actual = digester.digest();
-  if (actual !== desc.digest) {
-    throw new DigestError('DIGEST_MISMATCH', `${subject} has digest ${actual}, expected ${desc.digest}`, {
-      subject,
-    });
-  }
-  if (pending) yield pending;
-}
+/** Part of the store's public surface (store/index.ts); implemented in oci/verify.ts. */
 
 export class LayoutStore {
   readonly dir: string;
@@ -225,22 +194,19 @@ export class LayoutStore {
   getBlob(desc: { digest: string; size: number }): AsyncIterable<Uint8Array> {
     const path = this.blobPath(desc.digest);
     const dir = this.dir;
-    return markVerified(
-      verifiedStream(
-        (async function* () {
-          try {
-            await stat(path);
-          } catch {
-            throw new StoreError('STORE_NOT_FOUND', `blob ${desc.digest} is not in ${dir}`, {
-              subject: desc.digest,
-            });
-          }
-          yield* createReadStream(path, { highWaterMark: 1 << 20 });
-        })(),
-        desc,
-        `blob ${desc.digest} in ${dir}`,
-      ),
-      desc.digest,
+    return verifiedStream(
+      (async function* () {
+        try {
+          await stat(path);
+        } catch {
+          throw new StoreError('STORE_NOT_FOUND', `blob ${desc.digest} is not in ${dir}`, {
+            subject: desc.digest,
+          });
+        }
+        yield* createReadStream(path, { highWaterMark: 1 << 20 });
+      })(),
+      desc,
+      `blob ${desc.digest} in ${dir}`,
     );
   }
 
