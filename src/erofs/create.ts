@@ -2,10 +2,11 @@
  * Plain EROFS images from the tree model: `seal erofs create`. Contents are streamed into the
  * image file; the metadata is laid out in memory first.
  */
-import { writeSync } from 'node:fs';
+import { writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { encodeDevice, fullMode, type Inode, linkCounts, sortedChildren, type Tree } from '../tree/model.ts';
 import { writeAtomic } from '../util/atomic.ts';
+import { writeFullySync } from '../util/write.ts';
 import { ErofsError, XATTR_PREFIXES } from './format.ts';
 import { type ErofsNode, type ErofsSink, type ErofsWriteResult, writeErofsImage } from './writer.ts';
 
@@ -61,14 +62,16 @@ export function erofsNodesFromTree(tree: Tree, options: ErofsCreateOptions = {})
 /** Coalesces the sequential writes of a large image into few system calls. */
 export function fileSink(handle: FileHandle): ErofsSink {
   const LIMIT = 4 << 20;
-  let pending: Buffer[] = [];
+  let pending: Uint8Array[] = [];
   let pendingStart = 0;
   let pendingBytes = 0;
   const flush = async () => {
     if (pendingBytes === 0) return;
-    // Synchronous: the writer has nothing to overlap with, and a thread-pool round trip per
-    // flush only adds latency.
-    writeSync(handle.fd, Buffer.concat(pending, pendingBytes), 0, pendingBytes, pendingStart);
+    // One gathering write, synchronous: the writer has nothing to overlap with, and a
+    // thread-pool round trip per flush only adds latency.
+    const written = writevSync(handle.fd, pending, pendingStart);
+    if (written !== pendingBytes)
+      writeFullySync(handle.fd, Buffer.concat(pending).subarray(written), pendingStart + written);
     pending = [];
     pendingBytes = 0;
   };
@@ -76,7 +79,7 @@ export function fileSink(handle: FileHandle): ErofsSink {
     async write(data, position) {
       if (pendingBytes > 0 && position !== pendingStart + pendingBytes) await flush();
       if (pendingBytes === 0) pendingStart = position;
-      pending.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      pending.push(data);
       pendingBytes += data.byteLength;
       if (pendingBytes >= LIMIT) await flush();
     },

@@ -15,6 +15,7 @@
  * the blocks known at layout time; with `chunkBits` they are chunk-based, all-zero chunks
  * becoming holes.
  */
+import { contentReader } from '../tree/content.ts';
 import { type Content, type Timestamp, typeFromMode } from '../tree/model.ts';
 import {
   alignUp,
@@ -596,6 +597,9 @@ function writeInode(meta: Buffer, p: Placed, inodesEnd: number, dirTail: Buffer 
   } else if (p.tail) meta.set(p.tail, at);
 }
 
+/** Pieces a file's data is read and written in: large files are never held whole. */
+const PIECE = 1 << 20;
+
 /** Streams a file's content into the data area from block `next`; returns the next free block. */
 async function streamContent(
   p: Placed,
@@ -607,57 +611,50 @@ async function streamContent(
   const size = content.size;
   const chunked = p.chunkCount > 0;
   const unit = chunked ? 2 ** p.chunkBits : Number.POSITIVE_INFINITY;
-  const stored = chunked ? size : p.blocks * BLOCK_SIZE;
-  const tail = Buffer.alloc(p.tailSize);
+  // Bytes stored in blocks (the last one zero-padded); the rest (a tail) is inlined after the inode.
+  const stored = chunked ? size : Math.min(size, p.blocks * BLOCK_SIZE);
   if (chunked) p.chunkAddrs = [];
   else if (p.blocks > 0) {
     p.blockAddr = next;
     next += p.blocks;
   }
-  let offset = 0;
   // The chunk being filled: where it is stored, undefined while it has been all zeros (a hole).
   let chunkAddr: number | undefined;
   let chunkOffset = 0;
-  const endChunk = () => {
-    p.chunkAddrs!.push(chunkAddr ?? NULL_ADDR);
-    chunkAddr = undefined;
-    chunkOffset = 0;
-  };
-  for await (const piece of content.read()) {
-    let buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
-    if (offset + buf.length > size)
-      throw new ErofsError('EROFS_CORRUPT', 'file content is longer than its size');
-    while (buf.length > 0) {
-      if (offset >= stored) {
-        buf.copy(tail, offset - stored);
-        offset += buf.length;
-        break;
-      }
+  const reader = contentReader(content);
+  try {
+    for (let offset = 0; offset < stored; ) {
+      // A fresh buffer per piece: the sink keeps it until it is written.
+      const piece = Buffer.allocUnsafe(Math.min(PIECE, stored - offset, unit - chunkOffset));
+      await reader.readInto(piece);
+      onProgress?.(piece.length);
       if (!chunked) {
-        const take = Math.min(buf.length, stored - offset);
-        await sink.write(buf.subarray(0, take), p.blockAddr * BLOCK_SIZE + offset);
-        offset += take;
-        buf = buf.subarray(take);
+        await sink.write(piece, p.blockAddr * BLOCK_SIZE + offset);
+        offset += piece.length;
         continue;
       }
-      const take = Math.min(buf.length, unit - chunkOffset);
-      const part = buf.subarray(0, take);
-      if (chunkAddr === undefined && !isZero(part)) {
+      if (chunkAddr === undefined && !isZero(piece)) {
         chunkAddr = next;
         next += Math.ceil(Math.min(unit, size - (offset - chunkOffset)) / BLOCK_SIZE);
       }
-      if (chunkAddr !== undefined) await sink.write(part, chunkAddr * BLOCK_SIZE + chunkOffset);
-      chunkOffset += take;
-      offset += take;
-      buf = buf.subarray(take);
-      if (chunkOffset === unit) endChunk();
+      if (chunkAddr !== undefined) await sink.write(piece, chunkAddr * BLOCK_SIZE + chunkOffset);
+      chunkOffset += piece.length;
+      offset += piece.length;
+      if (chunkOffset === unit || offset === size) {
+        p.chunkAddrs!.push(chunkAddr ?? NULL_ADDR);
+        chunkAddr = undefined;
+        chunkOffset = 0;
+      }
     }
-    onProgress?.(piece.byteLength);
+    // (A chunk-based inode's inline bytes are its chunk index, not data.)
+    if (!chunked && p.tailSize > 0) {
+      p.tail = Buffer.allocUnsafe(p.tailSize);
+      await reader.readInto(p.tail);
+      onProgress?.(p.tailSize);
+    }
+  } finally {
+    reader.close();
   }
-  if (offset !== size)
-    throw new ErofsError('EROFS_CORRUPT', `file content is ${offset} bytes, expected ${size}`);
-  if (chunked && chunkOffset > 0) endChunk();
-  if (p.tailSize > 0) p.tail = tail;
   return next;
 }
 

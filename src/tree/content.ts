@@ -1,4 +1,5 @@
 import { closeSync, openSync, readSync } from 'node:fs';
+import { TreeError } from './errors.ts';
 import type { Content } from './model.ts';
 
 /** Content held in memory (small files, generated test data). */
@@ -23,7 +24,10 @@ const READ_PIECE = 1 << 20;
 function readFully(fd: number, path: string | Buffer, target: Uint8Array, position: number): void {
   for (let done = 0; done < target.length; ) {
     const n = readSync(fd, target, done, target.length - done, position + done);
-    if (n === 0) throw new Error(`${String(path)} is shorter than expected`);
+    if (n === 0)
+      throw new TreeError('TREE_CONTENT_SIZE', `${String(path)} is shorter than expected`, {
+        subject: String(path),
+      });
     done += n;
   }
 }
@@ -110,7 +114,7 @@ export function contentReader(content: Content): ContentReader {
       for (let done = 0; done < target.length; ) {
         if (pending.length === 0) {
           const next = await chunks.next();
-          if (next.done) throw new Error('content is shorter than its size');
+          if (next.done) throw new TreeError('TREE_CONTENT_SIZE', 'content is shorter than its size');
           pending = next.value;
         }
         const take = Math.min(pending.length, target.length - done);

@@ -7,6 +7,8 @@ export type TreeErrorCode =
   | 'TREE_DUPLICATE_ENTRY'
   | 'TREE_HARDLINK_TARGET'
   | 'TREE_UNSUPPORTED'
-  | 'TREE_EXTRACT';
+  | 'TREE_EXTRACT'
+  /** A file's content is not the size recorded for it (it changed while being read). */
+  | 'TREE_CONTENT_SIZE';
 
 export class TreeError extends SealError<TreeErrorCode> {}
