@@ -1,7 +1,7 @@
 /**
  * Pushing and pulling a several-layer Debian image over loopback through Debian's
  * docker-registry, with Seal (`bin/seal copy`, as a user runs it) and with `skopeo copy`, in one
- * run: median of five rounds, the two tools taking turns in each round so that both see the
+ * run: median of seven rounds, the two tools taking turns in each round so that both see the
  * same machine, a fresh registry for every command so nothing is already there and skopeo's
  * blob cache cannot skip uploads. Times are of the whole command, process start included.
  * Prints time ratios.
@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeLayout } from '../test/helpers/layout.ts';
 import { startRegistry } from '../test/registry/harness.ts';
+import { median, timed } from './timing.ts';
 
 const dir = process.argv[2] ?? execFileSync('bash', ['scripts/corpus.sh'], { encoding: 'utf8' }).trim();
 const work = mkdtempSync(join(tmpdir(), 'bench-registry-'));
@@ -26,22 +27,18 @@ function tarOf(...paths: string[]): Buffer {
   });
 }
 
-const ROUNDS = 5;
+const ROUNDS = 7;
 
 /** One timed command against a registry of its own (started and prepared outside the timing). */
 async function once(prepare: (r: Registry) => void, run: (r: Registry) => void): Promise<number> {
   const registry = await startRegistry('none');
   try {
     prepare(registry);
-    const start = process.hrtime.bigint();
-    run(registry);
-    return Number(process.hrtime.bigint() - start) / 1e9;
+    return await timed(() => run(registry));
   } finally {
     await registry.stop();
   }
 }
-
-const median = (times: number[]) => times.sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
 
 const row = (name: string, seal: number, skopeo: number) =>
   console.log(
@@ -63,38 +60,38 @@ try {
     return join(work, name);
   };
 
-  const times = {
-    sealPush: [] as number[],
-    skopeoPush: [] as number[],
-    sealPull: [] as number[],
-    skopeoPull: [] as number[],
-  };
-  for (let round = 0; round < ROUNDS; round++) {
-    times.sealPush.push(await once(nothing, push));
-    times.skopeoPush.push(
-      await once(nothing, (r) =>
-        skopeo('copy', '--dest-tls-verify=false', `oci:${layout}:debian`, `docker://${r.host}/debian:1`),
-      ),
-    );
-    times.sealPull.push(
-      await once(push, (r) => seal('copy', `docker://${r.host}/debian:1`, `oci:${fresh('pull-seal')}:x`)),
-    );
-    times.skopeoPull.push(
-      await once(push, (r) =>
+  const cases: Record<string, [prepare: (r: Registry) => void, run: (r: Registry) => void]> = {
+    sealPush: [nothing, push],
+    skopeoPush: [
+      nothing,
+      (r) => skopeo('copy', '--dest-tls-verify=false', `oci:${layout}:debian`, `docker://${r.host}/debian:1`),
+    ],
+    sealPull: [push, (r) => seal('copy', `docker://${r.host}/debian:1`, `oci:${fresh('pull-seal')}:x`)],
+    skopeoPull: [
+      push,
+      (r) =>
         skopeo(
           'copy',
           '--src-tls-verify=false',
           `docker://${r.host}/debian:1`,
           `oci:${fresh('pull-skopeo')}:x`,
         ),
-      ),
-    );
+    ],
+  };
+  const times: Record<string, number[]> = { sealPush: [], skopeoPush: [], sealPull: [], skopeoPull: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    // Who goes first alternates, so that neither tool always inherits the other's aftermath.
+    const pairs = [
+      ['sealPush', 'skopeoPush'],
+      ['sealPull', 'skopeoPull'],
+    ].map((pair) => (round % 2 ? pair.reverse() : pair));
+    for (const name of pairs.flat()) times[name]!.push(await once(...cases[name]!));
   }
   const [sealPush, skopeoPush, sealPull, skopeoPull] = [
-    median(times.sealPush),
-    median(times.skopeoPush),
-    median(times.sealPull),
-    median(times.skopeoPull),
+    median(times.sealPush!),
+    median(times.skopeoPush!),
+    median(times.sealPull!),
+    median(times.skopeoPull!),
   ];
   const size = execFileSync('du', ['-sb', join(layout, 'blobs')], { encoding: 'utf8' }).split('\t')[0];
   const start = process.hrtime.bigint();
