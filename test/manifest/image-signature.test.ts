@@ -24,23 +24,16 @@ import {
 import { KeySigner, loadPrivateKey } from '../../src/pki/index.ts';
 import { openSource } from '../../src/store/index.ts';
 import { runSeal } from '../helpers/cli.ts';
+import { opensslKeyPair } from '../helpers/keys.ts';
 import { writeThreeLayerImage } from '../helpers/layout.ts';
 import { startRegistry } from '../registry/harness.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-cosign-'));
 after(() => rm(work, { recursive: true, force: true }));
 
-/** A key pair written as PEM files by openssl, as a user would make one. */
-function keyPair(name: string, algorithm: string[]): { key: string; pub: string } {
-  const key = join(work, `${name}.key`);
-  const pub = join(work, `${name}.pub`);
-  execFileSync('openssl', ['genpkey', ...algorithm, '-out', key], { stdio: 'ignore' });
-  execFileSync('openssl', ['pkey', '-in', key, '-pubout', '-out', pub]);
-  return { key, pub };
-}
-const p256 = keyPair('p256', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']);
-const ed25519 = keyPair('ed25519', ['-algorithm', 'ED25519']);
-const other = keyPair('other', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']);
+const p256 = opensslKeyPair(join(work, 'p256.key'));
+const ed25519 = opensslKeyPair(join(work, 'ed25519.key'), ['-algorithm', 'ED25519']);
+const other = opensslKeyPair(join(work, 'other.key'));
 
 let images = 0;
 async function image(): Promise<string> {

@@ -3,13 +3,13 @@
  * logout, and the transport options of each side of a copy (--src-* and --dest-*).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { mirror, openRegistryDestination, type RegistryOptions } from '../../src/registry/index.ts';
 import { type RunResult, runSeal } from '../helpers/cli.ts';
+import { opensslKeyPair } from '../helpers/keys.ts';
 import { makeTestPki, startRegistry, type TestRegistry } from './harness.ts';
 import { MemoryImages, makeImage, makeReferrer } from './images.ts';
 
@@ -289,16 +289,7 @@ test('image inspect and import, sign and verify-signature take the same transpor
   assert.equal(imported.status, 0, imported.stderr);
   assert.equal(JSON.parse(imported.stdout).digest, image.digest);
 
-  const key = join(dir, 'sign.key');
-  execFileSync('openssl', [
-    'genpkey',
-    '-algorithm',
-    'EC',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-out',
-    key,
-  ]);
+  const { key } = opensslKeyPair(join(dir, 'sign.key'));
   const signed = `docker://${tlsSrc.host}/tls/img:v1`;
   const refused = runSeal(['sign', '--key', key, signed], { env: bare() });
   assertFailedAt(refused, tlsSrc, tlsDst, untrusted);

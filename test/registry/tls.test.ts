@@ -5,7 +5,7 @@
  * and Seal exchange images over TLS.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import {
   type RegistryOptions,
 } from '../../src/registry/index.ts';
 import { runSeal } from '../helpers/cli.ts';
+import { opensslKeyPair } from '../helpers/keys.ts';
 import { makeTestPki, startRegistry, type TestPki, type TestRegistry } from './harness.ts';
 import { MemoryImages, makeImage, readLayout, writeLayout } from './images.ts';
 
@@ -295,16 +296,7 @@ test('without --cert-dir, containers certs.d/HOST is used: login, ls-tags, sign 
   assert.equal(tags.status, 0, tags.stderr);
   assert.deepEqual(JSON.parse(tags.stdout).tags, ['v1']);
 
-  const key = join(dir, 'sign.key');
-  execFileSync('openssl', [
-    'genpkey',
-    '-algorithm',
-    'EC',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-out',
-    key,
-  ]);
+  const { key } = opensslKeyPair(join(dir, 'sign.key'));
   const ref = `docker://${registry.host}/tls/img:v1`;
   const sign = runSeal(['sign', '--key', key, ref], { env });
   assert.equal(sign.status, 0, sign.stderr);
