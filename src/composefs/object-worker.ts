@@ -4,9 +4,10 @@
  * root filesystem are small, and one pool round trip per file cost more than the file itself.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFileRange } from '../tree/content.ts';
+import { writeFullySync } from '../util/write.ts';
 import { fsverityDigest } from '../verity/fs-verity.ts';
 
 async function stageFileObject(
@@ -22,7 +23,7 @@ async function stageFileObject(
     const digest = await fsverityDigest(
       (async function* () {
         for (const piece of readFileRange(source, size, offset)) {
-          for (let done = 0; done < piece.length; ) done += writeSync(fd, piece, done);
+          writeFullySync(fd, piece);
           yield piece;
         }
       })(),

@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -20,6 +20,7 @@ import {
   type Tree,
 } from '../tree/model.ts';
 import { sharedPool } from '../util/pool.ts';
+import { writeFullySync } from '../util/write.ts';
 import { fsverityDigest } from '../verity/index.ts';
 import { type CfsEntry, type CfsNode, INLINE_LIMIT } from './model.ts';
 import type { FileRange } from './object-worker.ts';
@@ -74,7 +75,7 @@ export class ObjectWriter {
         digest = await fsverityDigest(
           (async function* () {
             for await (const chunk of content.read()) {
-              for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
+              writeFullySync(fd, chunk);
               yield chunk;
             }
           })(),

@@ -4,10 +4,11 @@
  * it is opened: nothing is left behind even if the process dies.
  */
 import { randomBytes } from 'node:crypto';
-import { readSync, writeSync } from 'node:fs';
+import { readSync } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { writeFullySync } from '../util/write.ts';
 import { bufferContent } from './content.ts';
 import type { Content } from './model.ts';
 
@@ -55,9 +56,7 @@ export class Spool {
   // Synchronous writes: they land in the page cache, and a layer has thousands of small files
   // for which a thread-pool round trip each would dominate.
   async #write(chunk: Uint8Array, position: number): Promise<void> {
-    let done = 0;
-    while (done < chunk.length)
-      done += writeSync(this.#handle.fd, chunk, done, chunk.length - done, position + done);
+    writeFullySync(this.#handle.fd, chunk, position);
   }
 
   #content(offset: number, size: number): Content {

@@ -22,8 +22,8 @@ export async function writeFully(
   }
 }
 
-/** Writes all of `data` at `position` with synchronous calls. */
-export function writeFullySync(fd: number, data: Uint8Array, position: number): void {
+/** Writes all of `data` with synchronous calls, at `position` or else at the file's offset. */
+export function writeFullySync(fd: number, data: Uint8Array, position?: number): void {
   for (let done = 0; done < data.length; )
-    done += writeSync(fd, data, done, data.length - done, position + done);
+    done += writeSync(fd, data, done, data.length - done, position === undefined ? null : position + done);
 }

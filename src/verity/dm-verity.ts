@@ -8,6 +8,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { writeAtomic } from '../util/atomic.ts';
 import { sharedPool } from '../util/pool.ts';
+import { writeFullySync } from '../util/write.ts';
 import { VerityError } from './errors.ts';
 import { type BlockHashing, DIGEST_SIZE, type HashAlgorithm, hashBlocksInto } from './hashing.ts';
 
@@ -298,8 +299,7 @@ export async function formatVerity(
   } else {
     const fd = openSync(hashPath, samefile ? 'r+' : 'a+');
     try {
-      let done = 0;
-      while (done < area.length) done += writeSync(fd, area, done, area.length - done, hashOffset + done);
+      writeFullySync(fd, area, hashOffset);
     } finally {
       closeSync(fd);
     }
