@@ -421,31 +421,56 @@ export class SquashfsImage {
     return stored & DATA_UNCOMPRESSED ? raw : this.#decode(raw, limit);
   }
 
-  /** Streams a regular file's content. */
-  async *readFile(inode: SquashfsInode): AsyncGenerator<Uint8Array> {
+  /**
+   * Streams `length` bytes of a regular file from `offset` (default: all of it). Only the blocks
+   * holding the range are read: a block's place is the sum of the stored sizes before it.
+   */
+  async *readFile(
+    inode: SquashfsInode,
+    offset = 0,
+    length = inode.size - offset,
+  ): AsyncGenerator<Uint8Array> {
     if (inode.type !== 'file') this.#corrupt(`inode ${inode.number} is not a file`);
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 0 ||
+      offset + length > inode.size
+    ) {
+      throw new SquashfsError(
+        'SQUASHFS_INVALID_OPTION',
+        `${this.path}: bytes ${offset}+${length} are outside inode ${inode.number} of ${inode.size} bytes`,
+        { subject: this.path },
+      );
+    }
     const bs = this.superblock.blockSize;
+    const sizes = inode.blockSizes!;
+    const end = offset + length;
+    const first = Math.floor(offset / bs);
     let position = inode.blocksStart!;
-    let left = inode.size;
-    for (const stored of inode.blockSizes!) {
-      const want = Math.min(bs, left);
-      if (stored === 0) {
-        yield new Uint8Array(want);
-      } else {
-        const block = this.#dataBlock(position, stored, bs);
+    for (let i = 0; i < first && i < sizes.length; i++) position += sizes[i]! & ~DATA_UNCOMPRESSED;
+    for (let i = first; i < sizes.length && i * bs < end; i++) {
+      const want = Math.min(bs, inode.size - i * bs);
+      const stored = sizes[i]!;
+      let block: Uint8Array;
+      if (stored === 0) block = new Uint8Array(want);
+      else {
+        block = this.#dataBlock(position, stored, bs);
         position += stored & ~DATA_UNCOMPRESSED;
         if (block.length < want) this.#corrupt(`data block of inode ${inode.number} is short`);
-        yield block.subarray(0, want);
       }
-      left -= want;
+      yield block.subarray(Math.max(0, offset - i * bs), Math.min(want, end - i * bs));
     }
-    if (left > 0) {
+    const tailStart = sizes.length * bs;
+    if (end > tailStart) {
       if (inode.fragment === INVALID_FRAGMENT) this.#corrupt(`file inode ${inode.number} is missing data`);
       const frag = this.#fragments[inode.fragment!]!;
       const block = this.#dataBlock(frag.start, frag.size, bs);
       const start = inode.fragmentOffset!;
-      if (start + left > block.length) this.#corrupt(`fragment ${inode.fragment} is too short`);
-      yield block.subarray(start, start + left);
+      if (start + (inode.size - tailStart) > block.length)
+        this.#corrupt(`fragment ${inode.fragment} is too short`);
+      yield block.subarray(start + Math.max(0, offset - tailStart), start + (end - tailStart));
     }
   }
 

@@ -61,6 +61,54 @@ for (const [compressor, extra] of [
   });
 }
 
+test('any byte range of a file reads as the same bytes of the source', async () => {
+  const bs = 4096;
+  for (const extra of [['-always-use-fragments'], ['-no-fragments']]) {
+    const image = join(work, `ranges${extra.join('')}.sqfs`);
+    mksquashfs(image, '-comp', 'zstd', '-b', String(bs), ...extra);
+    const sq = SquashfsImage.open(image);
+    try {
+      const random = prng(7);
+      let checked = 0;
+      for (const { path, inode } of sq.walk()) {
+        if (inode.type !== 'file') continue;
+        const whole = readFileSync(Buffer.from(`${source}/${path}`, 'latin1'));
+        const size = whole.length;
+        const ranges: [number, number][] = [
+          [0, size],
+          [size, 0],
+          [Math.min(size, bs - 1), Math.min(2, size - Math.min(size, bs - 1))],
+          [Math.min(size, bs), Math.max(0, size - bs)],
+          [Math.floor(size / bs) * bs, size - Math.floor(size / bs) * bs],
+        ];
+        for (let k = 0; k < 3; k++) {
+          const offset = Math.floor(random() * (size + 1));
+          ranges.push([offset, Math.floor(random() * (size - offset + 1))]);
+        }
+        for (const [offset, length] of ranges) {
+          const chunks: Uint8Array[] = [];
+          for await (const chunk of sq.readFile(inode, offset, length)) chunks.push(chunk);
+          assert.deepEqual(
+            Buffer.concat(chunks),
+            whole.subarray(offset, offset + length),
+            `${path} ${offset}+${length}`,
+          );
+          checked++;
+        }
+        await assert.rejects(
+          async () => {
+            for await (const _ of sq.readFile(inode, size, 1));
+          },
+          (e: unknown) => e instanceof SquashfsError && e.code === 'SQUASHFS_INVALID_OPTION',
+        );
+      }
+      assert.ok(checked > 100, `${checked} ranges checked`);
+    } finally {
+      sq.close();
+    }
+  }
+});
+
 test('a compressor squashfs-tools no longer offers (lzma) or an unknown one is refused with a typed error', () => {
   const image = join(work, 'mk-gzip-relabelled.sqfs');
   mksquashfs(image, '-comp', 'gzip');
