@@ -39,10 +39,10 @@ try {
   });
   row('erofs (uncompressed)', plain.seal, plain.mkfs);
 
-  // Each run fills a fresh object store (objects accumulate in a real one). On a VM whose
-  // balloon takes back free memory (free page reporting), the page cache of 120 MB of new object
-  // files is memory the host must fault in again, and this case can take several times longer
-  // than on a machine with its memory resident; the reference creates no files and never pays it.
+  // Each run fills a fresh object store (objects accumulate in a real one). On the VM this was
+  // measured on, creating a file on ext4 costs ~0.1 ms of kernel time in some periods and ~0.7 ms
+  // in others (plain `open(O_CREAT)` in a loop shows the same), so this case swings between about
+  // 1.4x and 6x; the reference creates no files and never pays it.
   let run = 0;
   const composefs = await race(3, {
     seal: async () => {
