@@ -7,11 +7,11 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { mirror, openRegistryDestination, type RegistryOptions } from '../../src/registry/index.ts';
+import type { RegistryOptions } from '../../src/registry/index.ts';
 import { type RunResult, runSeal } from '../helpers/cli.ts';
 import { opensslKeyPair } from '../helpers/keys.ts';
 import { makeTestPki, startRegistry, type TestRegistry } from './harness.ts';
-import { MemoryImages, makeImage, makeReferrer } from './images.ts';
+import { MemoryImages, makeImage, makeReferrer, pushImages } from './images.ts';
 
 let registry: TestRegistry;
 /** Basic auth too, but another user: what the first registry's credentials open, this one refuses. */
@@ -31,11 +31,12 @@ before(async () => {
   registry = await startRegistry('basic');
   dir = mkdtempSync(join(tmpdir(), 'seal-registry-cli-'));
   env = { DOCKER_CONFIG: dir, REGISTRY_AUTH_FILE: '' };
-  const dst = await openRegistryDestination(`docker://${registry.host}/cli/src:v1`, {
-    credentials: { username: registry.username, password: registry.password },
-  });
-  await mirror(source, dst, { tag: 'v1', referrers: true });
-  await dst.close();
+  await pushImages(
+    source,
+    `docker://${registry.host}/cli/src:v1`,
+    { credentials: { username: registry.username, password: registry.password } },
+    { tag: 'v1', referrers: true },
+  );
 
   other = await startRegistry('basic', { user: { username: 'other', password: 'another secret' } });
   mkdirSync(join(dir, 'pki'));
@@ -56,14 +57,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function push(ref: string, options: RegistryOptions): Promise<void> {
-  const dst = await openRegistryDestination(ref, options);
-  try {
-    await mirror(source, dst, { tag: 'v1' });
-  } finally {
-    await dst.close();
-  }
-}
+const push = (ref: string, options: RegistryOptions) => pushImages(source, ref, options);
 test('login refuses wrong credentials, stores good ones; the other commands use them', () => {
   const bad = runSeal(['login', registry.host, '-u', registry.username, '--password-stdin'], {
     env,

@@ -5,6 +5,12 @@ import { Digester, digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/mediatypes.ts';
 import type { ImageDestination, ImageSource } from '../../src/oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../../src/oci/types.ts';
+import {
+  type MirrorOptions,
+  mirror,
+  openRegistryDestination,
+  type RegistryOptions,
+} from '../../src/registry/index.ts';
 
 /** Deterministic bytes (xorshift32). */
 export function randomBytesSeeded(seed: number, size: number): Buffer {
@@ -170,4 +176,19 @@ export function readLayout(dir: string, images: MemoryImages): Descriptor {
   };
   load(root);
   return { mediaType: root.mediaType, digest: root.digest, size: root.size };
+}
+
+/** Pushes what `images` holds to the registry reference `ref` (its root tagged v1 by default). */
+export async function pushImages(
+  images: MemoryImages,
+  ref: string,
+  options: RegistryOptions,
+  copy: MirrorOptions = { tag: 'v1' },
+): Promise<void> {
+  const dst = await openRegistryDestination(ref, options);
+  try {
+    await mirror(images, dst, copy);
+  } finally {
+    await dst.close();
+  }
 }

@@ -14,7 +14,6 @@ import { promisify } from 'node:util';
 import type { Descriptor } from '../../src/oci/types.ts';
 import {
   mirror,
-  openRegistryDestination,
   openRegistrySource,
   RegistryClient,
   type RegistryOptions,
@@ -22,7 +21,7 @@ import {
 import { runSeal } from '../helpers/cli.ts';
 import { opensslKeyPair } from '../helpers/keys.ts';
 import { makeTestPki, startRegistry, type TestPki, type TestRegistry } from './harness.ts';
-import { MemoryImages, makeImage, readLayout, writeLayout } from './images.ts';
+import { MemoryImages, makeImage, pushImages, readLayout, writeLayout } from './images.ts';
 
 let dir: string;
 let pki: TestPki;
@@ -57,12 +56,7 @@ before(async () => {
   registry = await startRegistry('basic', { tls });
   mtls = await startRegistry('none', { tls: { ...tls, clientCa: pki.caCert } });
   creds = `${registry.username}:${registry.password}`;
-  const dst = await openRegistryDestination(`docker://${registry.host}/tls/img:v1`, {
-    ...auth(),
-    certDir: caDir,
-  });
-  await mirror(source, dst, { tag: 'v1' });
-  await dst.close();
+  await push(`docker://${registry.host}/tls/img:v1`, { ...auth(), certDir: caDir });
 });
 after(async () => {
   await registry?.stop();
@@ -81,14 +75,7 @@ async function pull(ref: string, options: RegistryOptions): Promise<MemoryImages
   return into;
 }
 
-async function push(ref: string, options: RegistryOptions): Promise<void> {
-  const dst = await openRegistryDestination(ref, options);
-  try {
-    await mirror(source, dst, { tag: 'v1' });
-  } finally {
-    await dst.close();
-  }
-}
+const push = (ref: string, options: RegistryOptions) => pushImages(source, ref, options);
 
 function assertSameImage(pulled: MemoryImages, root?: Descriptor): void {
   if (root) assert.equal(root.digest, image.digest);
