@@ -135,15 +135,28 @@ async function notarySignatures(
   return signatures;
 }
 
-const registryOf = (reference: string) => /^docker:\/\/([^/]+)\//.exec(reference)?.[1];
+/** The registry a `docker://` reference names, as pulls resolve it (host names ignore case). */
+async function registryOf(reference: string): Promise<string | undefined> {
+  if (!reference.startsWith('docker://')) return undefined;
+  const { parseRegistryReference } = await import('../registry/index.ts');
+  return parseRegistryReference(reference).registry.toLowerCase();
+}
 
 /**
- * The registry options for a target where the system names it: explicit credentials go only to
- * the registry of the system itself, never to a host the document names.
+ * The registry options for a target of the system at `ref`, where the system names it:
+ * explicit credentials go only to the registry of the system itself, never to another host
+ * the document names (TLS settings apply to every registry).
  */
-function targetTransport(ref: string, reference: string, options: VerifyOptions): OpenOptions | undefined {
-  const { credentials: _, ...rest } = options.transport ?? {};
-  return registryOf(reference) === registryOf(ref) ? options.transport : rest;
+export async function targetTransport(
+  ref: string,
+  reference: string,
+  transport: OpenOptions | undefined,
+): Promise<OpenOptions | undefined> {
+  if (!transport?.credentials) return transport;
+  const target = await registryOf(reference);
+  if (target !== undefined && target === (await registryOf(ref))) return transport;
+  const { credentials: _, ...rest } = transport;
+  return rest;
 }
 
 export async function verifySystem(ref: string, options: VerifyOptions): Promise<VerifyReport> {
@@ -215,9 +228,9 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
             ? src
             : target.reference === undefined
               ? undefined
-              : await openSource(target.reference, targetTransport(ref, target.reference, options)).catch(
-                  () => undefined,
-                );
+              : await targetTransport(ref, target.reference, options.transport)
+                  .then((transport) => openSource(target.reference as string, transport))
+                  .catch(() => undefined);
         if (!image) continue;
         try {
           // getManifest checks the pinned digest and size.

@@ -20,6 +20,7 @@ import {
   signSystem,
   verifySystem,
 } from '../../src/manifest/index.ts';
+import { targetTransport } from '../../src/manifest/verify.ts';
 import { digestOf } from '../../src/oci/index.ts';
 import {
   CODE_SIGNING_OID,
@@ -424,6 +425,33 @@ test('one bad and one good signature: accepted, the bad one reported', async () 
   assert.equal(report.signatures.filter((s) => s.ok).length, 1);
   assert.match(report.signatures.find((s) => !s.ok)!.detail, /certificate is for product/);
   assert.equal(JSON.parse(readFileSync(local, 'utf8')).version, 7);
+});
+
+test('verify sends --creds only to the registry of the system, never to another host a target names', async () => {
+  const transport = { credentials: { username: 'u', password: 'p' }, certDir: '/certs', tlsVerify: false };
+  const withoutCredentials = { certDir: '/certs', tlsVerify: false };
+  const system = 'docker://registry.example:5000/acme/system:7';
+  for (const [target, expected] of [
+    [`docker://registry.example:5000/acme/shell@sha256:${'0'.repeat(64)}`, transport],
+    ['docker://REGISTRY.example:5000/acme/shell:1', transport],
+    ['docker://elsewhere.example/acme/shell:1', withoutCredentials],
+    ['docker://registry.example/acme/shell:1', withoutCredentials], // another port, another server
+    ['docker://acme/shell:1', withoutCredentials], // Docker Hub
+    ['oci:/var/lib/images:shell', withoutCredentials],
+  ] as const) {
+    assert.deepEqual(await targetTransport(system, target, transport), expected, target);
+  }
+  // Docker Hub short names and the explicit host are one registry.
+  assert.deepEqual(
+    await targetTransport('docker://docker.io/acme/system:7', 'docker://acme/shell:1', transport),
+    transport,
+  );
+  // A system in a local layout shares its credentials with no registry.
+  assert.deepEqual(
+    await targetTransport('oci:/srv/layout:system', 'docker://registry.example:5000/a:1', transport),
+    withoutCredentials,
+  );
+  assert.equal(await targetTransport(system, 'docker://elsewhere.example/a:1', undefined), undefined);
 });
 
 test('envelopes and system YAML from untrusted hands are fuzzed', async () => {
