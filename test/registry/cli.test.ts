@@ -282,6 +282,30 @@ test('image inspect and import, sign and verify-signature take the same transpor
   );
   assert.equal(imported.status, 0, imported.stderr);
   assert.equal(JSON.parse(imported.stdout).digest, image.digest);
+  // And back out to the other registry, whose credentials only the destination side gets.
+  const pushed = `docker://${other.host}/imported/img:v1`;
+  const exported = runSeal(
+    [
+      'image',
+      'import',
+      '--json',
+      '--creds',
+      credsOf(registry),
+      '--dest-creds',
+      credsOf(other),
+      `oci:${layout}:v1`,
+      pushed,
+    ],
+    { env: bare() },
+  );
+  assert.equal(exported.status, 0, exported.stderr);
+  assert.equal(JSON.parse(exported.stdout).digest, image.digest);
+  assertFailedAt(
+    runSeal(['image', 'import', '--creds', credsOf(registry), `oci:${layout}:v1`, pushed], { env: bare() }),
+    other,
+    registry,
+    unauthorized,
+  );
 
   const { key } = opensslKeyPair(join(dir, 'sign.key'));
   const signed = `docker://${tlsSrc.host}/tls/img:v1`;
