@@ -307,6 +307,48 @@ export class ErofsImage {
     return out;
   }
 
+  /** The inode at `path` (names as byte strings, `/`-separated, from the root; symlinks not followed). */
+  lookup(path: string): ErofsInode {
+    let inode = this.inode(this.rootNid);
+    for (const name of path.split('/').filter((n) => n !== '')) {
+      const entry =
+        inode.type === 'dir' && name !== '.' && name !== '..'
+          ? this.readDir(inode).find((e) => e.name === name)
+          : undefined;
+      if (!entry) {
+        throw new ErofsError('EROFS_NOT_FOUND', `${this.path}: no ${JSON.stringify(path)} in the image`, {
+          subject: path,
+        });
+      }
+      inode = this.inode(entry.nid);
+    }
+    return inode;
+  }
+
+  /** Streams `length` bytes of a regular file from `offset` (default: all of it), 1 MiB at a time. */
+  *readFile(inode: ErofsInode, offset = 0, length = inode.size - offset): Generator<Buffer> {
+    if (inode.type !== 'file') {
+      throw new ErofsError('EROFS_INVALID_OPTION', `${this.path}: inode ${inode.nid} is not a regular file`, {
+        subject: this.path,
+      });
+    }
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 0 ||
+      offset + length > inode.size
+    ) {
+      throw new ErofsError(
+        'EROFS_INVALID_OPTION',
+        `${this.path}: bytes ${offset}+${length} are outside inode ${inode.nid} of ${inode.size} bytes`,
+        { subject: this.path },
+      );
+    }
+    for (let at = offset; at < offset + length; at += 1 << 20)
+      yield this.readData(inode, at, Math.min(1 << 20, offset + length - at));
+  }
+
   /** Entries of a directory inode, `.` and `..` included, in on-disk order. */
   readDir(inode: ErofsInode): ErofsDirEntry[] {
     if (inode.type !== 'dir') this.corrupt(`inode ${inode.nid} is not a directory`);
@@ -427,9 +469,7 @@ export class ErofsImage {
     return {
       size: inode.size,
       async *read() {
-        const piece = 1 << 20;
-        for (let at = 0; at < inode.size; at += piece)
-          yield image.readData(inode, at, Math.min(piece, inode.size - at));
+        yield* image.readFile(inode);
       },
     };
   }

@@ -385,6 +385,25 @@ export class SquashfsImage {
     return entries;
   }
 
+  /** The inode at `path` (names as byte strings, `/`-separated, from the root; symlinks not followed). */
+  lookup(path: string): SquashfsInode {
+    let inode = this.inode(this.rootRef);
+    for (const name of path.split('/').filter((n) => n !== '')) {
+      const entry = inode.type === 'dir' ? this.readDir(inode).find((e) => e.name === name) : undefined;
+      if (!entry) {
+        throw new SquashfsError(
+          'SQUASHFS_NOT_FOUND',
+          `${this.path}: no ${JSON.stringify(path)} in the image`,
+          {
+            subject: path,
+          },
+        );
+      }
+      inode = this.inode(entry.ref);
+    }
+    return inode;
+  }
+
   xattrs(inode: SquashfsInode): Map<string, Uint8Array> {
     const out = new Map<string, Uint8Array>();
     if (inode.xattr === INVALID_XATTR) return out;
@@ -430,7 +449,15 @@ export class SquashfsImage {
     offset = 0,
     length = inode.size - offset,
   ): AsyncGenerator<Uint8Array> {
-    if (inode.type !== 'file') this.#corrupt(`inode ${inode.number} is not a file`);
+    if (inode.type !== 'file') {
+      throw new SquashfsError(
+        'SQUASHFS_INVALID_OPTION',
+        `${this.path}: inode ${inode.number} is not a regular file`,
+        {
+          subject: this.path,
+        },
+      );
+    }
     if (
       !Number.isSafeInteger(offset) ||
       !Number.isSafeInteger(length) ||

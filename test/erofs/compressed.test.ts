@@ -248,6 +248,26 @@ test('seal erofs ls and extract handle compressed images', async () => {
   const ls = runSeal(['erofs', 'ls', image]);
   assert.equal(ls.status, 0, ls.stderr);
   assert.match(ls.stdout, /large-mixed/);
+
+  // cat: byte ranges of a compressed file, across its 16 KiB clusters; typed errors otherwise.
+  const name = ls.stdout.match(/\S*large-mixed\S*/)![0].replace(/^erofs-root\//, '');
+  const bytes = readFileSync(join(source, name));
+  const cat = (...args: string[]) => runSeal(['erofs', 'cat', image, name, ...args], { encoding: 'latin1' });
+  assert.equal(cat().stdout, bytes.toString('latin1'));
+  for (const [offset, length] of [
+    [16_383, 2],
+    [5000, 40_000],
+    [bytes.length - 1, 1],
+  ]) {
+    const r = cat('--offset', String(offset), '--length', String(length));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, bytes.subarray(offset, offset + length).toString('latin1'), `${offset}+${length}`);
+  }
+  const beyond = cat('--offset', String(bytes.length), '--length', '1');
+  assert.equal(beyond.status, 1);
+  assert.match(beyond.stderr, /\[EROFS_INVALID_OPTION\]\n$/);
+  const missing = runSeal(['erofs', 'cat', image, 'no/such/file']);
+  assert.match(missing.stderr, /^seal: .*\[EROFS_NOT_FOUND\]\n$/);
 });
 
 test('the Debian root filesystem compressed by mkfs.erofs reads back as the source', async () => {

@@ -9,13 +9,13 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs the real `seal` executable, as a user would. */
+/** Runs the real `seal` executable, as a user would (output decoded as `encoding`, default UTF-8). */
 export function runSeal(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; input?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; input?: string; encoding?: BufferEncoding } = {},
 ): RunResult {
   const r = spawnSync(SEAL_BIN, args, {
-    encoding: 'utf8',
+    encoding: options.encoding ?? 'utf8',
     env: { ...process.env, ...options.env },
     input: options.input,
     maxBuffer: 1 << 28,

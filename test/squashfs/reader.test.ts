@@ -138,6 +138,36 @@ test('seal squashfs ls and extract agree with unsquashfs', async () => {
   const out = join(work, 'extracted');
   assert.equal(runSeal(['squashfs', 'extract', image, out]).status, 0);
   await assertTreesEqual(await treeFromDirectory(out), expected, { root: false });
+
+  // cat: a whole file and byte ranges of the largest one; typed one-line errors otherwise.
+  const sq = SquashfsImage.open(image);
+  const files = [...sq.walk()].filter((e) => e.inode.type === 'file' && /^[\x20-\x7e]+$/.test(e.path));
+  sq.close();
+  const largest = files.sort((a, b) => b.inode.size - a.inode.size)[0]!;
+  const bytes = readFileSync(join(source, largest.path));
+  assert.ok(bytes.length > 140_000, `${largest.path} spans several blocks`);
+  const cat = (...args: string[]) => runSeal(['squashfs', 'cat', image, ...args], { encoding: 'latin1' });
+  assert.equal(cat(`/${largest.path}`).stdout, bytes.toString('latin1'));
+  for (const [offset, length] of [
+    [131_071, 2],
+    [131_072, 5000],
+    [bytes.length - 10, 10],
+    [bytes.length, 0],
+  ]) {
+    const r = cat(largest.path, '--offset', String(offset), '--length', String(length));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, bytes.subarray(offset, offset + length).toString('latin1'), `${offset}+${length}`);
+  }
+  assert.equal(cat(largest.path, '--offset', '100').stdout, bytes.subarray(100).toString('latin1'));
+  for (const [args, code] of [
+    [['no/such/file'], 'SQUASHFS_NOT_FOUND'],
+    [['/'], 'SQUASHFS_INVALID_OPTION'],
+    [[largest.path, '--offset', String(bytes.length + 1)], 'SQUASHFS_INVALID_OPTION'],
+  ] as const) {
+    const r = cat(...args);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^seal: .*\\[${code}\\]\n$`));
+  }
 });
 
 test('mutated images give typed errors, never a crash or a hang', async () => {

@@ -2,7 +2,7 @@ import { ErofsImage, writeErofs } from '../../erofs/index.ts';
 import { walk } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
-import { extractCommand, listCommand } from './image-file.ts';
+import { catCommand, extractCommand, listCommand } from './image-file.ts';
 import { withSourceTree } from './source-tree.ts';
 import { registryOptions, TRANSPORT_OPTIONS } from './transport-options.ts';
 
@@ -53,6 +53,7 @@ export const erofsCommands: Command[] = [
     },
   },
   listCommand('erofs', openErofs, 'erofs-root'),
+  catCommand('erofs', openErofs),
   extractCommand('erofs', openErofs),
 ];
 
@@ -65,6 +66,8 @@ function openErofs(path: string) {
         yield { path: p, inode: { ...inode, mtime: inode.mtime.sec } };
     },
     toTree: () => image.toTree(),
+    read: (file: string, offset: number, length?: number) =>
+      image.readFile(image.lookup(file), offset, length),
     close: () => image.close(),
   };
 }

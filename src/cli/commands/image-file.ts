@@ -1,10 +1,14 @@
-/** The `ls` and `extract` commands every filesystem image format offers, written once. */
+/** The `ls`, `cat` and `extract` commands every filesystem image format offers, written once. */
+import { once } from 'node:events';
 import { type ListedInode, listLines, type Tree, writeTreeToDirectory } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
+import { integerOption } from '../options.ts';
 
 export interface OpenedImage {
   walk(): Iterable<{ path: string; inode: ListedInode }>;
   toTree(): Tree;
+  /** `length` bytes (default: to the end) from `offset` of the regular file at `path`, a byte string. */
+  read(path: string, offset: number, length?: number): AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
   close(): void;
 }
 
@@ -60,6 +64,32 @@ export function extractCommand(format: string, open: (path: string) => OpenedIma
       }
       ctx.result({ image: img, directory: dir });
       ctx.print(`Extracted ${img} into ${dir}`);
+      return 0;
+    },
+  };
+}
+
+export function catCommand(format: string, open: (path: string) => OpenedImage): Command {
+  return {
+    path: [format, 'cat'],
+    summary: `Print a file of a ${format} image, or a byte range of it`,
+    args: 'IMG PATH',
+    arity: [2, 2],
+    options: {
+      offset: { type: 'string', value: 'N', description: 'first byte to print (default 0)' },
+      length: { type: 'string', value: 'N', description: 'bytes to print (default: to the end of the file)' },
+    },
+    async run(_ctx, [img, path], options) {
+      const image = open(img!);
+      try {
+        const name = Buffer.from(path!, 'utf8').toString('latin1');
+        const offset = integerOption(options.offset, 'offset') ?? 0;
+        for await (const chunk of image.read(name, offset, integerOption(options.length, 'length'))) {
+          if (!process.stdout.write(chunk)) await once(process.stdout, 'drain');
+        }
+      } finally {
+        image.close();
+      }
       return 0;
     },
   };

@@ -10,7 +10,7 @@ import {
 import { walk } from '../../tree/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
-import { extractCommand, listCommand } from './image-file.ts';
+import { catCommand, extractCommand, listCommand, type OpenedImage } from './image-file.ts';
 import { withSourceTree } from './source-tree.ts';
 import { registryOptions, TRANSPORT_OPTIONS } from './transport-options.ts';
 
@@ -88,6 +88,17 @@ export const squashfsCommands: Command[] = [
       return 0;
     },
   },
-  listCommand('squashfs', (path) => SquashfsImage.open(path), 'squashfs-root'),
-  extractCommand('squashfs', (path) => SquashfsImage.open(path)),
+  listCommand('squashfs', openSquashfs, 'squashfs-root'),
+  catCommand('squashfs', openSquashfs),
+  extractCommand('squashfs', openSquashfs),
 ];
+
+function openSquashfs(path: string): OpenedImage {
+  const image = SquashfsImage.open(path);
+  return {
+    walk: () => image.walk(),
+    toTree: () => image.toTree(),
+    read: (file, offset, length) => image.readFile(image.lookup(file), offset, length),
+    close: () => image.close(),
+  };
+}
