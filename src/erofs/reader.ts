@@ -5,6 +5,7 @@
  * the image is bounds-checked, so corrupt or hostile images give an ErofsError.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { fileRangeProblem, resolvePath } from '../tree/image-paths.ts';
 import {
   type Content,
   type DeviceNumber,
@@ -309,41 +310,23 @@ export class ErofsImage {
 
   /** The inode at `path` (names as byte strings, `/`-separated, from the root; symlinks not followed). */
   lookup(path: string): ErofsInode {
-    let inode = this.inode(this.rootNid);
-    for (const name of path.split('/').filter((n) => n !== '')) {
-      const entry =
-        inode.type === 'dir' && name !== '.' && name !== '..'
-          ? this.readDir(inode).find((e) => e.name === name)
-          : undefined;
-      if (!entry) {
-        throw new ErofsError('EROFS_NOT_FOUND', `${this.path}: no ${JSON.stringify(path)} in the image`, {
-          subject: path,
-        });
-      }
-      inode = this.inode(entry.nid);
-    }
-    return inode;
+    const inode = resolvePath(this.inode(this.rootNid), path, (dir, name) => {
+      const entry = dir.type === 'dir' ? this.readDir(dir).find((e) => e.name === name) : undefined;
+      return entry && this.inode(entry.nid);
+    });
+    if (inode) return inode;
+    throw new ErofsError('EROFS_NOT_FOUND', `${this.path}: no ${JSON.stringify(path)} in the image`, {
+      subject: path,
+    });
   }
 
   /** Streams `length` bytes of a regular file from `offset` (default: all of it), 1 MiB at a time. */
-  *readFile(inode: ErofsInode, offset = 0, length = inode.size - offset): Generator<Buffer> {
-    if (inode.type !== 'file') {
-      throw new ErofsError('EROFS_INVALID_OPTION', `${this.path}: inode ${inode.nid} is not a regular file`, {
+  *readFile(inode: ErofsInode, offset = 0, length = Math.max(0, inode.size - offset)): Generator<Buffer> {
+    const problem = fileRangeProblem(inode.type, inode.size, offset, length);
+    if (problem) {
+      throw new ErofsError('EROFS_INVALID_OPTION', `${this.path}: inode ${inode.nid} ${problem}`, {
         subject: this.path,
       });
-    }
-    if (
-      !Number.isSafeInteger(offset) ||
-      !Number.isSafeInteger(length) ||
-      offset < 0 ||
-      length < 0 ||
-      offset + length > inode.size
-    ) {
-      throw new ErofsError(
-        'EROFS_INVALID_OPTION',
-        `${this.path}: bytes ${offset}+${length} are outside inode ${inode.nid} of ${inode.size} bytes`,
-        { subject: this.path },
-      );
     }
     for (let at = offset; at < offset + length; at += 1 << 20)
       yield this.readData(inode, at, Math.min(1 << 20, offset + length - at));

@@ -5,6 +5,7 @@
  * corrupt or hostile image gives a SquashfsError, never a crash or a hang.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { fileRangeProblem, resolvePath } from '../tree/image-paths.ts';
 import {
   type DeviceNumber,
   type DirInode,
@@ -387,21 +388,14 @@ export class SquashfsImage {
 
   /** The inode at `path` (names as byte strings, `/`-separated, from the root; symlinks not followed). */
   lookup(path: string): SquashfsInode {
-    let inode = this.inode(this.rootRef);
-    for (const name of path.split('/').filter((n) => n !== '')) {
-      const entry = inode.type === 'dir' ? this.readDir(inode).find((e) => e.name === name) : undefined;
-      if (!entry) {
-        throw new SquashfsError(
-          'SQUASHFS_NOT_FOUND',
-          `${this.path}: no ${JSON.stringify(path)} in the image`,
-          {
-            subject: path,
-          },
-        );
-      }
-      inode = this.inode(entry.ref);
-    }
-    return inode;
+    const inode = resolvePath(this.inode(this.rootRef), path, (dir, name) => {
+      const entry = dir.type === 'dir' ? this.readDir(dir).find((e) => e.name === name) : undefined;
+      return entry && this.inode(entry.ref);
+    });
+    if (inode) return inode;
+    throw new SquashfsError('SQUASHFS_NOT_FOUND', `${this.path}: no ${JSON.stringify(path)} in the image`, {
+      subject: path,
+    });
   }
 
   xattrs(inode: SquashfsInode): Map<string, Uint8Array> {
@@ -447,29 +441,13 @@ export class SquashfsImage {
   async *readFile(
     inode: SquashfsInode,
     offset = 0,
-    length = inode.size - offset,
+    length = Math.max(0, inode.size - offset),
   ): AsyncGenerator<Uint8Array> {
-    if (inode.type !== 'file') {
-      throw new SquashfsError(
-        'SQUASHFS_INVALID_OPTION',
-        `${this.path}: inode ${inode.number} is not a regular file`,
-        {
-          subject: this.path,
-        },
-      );
-    }
-    if (
-      !Number.isSafeInteger(offset) ||
-      !Number.isSafeInteger(length) ||
-      offset < 0 ||
-      length < 0 ||
-      offset + length > inode.size
-    ) {
-      throw new SquashfsError(
-        'SQUASHFS_INVALID_OPTION',
-        `${this.path}: bytes ${offset}+${length} are outside inode ${inode.number} of ${inode.size} bytes`,
-        { subject: this.path },
-      );
+    const problem = fileRangeProblem(inode.type, inode.size, offset, length);
+    if (problem) {
+      throw new SquashfsError('SQUASHFS_INVALID_OPTION', `${this.path}: inode ${inode.number} ${problem}`, {
+        subject: this.path,
+      });
     }
     const bs = this.superblock.blockSize;
     const sizes = inode.blockSizes!;
