@@ -4,7 +4,7 @@
  * lz4-compressed files as `mkfs.erofs -zlz4` / `-zlz4hc` write them (decompress.ts). Every offset read from
  * the image is bounds-checked, so corrupt or hostile images give an ErofsError.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { fileRangeProblem, resolvePath } from '../tree/image-paths.ts';
 import {
   type Content,
@@ -16,6 +16,7 @@ import {
   type Tree,
   typeFromMode,
 } from '../tree/model.ts';
+import { readFullySync } from '../util/read.ts';
 import { readCompressed } from './decompress.ts';
 import {
   CHUNK_BLKBITS_MASK,
@@ -93,7 +94,7 @@ export class ErofsImage {
       if (size < SUPER_OFFSET + SUPERBLOCK_SIZE) {
         throw new ErofsError('EROFS_TRUNCATED', `${path} is too short for an EROFS image`, { subject: path });
       }
-      readSync(fd, head, 0, SUPERBLOCK_SIZE, SUPER_OFFSET);
+      readFullySync(fd, head, SUPER_OFFSET);
       const sb = decodeSuperblock(head, path);
       if (sb.blockBits < 9 || sb.blockBits > 16) {
         throw new ErofsError('EROFS_UNSUPPORTED', `${path}: block size 2^${sb.blockBits} is not supported`, {
@@ -162,12 +163,7 @@ export class ErofsImage {
 
   #readRaw(position: number, length: number): Buffer {
     const b = Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.#fd, b, done, length - done, position + done);
-      if (n === 0) this.corrupt('short read');
-      done += n;
-    }
+    if (readFullySync(this.#fd, b, position) < length) this.corrupt('short read');
     return b;
   }
 

@@ -4,7 +4,7 @@
  * walks refuse cycles, and allocations are bounded by what the image can actually hold, so a
  * corrupt or hostile image gives a SquashfsError, never a crash or a hang.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { fileRangeProblem, resolvePath } from '../tree/image-paths.ts';
 import {
   type DeviceNumber,
@@ -16,6 +16,7 @@ import {
   type Tree,
   type InodeType as TreeType,
 } from '../tree/model.ts';
+import { readFullySync } from '../util/read.ts';
 import { blockDecoder } from './compression.ts';
 import {
   DATA_UNCOMPRESSED,
@@ -101,7 +102,7 @@ export class SquashfsImage {
     try {
       const size = fstatSync(fd).size;
       const head = Buffer.alloc(SUPERBLOCK_SIZE);
-      readSync(fd, head, 0, SUPERBLOCK_SIZE, 0);
+      readFullySync(fd, head, 0);
       const sb = decodeSuperblock(head, path);
       if (sb.bytesUsed > BigInt(size)) {
         throw new SquashfsError(
@@ -134,12 +135,7 @@ export class SquashfsImage {
       this.#corrupt(`a read of ${length} bytes at ${position} is outside the image`);
     }
     const buffer = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.#fd, buffer, done, length - done, position + done);
-      if (n === 0) this.#corrupt('unexpected end of file');
-      done += n;
-    }
+    if (readFullySync(this.#fd, buffer, position) < length) this.#corrupt('unexpected end of file');
     return buffer;
   }
 

@@ -1,4 +1,5 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
+import { readFullySync } from '../util/read.ts';
 import { TreeError } from './errors.ts';
 import type { Content } from './model.ts';
 
@@ -22,14 +23,10 @@ const READ_PIECE = 1 << 20;
 
 /** Fills `target` from the file at `position`; a file shorter than that is an error. */
 function readFully(fd: number, path: string | Buffer, target: Uint8Array, position: number): void {
-  for (let done = 0; done < target.length; ) {
-    const n = readSync(fd, target, done, target.length - done, position + done);
-    if (n === 0)
-      throw new TreeError('TREE_CONTENT_SIZE', `${String(path)} is shorter than expected`, {
-        subject: String(path),
-      });
-    done += n;
-  }
+  if (readFullySync(fd, target, position) < target.length)
+    throw new TreeError('TREE_CONTENT_SIZE', `${String(path)} is shorter than expected`, {
+      subject: String(path),
+    });
 }
 
 function readExactly(fd: number, path: string | Buffer, size: number, offset: number): Buffer {

@@ -5,9 +5,10 @@
  * the same file (the stacker/atomfs layout). Leaf hashing runs on the worker pool.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
 import { writeAtomic } from '../util/atomic.ts';
 import { sharedPool } from '../util/pool.ts';
+import { readFullySync } from '../util/read.ts';
 import { writeFullySync } from '../util/write.ts';
 import { VerityError } from './errors.ts';
 import { type BlockHashing, DIGEST_SIZE, type HashAlgorithm, hashBlocksInto } from './hashing.ts';
@@ -235,8 +236,7 @@ export function readSuperblock(hashPath: string, offset = 0): VerityParams {
   const fd = openSync(hashPath, 'r');
   try {
     const b = Buffer.alloc(SUPERBLOCK_SIZE);
-    const n = readSync(fd, b, 0, SUPERBLOCK_SIZE, offset);
-    return decodeSuperblock(b.subarray(0, n), hashPath);
+    return decodeSuperblock(b.subarray(0, readFullySync(fd, b, offset)), hashPath);
   } finally {
     closeSync(fd);
   }
@@ -389,7 +389,7 @@ export async function verifyVerity(
   const fd = openSync(hashPath, 'r');
   const tree = Buffer.alloc(treeSize);
   try {
-    readSync(fd, tree, 0, treeSize, treeStart);
+    readFullySync(fd, tree, treeStart);
   } finally {
     closeSync(fd);
   }

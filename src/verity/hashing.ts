@@ -4,8 +4,9 @@
  * threads) and returns the packed digests.
  */
 import { hash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { loadAddon } from '../util/native.ts';
+import { readFullySync } from '../util/read.ts';
 
 export type HashAlgorithm = 'sha1' | 'sha256' | 'sha512';
 
@@ -109,12 +110,7 @@ export function hashFileBlocks(
     for (let done = 0; done < count; done += perRead) {
       const n = Math.min(perRead, count - done);
       const want = n * h.blockSize;
-      let got = 0;
-      while (got < want) {
-        const r = readSync(fd, buffer, got, want - got, offset + done * h.blockSize + got);
-        if (r === 0) break;
-        got += r;
-      }
+      const got = readFullySync(fd, buffer.subarray(0, want), offset + done * h.blockSize);
       buffer.fill(0, got, want);
       hashBlocksInto(h, buffer.subarray(0, want), out, done * stride, stride);
     }
