@@ -3,7 +3,7 @@
  * written streamed and verified under a temporary name, then renamed into place, so a bad or
  * interrupted write leaves nothing; index.json is replaced atomically under a lock file.
  */
-import { constants, createReadStream } from 'node:fs';
+import { constants, createReadStream, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DigestError, Digester, digestOf, parseDigest } from '../oci/digest.ts';
@@ -13,6 +13,7 @@ import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
 import { verifiedDigest, verifiedStream } from '../oci/verify.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
+import { readHeadSync } from '../util/read.ts';
 import { writeFully } from '../util/write.ts';
 import { StoreError } from './errors.ts';
 
@@ -45,7 +46,7 @@ export class LayoutStore {
     const store = new LayoutStore(dir);
     let layout: string | undefined;
     try {
-      layout = await readFile(join(dir, 'oci-layout'), 'utf8');
+      layout = readFileSync(join(dir, 'oci-layout'), 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
@@ -83,7 +84,7 @@ export class LayoutStore {
 
   async hasBlob(digest: string): Promise<boolean> {
     try {
-      await stat(this.blobPath(digest));
+      statSync(this.blobPath(digest));
       return true;
     } catch {
       return false;
@@ -210,17 +211,37 @@ export class LayoutStore {
     );
   }
 
+  /**
+   * A whole blob, verified. It is read with one synchronous call: these are documents (manifests,
+   * configs, indexes), and a stream's thread-pool round trips would cost more than the bytes.
+   * One byte more than declared is asked for, so that a longer file is caught.
+   */
   async readBlob(desc: { digest: string; size: number }, limit = 64 << 20): Promise<Buffer> {
     if (desc.size > limit)
       throw new StoreError('STORE_INVALID_DOCUMENT', `blob ${desc.digest} is too large to read`);
-    const chunks: Uint8Array[] = [];
-    for await (const c of this.getBlob(desc)) chunks.push(c);
-    return Buffer.concat(chunks);
+    let bytes: Buffer;
+    try {
+      bytes = readHeadSync(this.blobPath(desc.digest), desc.size + 1);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      throw new StoreError('STORE_NOT_FOUND', `blob ${desc.digest} is not in ${this.dir}`, {
+        subject: desc.digest,
+      });
+    }
+    const whole = verifiedStream(
+      (async function* () {
+        yield bytes;
+      })(),
+      desc,
+      `blob ${desc.digest} in ${this.dir}`,
+    );
+    for await (const _ of whole) void _;
+    return bytes;
   }
 
   async index(): Promise<Index> {
     const path = join(this.dir, 'index.json');
-    return validateIndex(JSON.parse(await readFile(path, 'utf8')), path);
+    return validateIndex(JSON.parse(readFileSync(path, 'utf8')), path);
   }
 
   /** Runs `change` on index.json under an in-process queue and a lock file, then writes it atomically. */
