@@ -16,7 +16,6 @@ import {
   type HttpResponse,
   HttpTransport,
   header,
-  probeTls,
   readBody,
   type TlsOptions,
 } from './http.ts';
@@ -91,8 +90,8 @@ export class RegistryClient {
   readonly registry: string;
   readonly options: RegistryOptions;
   #base: URL;
-  /** For loopback hosts: settles once it is known whether the registry speaks TLS. */
-  #scheme: Promise<void> | undefined;
+  /** Settles once it is known whether the registry speaks TLS (asked of loopback hosts only). */
+  readonly #scheme: Promise<void>;
   readonly #transport: HttpTransport;
   readonly #auth: Authenticator;
   readonly #subjectLocks = new Map<string, Promise<void>>();
@@ -101,12 +100,20 @@ export class RegistryClient {
     this.registry = registry;
     this.options = options;
     this.#base = new URL(`${options.plainHttp ? 'http' : 'https'}://${apiHost(registry)}`);
-    if (!options.plainHttp && !isLoopback(registry)) this.#scheme = Promise.resolve();
     // Without --cert-dir, the per-registry directory of containers tools (certs.d/HOST) applies.
     this.#transport = new HttpTransport({
       ...options,
       certDir: options.certDir ?? defaultCertDir(apiHost(registry)),
     });
+    // A loopback registry is asked at once, so the answer is there by the first request.
+    if (!options.plainHttp && isLoopback(registry)) {
+      const plain = new URL(`http://${this.#base.host}`);
+      this.#scheme = this.#transport.speaksPlainHttp(plain).then((yes) => {
+        if (yes) this.#base = plain;
+      });
+    } else {
+      this.#scheme = Promise.resolve();
+    }
     let cached: Promise<Credentials | undefined> | undefined;
     this.#auth = new Authenticator(this.#transport, () => {
       cached ??= options.credentials
@@ -125,15 +132,11 @@ export class RegistryClient {
   }
 
   /**
-   * A registry on loopback usually speaks plain HTTP, but may have TLS: one handshake tells,
-   * and only an answer in plain HTTP moves us to it (a certificate problem stays an error).
-   * URLs made before that was known are moved along.
+   * A registry on loopback usually speaks plain HTTP, but may have TLS: only a plain HTTP
+   * answer moves it to http (otherwise TLS, and a certificate problem stays an error). URLs made
+   * before that was known are moved along.
    */
   async #settled(url: URL): Promise<URL> {
-    const base = this.#base;
-    this.#scheme ??= probeTls(base.hostname, Number(base.port || 443)).then((answer) => {
-      if (answer === 'plain') this.#base = new URL(`http://${base.host}`);
-    });
     await this.#scheme;
     if (this.#base.protocol === 'http:' && url.protocol === 'https:' && url.host === this.#base.host) {
       const moved = new URL(url);

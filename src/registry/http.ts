@@ -8,7 +8,6 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import type * as Http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type * as Https from 'node:https';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type * as Tls from 'node:tls';
 import { RegistryError } from './errors.ts';
@@ -37,10 +36,11 @@ export interface HttpResponse {
 }
 
 // Taken as CommonJS modules: the ESM facade of node:http evaluates every lazy export, which
-// loads Node's bundled undici (some 25 ms of a short command) for nothing.
+// loads Node's bundled undici (some 25 ms of a short command) for nothing. TLS is loaded only
+// when a connection needs it (another 13 ms), so plain HTTP to a loopback registry never pays.
 const http = process.getBuiltinModule('node:http') as typeof Http;
-const https = process.getBuiltinModule('node:https') as typeof Https;
-const tls = process.getBuiltinModule('node:tls') as typeof Tls;
+const https = () => process.getBuiltinModule('node:https') as typeof Https;
+const tls = () => process.getBuiltinModule('node:tls') as typeof Tls;
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 10;
@@ -68,7 +68,7 @@ function systemCertificates(): string[] {
       return systemCas;
     } catch {}
   }
-  systemCas = [...tls.rootCertificates];
+  systemCas = [...tls().rootCertificates];
   return systemCas;
 }
 
@@ -128,7 +128,7 @@ function tlsMaterial(options: TlsOptions): Https.AgentOptions {
   }
   try {
     // Built here, once, so that a malformed PEM file is reported as such and not per connection.
-    const secureContext = tls.createSecureContext({ ca, ...(cert ? { cert, key } : {}) });
+    const secureContext = tls().createSecureContext({ ca, ...(cert ? { cert, key } : {}) });
     return { rejectUnauthorized, secureContext };
   } catch (cause) {
     throw new RegistryError(
@@ -153,39 +153,12 @@ interface TlsCause {
 }
 
 /** Whether a failed TLS connection was answered in plain HTTP (the server does not speak TLS). */
-export function isPlainHttpAnswer(error: unknown): boolean {
+function isPlainHttpAnswer(error: unknown): boolean {
   const cause = (error instanceof RegistryError ? error.cause : error) as TlsCause | undefined;
   return (
     (cause?.code === 'EPROTO' || cause?.code?.startsWith('ERR_SSL_') === true) &&
     /wrong version number|packet length too long|http request/i.test(`${cause.reason} ${cause.message}`)
   );
-}
-
-/**
- * Whether `host:port` answers a TLS handshake: 'plain' when it answers in plain HTTP,
- * 'unknown' when it cannot be told (refused, reset...). Nothing is verified here, so no CA
- * is loaded: the requests that follow verify.
- */
-export function probeTls(host: string, port: number): Promise<'tls' | 'plain' | 'unknown'> {
-  return new Promise((resolve) => {
-    const name = host.replace(/^\[|\]$/g, '');
-    const socket = tls.connect({
-      host: name,
-      port,
-      ...(isIP(name) ? {} : { servername: name }),
-      // No CA at all: loading the default ones costs more than the handshake.
-      secureContext: tls.createSecureContext({ ca: [] }),
-      rejectUnauthorized: false,
-      ALPNProtocols: ['http/1.1'],
-    });
-    const done = (answer: 'tls' | 'plain' | 'unknown') => {
-      socket.destroy();
-      resolve(answer);
-    };
-    socket.once('secureConnect', () => done('tls'));
-    socket.once('error', (error) => done(isPlainHttpAnswer(error) ? 'plain' : 'unknown'));
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => done('unknown'));
-  });
 }
 
 /** A clear typed error for a TLS failure, or undefined if `cause` is not one. */
@@ -242,7 +215,7 @@ export class HttpTransport {
 
   /** The HTTPS agent, made on first use: loading the CAs is not free and plain HTTP needs none. */
   #httpsAgent(): Https.Agent {
-    this.#https ??= new https.Agent({ ...this.#common, ...tlsMaterial(this.#options) });
+    this.#https ??= new (https().Agent)({ ...this.#common, ...tlsMaterial(this.#options) });
     return this.#https;
   }
 
@@ -288,7 +261,7 @@ export class HttpTransport {
     body: Uint8Array | AsyncIterable<Uint8Array> | undefined,
   ): Promise<HttpResponse> {
     const secure = url.protocol === 'https:';
-    const lib = secure ? https : http;
+    const lib = secure ? https() : http;
     return new Promise((resolve, reject) => {
       const fail = (cause: unknown) =>
         reject(
@@ -325,6 +298,22 @@ export class HttpTransport {
         });
       }
     });
+  }
+
+  /**
+   * Whether `origin` speaks plain HTTP, asked with a GET of `/v2/` in the clear on a connection
+   * that is kept for the requests that follow. A TLS server closes the connection or answers 400
+   * (Go's and nginx's reply to plain HTTP on a TLS port); a registry in plain HTTP answers
+   * anything else. Only for loopback, where nothing in the clear leaves the machine.
+   */
+  async speaksPlainHttp(origin: URL): Promise<boolean> {
+    try {
+      const res = await this.#send('GET', new URL('/v2/', origin), {}, undefined);
+      res.body.resume();
+      return res.status !== 400;
+    } catch {
+      return false;
+    }
   }
 
   close(): void {

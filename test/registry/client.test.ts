@@ -22,8 +22,9 @@ after(() => {
   for (const s of servers) s.close();
 });
 
+/** A loopback server whose API root answers 200, as a registry's does; `handler` gets every other request. */
 async function serve(handler: http.RequestListener): Promise<string> {
-  const server = http.createServer(handler);
+  const server = http.createServer((req, res) => (req.url === '/v2/' ? res.end() : handler(req, res)));
   servers.push(server);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return `127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -284,4 +285,23 @@ test('an interrupted download is resumed with Range, also from a server that ign
     assert.equal(ranges[0], undefined);
     assert.match(ranges[1] ?? '', /^bytes=[1-9]\d*-$/);
   }
+});
+
+test('a loopback registry is asked in plain HTTP once, without credentials, and then spoken to in plain HTTP', async () => {
+  const seen: string[] = [];
+  const expected = `Basic ${Buffer.from('u:p').toString('base64')}`;
+  const server = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url} ${req.headers.authorization ?? '-'}`);
+    if (req.headers.authorization !== expected)
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="test"' }).end();
+    else res.end('{}');
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = new RegistryClient(`127.0.0.1:${(server.address() as AddressInfo).port}`, {
+    credentials: { username: 'u', password: 'p' },
+  });
+  await client.ping();
+  client.close();
+  assert.deepEqual(seen, ['GET /v2/ -', 'GET /v2/ -', `GET /v2/ ${expected}`]);
 });

@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -188,6 +190,34 @@ test('--tls-verify=false works without the CA', async () => {
   ]);
   assert.equal(r.status, 0, r.stderr);
   assertLayoutMatches(out);
+});
+
+test('a loopback server that closes plain HTTP connections is asked once in the clear, then spoken to in TLS', async () => {
+  const authorizations: (string | undefined)[] = [];
+  let plainAttempts = 0;
+  const server = https.createServer(
+    { cert: readFileSync(pki.serverCert), key: readFileSync(pki.serverKey) },
+    (req, res) => {
+      authorizations.push(req.headers.authorization);
+      res.writeHead(200, { 'docker-distribution-api-version': 'registry/2.0' }).end('{}');
+    },
+  );
+  // What Node's HTTPS server does with plain HTTP: no answer, the connection is closed.
+  server.on('tlsClientError', () => plainAttempts++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = new RegistryClient(`127.0.0.1:${(server.address() as AddressInfo).port}`, {
+    ...auth(),
+    certDir: caDir,
+  });
+  try {
+    await client.ping();
+    await client.ping();
+  } finally {
+    client.close();
+    await new Promise((r) => server.close(r));
+  }
+  assert.equal(plainAttempts, 1, 'asked once in plain HTTP');
+  assert.equal(authorizations.length, 2, 'both pings went over TLS');
 });
 
 test('a client certificate from the cert dir is presented when required; without one the failure is clear', async () => {
