@@ -2,11 +2,15 @@
  * `seal` entry point: global flags, dispatch to a command, one-line errors, exit codes.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import type * as Util from 'node:util';
 import { isSealError, UsageError } from '../errors.ts';
 import type { Command, CommandContext, OptionSpec } from './command.ts';
 import { loadCommands } from './commands/index.ts';
 import { createProgress } from './progress.ts';
+
+// Taken as a CommonJS module: the ESM facade of node:util evaluates every lazy export, some 4 ms
+// of every command for one function.
+const { parseArgs } = process.getBuiltinModule('node:util') as typeof Util;
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   json: { type: 'boolean', description: 'print machine-readable JSON' },
