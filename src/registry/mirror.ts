@@ -163,8 +163,10 @@ export async function mirror(
           const pinned: Descriptor[] = [];
           for (const resolver of options.pinned ?? []) pinned.push(...(await resolver(desc, doc, readBlob)));
           for (const d of [...found, ...pinned]) checkDescriptor(d, subject);
+          // Largest first: the biggest transfer is the one that decides when the copy ends.
+          const bySize = [...found].sort((a, b) => b.size - a.size);
           const children = [
-            ...found.map((d) => (isManifestType(d.mediaType) ? copyManifest(d) : copyBlob(d))),
+            ...bySize.map((d) => (isManifestType(d.mediaType) ? copyManifest(d) : copyBlob(d))),
             ...pinned.map((d) => copyManifest(d)),
           ];
           await settleAll(children);
