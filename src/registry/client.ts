@@ -4,10 +4,10 @@
  * connection failures, 429 and 5xx, and authentication on demand.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Digester, digestOf, isDigest, parseDigest } from '../oci/digest.ts';
+import { digestOf, isDigest, parseDigest } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
-import { markVerified, verifiedStream } from '../oci/verify.ts';
+import { verifiedStream } from '../oci/verify.ts';
 import { Authenticator } from './auth.ts';
 import { type Credentials, loadCredentials } from './credentials.ts';
 import { isRetryable, RegistryError, type RegistryErrorCode } from './errors.ts';
@@ -321,21 +321,28 @@ export class RegistryClient {
   /**
    * Streams a blob, verifying size and digest; an interrupted download is resumed with `Range`
    * from the last byte received. The stream throws before ending if the content is wrong, and
-   * says so (markVerified), so that a store writing it does not hash it again.
+   * says so (verifiedStream), so that a store writing it does not hash it again.
    */
   getBlob(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
-    return markVerified(this.#download(repo, desc), desc.digest);
+    const subject = `${this.registry}/${repo}@${desc.digest}`;
+    return verifiedStream(
+      this.#download(repo, desc),
+      desc,
+      `blob ${desc.digest} from ${this.registry}`,
+      (failure, message) =>
+        new RegistryError(failure === 'size' ? 'SIZE_MISMATCH' : 'DIGEST_MISMATCH', message, { subject }),
+    );
   }
 
+  /** The bytes of a blob, resumed where a connection broke; getBlob's stream checks them. */
   async *#download(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
-    const { algorithm } = parseDigest(desc.digest);
-    const digester = new Digester(algorithm);
     const url = this.#url(`/v2/${repo}/blobs/${desc.digest}`);
     const subject = `${this.registry}/${repo}@${desc.digest}`;
     const attempts = Math.max(1, this.options.retries ?? 5);
+    let received = 0;
     let lastError: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      const offset = digester.size;
+      const offset = received;
       if (attempt > 1) await this.#backoff(attempt - 1);
       const res = await this.#call('GET', url, {
         scopes: [pull(repo)],
@@ -362,14 +369,7 @@ export class RegistryClient {
             chunk = chunk.subarray(n);
             if (chunk.length === 0) continue;
           }
-          if (digester.size + chunk.length > desc.size) {
-            throw new RegistryError(
-              'SIZE_MISMATCH',
-              `blob ${desc.digest} from ${this.registry} is larger than ${desc.size} bytes`,
-              { subject },
-            );
-          }
-          digester.update(chunk);
+          received += chunk.length;
           yield chunk;
         }
       } catch (error) {
@@ -380,17 +380,9 @@ export class RegistryClient {
       } finally {
         res.body.destroy();
       }
-      if (digester.size < desc.size) {
-        lastError = new Error(`body ended after ${digester.size} of ${desc.size} bytes`);
+      if (received < desc.size) {
+        lastError = new Error(`body ended after ${received} of ${desc.size} bytes`);
         continue;
-      }
-      const actual = digester.digest();
-      if (actual !== desc.digest) {
-        throw new RegistryError(
-          'DIGEST_MISMATCH',
-          `blob ${desc.digest} from ${this.registry} has digest ${actual}`,
-          { subject },
-        );
       }
       return;
     }

@@ -11,7 +11,7 @@ import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
 import { pinnedDescriptors } from '../oci/pinned.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
-import { verifiedDigest, verifiedStream } from '../oci/verify.ts';
+import { verifiedStream } from '../oci/verify.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
 import { readHeadSync } from '../util/read.ts';
 import { writeFully } from '../util/write.ts';
@@ -28,8 +28,6 @@ export interface FsckReport {
   corrupt: string[];
   missing: string[];
 }
-
-/** Part of the store's public surface (store/index.ts); implemented in oci/verify.ts. */
 
 export class LayoutStore {
   readonly dir: string;
@@ -105,9 +103,11 @@ export class LayoutStore {
     const algorithm = expected ? parseDigest(expected.digest).algorithm : 'sha256';
     const dir = join(this.dir, 'blobs', algorithm);
     await mkdir(dir, { recursive: true });
-    // A stream that verifies itself against this very digest is not hashed a second time.
-    const digester =
-      expected && verifiedDigest(data) === expected.digest ? undefined : new Digester(algorithm);
+    // With a whole descriptor the stream is checked on the way (and not hashed a second time if
+    // it already verifies itself); with a digest alone it is hashed and compared at the end.
+    const known = expected?.size !== undefined ? { digest: expected.digest, size: expected.size } : undefined;
+    const source = known ? verifiedStream(data, known, `blob ${known.digest}`) : data;
+    const digester = known ? undefined : new Digester(algorithm);
     const temp = temporaryNameFor(join(dir, 'incoming'));
     const handle = await open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o644);
     let writing: Promise<void> = Promise.resolve();
@@ -134,30 +134,16 @@ export class LayoutStore {
           flushing.catch(() => {});
         }
       };
-      for await (const chunk of data) {
+      for await (const chunk of source) {
         size += chunk.length;
         digester?.update(chunk);
-        if (expected?.size !== undefined && size > expected.size) {
-          throw new DigestError(
-            'DIGEST_MISMATCH',
-            `blob ${expected.digest} is larger than its declared ${expected.size} bytes`,
-            { subject: expected.digest },
-          );
-        }
         batch.push(chunk);
         batchSize += chunk.length;
         if (batchSize >= WRITE_BATCH) await writeBatch();
       }
       if (batchSize > 0) await writeBatch();
       await writing;
-      if (expected?.size !== undefined && size !== expected.size) {
-        throw new DigestError(
-          'DIGEST_MISMATCH',
-          `blob ${expected.digest} has ${size} bytes, ${expected.size} declared`,
-          { subject: expected.digest },
-        );
-      }
-      const digest = digester ? digester.digest() : (expected as { digest: string }).digest;
+      const digest = digester ? digester.digest() : (known as { digest: string }).digest;
       if (expected && digest !== expected.digest) {
         throw new DigestError('DIGEST_MISMATCH', `blob has digest ${digest}, expected ${expected.digest}`, {
           subject: expected.digest,
