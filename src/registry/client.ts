@@ -326,7 +326,7 @@ export class RegistryClient {
   getBlob(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
     const subject = `${this.registry}/${repo}@${desc.digest}`;
     return verifiedStream(
-      this.#download(repo, desc),
+      this.#download(repo, desc, subject),
       desc,
       `blob ${desc.digest} from ${this.registry}`,
       (failure, message) =>
@@ -335,9 +335,8 @@ export class RegistryClient {
   }
 
   /** The bytes of a blob, resumed where a connection broke; getBlob's stream checks them. */
-  async *#download(repo: string, desc: Descriptor): AsyncGenerator<Uint8Array> {
+  async *#download(repo: string, desc: Descriptor, subject: string): AsyncGenerator<Uint8Array> {
     const url = this.#url(`/v2/${repo}/blobs/${desc.digest}`);
-    const subject = `${this.registry}/${repo}@${desc.digest}`;
     const attempts = Math.max(1, this.options.retries ?? 5);
     let received = 0;
     let lastError: unknown;
@@ -373,8 +372,6 @@ export class RegistryClient {
           yield chunk;
         }
       } catch (error) {
-        res.body.destroy();
-        if (error instanceof RegistryError) throw error;
         lastError = error;
         continue;
       } finally {
