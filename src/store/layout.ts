@@ -6,7 +6,7 @@
 import { constants, createReadStream, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DigestError, Digester, digestOf, parseDigest, verifyDigest } from '../oci/digest.ts';
+import { DigestError, Digester, digestOf, parseDigest } from '../oci/digest.ts';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
 import { pinnedDescriptors } from '../oci/pinned.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
@@ -214,8 +214,15 @@ export class LayoutStore {
         subject: desc.digest,
       });
     }
-    // A file longer or shorter than declared cannot have the declared digest.
-    verifyDigest(bytes, desc.digest, `blob ${desc.digest} in ${this.dir}`);
+    // Size and digest both: a descriptor may declare the wrong size for the right bytes.
+    const whole = verifiedStream(
+      (async function* () {
+        yield bytes;
+      })(),
+      desc,
+      `blob ${desc.digest} in ${this.dir}`,
+    );
+    for await (const _ of whole) void _;
     return bytes;
   }
 

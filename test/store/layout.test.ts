@@ -74,3 +74,9 @@ test('a blob file that is shorter, longer or altered is a DIGEST_MISMATCH, never
     await assert.rejects(store.readBlob(desc), code('DIGEST_MISMATCH'), what);
   }
 });
+
+test('a descriptor declaring the wrong size for the right bytes is refused', async () => {
+  const desc = await stored(Buffer.from('{"size":"declared wrongly"}'));
+  for (const size of [desc.size - 1, desc.size + 1, desc.size + 100])
+    await assert.rejects(store.readBlob({ ...desc, size }), code('DIGEST_MISMATCH'), String(size));
+});
