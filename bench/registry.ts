@@ -72,10 +72,8 @@ async function measure(layout: string) {
       run('skopeo', 'copy', '--src-tls-verify=false', `docker://${ref(r)}`, `oci:${fresh('pull-skopeo')}:x`),
     floor: (r) => run(process.execPath, 'bench/registry-floor.mjs', 'pull', ref(r), fresh('pull-floor')),
   };
-  const directions = { push, pull };
-  const times = Object.fromEntries(
-    Object.keys(directions).map((d) => [d, Object.fromEntries(TOOLS.map((t) => [t, [] as number[]]))]),
-  ) as Record<keyof typeof directions, Record<Tool, number[]>>;
+  const noTimes = () => Object.fromEntries(TOOLS.map((t) => [t, [] as number[]])) as Record<Tool, number[]>;
+  const times = { push: noTimes(), pull: noTimes() };
   for (let round = 0; round < ROUNDS; round++) {
     // Who goes first rotates, so that no tool always inherits another's aftermath.
     const order = TOOLS.map((_, i) => TOOLS[(i + round) % TOOLS.length]!);
