@@ -18,11 +18,21 @@ DEBIAN_PACKAGES=(
   squashfs-tools  # mksquashfs / unsquashfs
   apache2-utils   # htpasswd for registry auth tests
   openssl
-  qemu-system-x86 busybox-static # test VM for the kernel features this host lacks (dm-verity, fs-verity)
+  busybox-static  # the test VM's shell
   e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
   g++ make python3 # node-gyp builds the addons (native/)
   libdeflate-dev liblzma-dev liblzo2-dev # the codecs addon: squashfs gzip, xz and LZO
+  # The device side: Secure Boot firmware and a software TPM for the VM tests, the reference
+  # tools the UKI, Secure Boot and TPM code is checked against, and what the device agent calls.
+  ovmf            # OVMF_CODE_4M.secboot.fd / OVMF_VARS_4M.fd
+  swtpm swtpm-tools tpm2-tools
+  sbsigntool osslsigncode efitools binutils # sbsign/sbverify, Authenticode, EFI signature lists, objcopy
+  crun            # OCI containers on the device
+  dosfstools mtools fdisk # FAT and GPT for device disks
 )
+# From bookworm-backports: qemu 10 (bookworm's 7.2 crashed 2 of 8 TCG boots of the test kernel;
+# 10.0 booted 16 of 16) and systemd 254's UEFI stub and boot manager.
+BACKPORTS_PACKAGES=(qemu-system-x86 qemu-system-data qemu-system-common systemd-boot-efi)
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
@@ -42,6 +52,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+stale_backports=()
+for pkg in "${BACKPORTS_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null | grep -q 'install ok installed .*bpo' ||
+    stale_backports+=("$pkg")
+done
+if [ ${#stale_backports[@]} -gt 0 ]; then
+  echo "setup: installing from bookworm-backports: ${stale_backports[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    -t bookworm-backports "${stale_backports[@]}" >/dev/null
 fi
 
 if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
