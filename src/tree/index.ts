@@ -3,6 +3,7 @@ export { type FromDirectoryOptions, treeFromDirectory, writeTreeToDirectory } fr
 export { TreeError, type TreeErrorCode } from './errors.ts';
 export { type ListedInode, listLines, modeString } from './listing.ts';
 export * from './model.ts';
+export * from './names.ts';
 export {
   applyLayer,
   type LayerTreeOptions,
@@ -15,4 +16,3 @@ export {
 } from './overlay.ts';
 export { Spool } from './spool.ts';
 export { treeToTar } from './to-tar.ts';
-export { readTreeXattrs, writeTreeXattrs } from './xattrs.ts';
