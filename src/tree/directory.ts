@@ -132,6 +132,15 @@ async function writeFile(path: Buffer, inode: Extract<Inode, { type: 'file' }>):
   }
 }
 
+export interface ToDirectoryOptions {
+  /**
+   * Only directories and regular files (hardlinks included), owned by the caller with private
+   * modes, without xattrs: for archives Seal only reads from (an OCI layout in a tar), whose
+   * devices, symlinks, owners and capabilities must not appear on the host.
+   */
+  contentsOnly?: boolean;
+}
+
 /**
  * Writes a tree into `dir` (created if missing; must not contain the tree's paths yet).
  * Nothing is created outside `dir`: every name is checked to be one path component, every
@@ -140,11 +149,16 @@ async function writeFile(path: Buffer, inode: Extract<Inode, { type: 'file' }>):
  * contents, owners, xattrs (chown would clear security.capability), modes (chown clears
  * setuid), then times, deepest first.
  */
-export async function writeTreeToDirectory(tree: Tree, dir: string): Promise<void> {
+export async function writeTreeToDirectory(
+  tree: Tree,
+  dir: string,
+  options: ToDirectoryOptions = {},
+): Promise<void> {
   const base = Buffer.from(dir, 'utf8').toString('latin1');
   await mkdir(dir, { recursive: true });
   const created: { path: string; inode: Inode }[] = [];
   for (const { path: rel, inode, linkOf } of walk(tree)) {
+    if (options.contentsOnly && inode.type !== 'dir' && inode.type !== 'file') continue;
     const path = rel === '' ? base : `${base}/${rel}`;
     const p = fsPath(path);
     const name = rel.slice(rel.lastIndexOf('/') + 1);
@@ -180,6 +194,7 @@ export async function writeTreeToDirectory(tree: Tree, dir: string): Promise<voi
           await makeSocket(p);
           break;
       }
+      if (options.contentsOnly) continue;
       await lchown(p, inode.uid, inode.gid);
       for (const [xattr, value] of inode.xattrs) setXattr(p, xattr, value);
     } catch (error) {

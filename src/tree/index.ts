@@ -1,5 +1,10 @@
 export * from './content.ts';
-export { type FromDirectoryOptions, treeFromDirectory, writeTreeToDirectory } from './directory.ts';
+export {
+  type FromDirectoryOptions,
+  type ToDirectoryOptions,
+  treeFromDirectory,
+  writeTreeToDirectory,
+} from './directory.ts';
 export { TreeError, type TreeErrorCode } from './errors.ts';
 export { type ListedInode, listLines, modeString } from './listing.ts';
 export * from './model.ts';

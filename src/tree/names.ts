@@ -25,7 +25,6 @@ export function entryNameProblem(name: string): string | undefined {
 /** Why `name` (a byte string) cannot be an extended attribute's name, or undefined if it can. */
 export function xattrNameProblem(name: string): string | undefined {
   if (CONTROL.test(name)) return 'an xattr name holds a control character';
-  if (name.includes('=')) return 'an xattr name holds "="';
   if (name.length > NAME_MAX) return `an xattr name is longer than ${NAME_MAX} bytes`;
   const namespace = XATTR_NAMESPACES.find((prefix) => name.startsWith(prefix));
   if (!namespace) return 'an xattr name is outside the user, trusted, security and system namespaces';

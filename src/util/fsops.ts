@@ -4,7 +4,9 @@
  * every text script and command line that used to carry paths and names from inputs
  * (setfattr --restore, getfattr, mknod, mkfifo, touch).
  */
+import { closeSync, constants, fstatSync } from 'node:fs';
 import { loadAddon } from './native.ts';
+import { readFullySync } from './read.ts';
 
 interface FsOps {
   listXattrs(path: Buffer): Buffer[];
@@ -69,4 +71,43 @@ export function setTimes(path: Buffer, seconds: number, nanoseconds: number): vo
 export function openBeneath(root: string | Buffer, path: string | Buffer, flags: number, mode = 0): number {
   const buffer = (p: string | Buffer) => (typeof p === 'string' ? Buffer.from(p) : p);
   return fsops().openBeneath(buffer(root), buffer(path), flags, mode);
+}
+
+/** An open regular file inside a directory tree, and its size. */
+export interface ConfinedFile {
+  fd: number;
+  size: number;
+}
+
+/**
+ * Opens the regular file `path` (relative, from an input) beneath `root`, for reading: no `..`
+ * out of it, no symlink on the way or at the end, and nothing but a regular file (a FIFO, a
+ * device or a directory is closed again at once, unread). Errors carry `code` ENOENT, ELOOP
+ * (a symlink), EXDEV (outside `root`) or ENOTREG (not a regular file).
+ */
+export function openFileBeneath(root: string | Buffer, path: string | Buffer): ConfinedFile {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer before it can be refused.
+  const fd = openBeneath(root, path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw Object.assign(new Error(`${String(path)} is not a regular file`), { code: 'ENOTREG' });
+  }
+  return { fd, size: st.size };
+}
+
+/** Reads a whole small regular file beneath `root` (see openFileBeneath), refusing more than `limit` bytes. */
+export function readFileBeneath(root: string | Buffer, path: string | Buffer, limit: number): Buffer {
+  const { fd, size } = openFileBeneath(root, path);
+  try {
+    // One byte more than the size (or the limit) is asked for, so that a file that grew is caught.
+    const buffer = Buffer.allocUnsafe(Math.min(size, limit) + 1);
+    const got = readFullySync(fd, buffer, 0);
+    if (got > limit) {
+      throw Object.assign(new Error(`${String(path)} is larger than ${limit} bytes`), { code: 'EFBIG' });
+    }
+    return buffer.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
 }
