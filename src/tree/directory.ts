@@ -1,5 +1,5 @@
 /** Trees from and to real directories: owners, modes, xattrs, devices, hardlinks, mtimes. */
-import { constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { constants, lstatSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { chmod, lchown, link, mkdir, open, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { makeNode, readXattrs, setTimes, setXattr } from '../util/fsops.ts';
@@ -30,7 +30,17 @@ export interface FromDirectoryOptions {
  * given in any form (relative, `./`-prefixed, through a symlink).
  */
 export async function treeFromDirectory(dir: string, options: FromDirectoryOptions = {}): Promise<Tree> {
-  const base = Buffer.from(dir, 'utf8').toString('latin1');
+  // The source itself may be a symlink to the directory; nothing below it is followed.
+  let resolved: string;
+  try {
+    resolved = realpathSync(dir);
+  } catch (error) {
+    throw new TreeError('TREE_NOT_A_DIRECTORY', `cannot read ${dir}: ${(error as Error).message}`, {
+      subject: dir,
+      cause: error,
+    });
+  }
+  const base = Buffer.from(resolved, 'utf8').toString('latin1');
   const withXattrs = options.xattrs !== false;
   const byInode = new Map<string, Inode>();
 
