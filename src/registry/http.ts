@@ -335,6 +335,8 @@ export class HttpTransport {
         return;
       }
       const sending = request;
+      // Time spent in the agent's queue for a free connection is Seal's own, not the server's.
+      sending.once('socket', () => watch.started());
       sending.on('error', fail);
       sending.on('timeout', () => sending.destroy(new Error('connection idle for too long')));
       if (body === undefined) {

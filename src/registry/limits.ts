@@ -53,6 +53,10 @@ export class TransferWatch {
   /** When the wait under way began. */
   #since: number | undefined;
   #stopped = false;
+  /** Whether the request has a connection: before, it waits in Seal's own queue, not on the server. */
+  #started = false;
+  /** Whether Seal waits on the server (the clock runs once the request has a connection). */
+  #wanted = false;
   /** The error the watch aborted the exchange with, if it did. */
   error: RegistryError | undefined;
 
@@ -73,10 +77,17 @@ export class TransferWatch {
     }
   }
 
+  /** The request got its connection: from now on, waiting counts. */
+  started(): void {
+    this.#started = true;
+    if (this.#wanted) this.waiting();
+  }
+
   /** Seal is waiting on the server: the window's clock runs. */
   waiting(): void {
+    this.#wanted = true;
     const low = this.#lowSpeed;
-    if (!low || this.#stopped || this.#since !== undefined) return;
+    if (!low || !this.#started || this.#stopped || this.#since !== undefined) return;
     this.#since = now();
     this.#stallTimer = setTimeout(
       () =>
@@ -94,6 +105,7 @@ export class TransferWatch {
 
   /** Seal's own side is busy (its consumer or its producer): the clock stops. */
   idle(): void {
+    this.#wanted = false;
     if (this.#since === undefined) return;
     this.#waited += now() - this.#since;
     this.#since = undefined;
@@ -107,7 +119,7 @@ export class TransferWatch {
     this.#bytes += n;
     if (this.#bytes < low.bytes) return;
     // The window is fulfilled: a new one starts, with its clock running if a wait is under way.
-    const wasWaiting = this.#since !== undefined;
+    const wasWaiting = this.#wanted;
     this.idle();
     this.#bytes = 0;
     this.#waited = 0;
