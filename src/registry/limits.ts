@@ -24,6 +24,19 @@ export const DEFAULT_LOW_SPEED: LowSpeed = { bytes: 16 << 10, ms: 60_000 };
 /** A monotonic clock in milliseconds (`performance.now()`), the unit deadlines are given in. */
 export const now = (): number => performance.now();
 
+/** The time and timers a watch uses: the real ones, or a test's own (no test waits on the wall clock). */
+export interface Clock {
+  now(): number;
+  setTimeout(callback: () => void, ms: number): { unref(): unknown };
+  clearTimeout(handle: { unref(): unknown } | undefined): void;
+}
+
+const REAL_CLOCK: Clock = {
+  now,
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout | undefined),
+};
+
 export function deadlineError(what: string): RegistryError {
   return new RegistryError('TIMEOUT', `${what}: not done within the deadline (--timeout)`, {
     subject: what,
@@ -44,8 +57,9 @@ export class TransferWatch {
   readonly #lowSpeed: LowSpeed | undefined;
   readonly #what: string;
   readonly #abort: (error: RegistryError) => void;
-  #deadlineTimer: NodeJS.Timeout | undefined;
-  #stallTimer: NodeJS.Timeout | undefined;
+  readonly #clock: Clock;
+  #deadlineTimer: { unref(): unknown } | undefined;
+  #stallTimer: { unref(): unknown } | undefined;
   /** Bytes moved in the current window. */
   #bytes = 0;
   /** Milliseconds spent waiting in the current window, the wait under way excluded. */
@@ -64,14 +78,16 @@ export class TransferWatch {
     what: string,
     limits: { deadline?: number | undefined; lowSpeed?: LowSpeed | undefined },
     abort: (error: RegistryError) => void,
+    clock: Clock = REAL_CLOCK,
   ) {
     this.#what = what;
     this.#lowSpeed = limits.lowSpeed;
     this.#abort = abort;
+    this.#clock = clock;
     if (limits.deadline !== undefined) {
-      this.#deadlineTimer = setTimeout(
+      this.#deadlineTimer = clock.setTimeout(
         () => this.#fire(deadlineError(what)),
-        Math.max(0, limits.deadline - now()),
+        Math.max(0, limits.deadline - clock.now()),
       );
       this.#deadlineTimer.unref();
     }
@@ -88,8 +104,8 @@ export class TransferWatch {
     this.#wanted = true;
     const low = this.#lowSpeed;
     if (!low || !this.#started || this.#stopped || this.#since !== undefined) return;
-    this.#since = now();
-    this.#stallTimer = setTimeout(
+    this.#since = this.#clock.now();
+    this.#stallTimer = this.#clock.setTimeout(
       () =>
         this.#fire(
           new RegistryError(
@@ -107,9 +123,9 @@ export class TransferWatch {
   idle(): void {
     this.#wanted = false;
     if (this.#since === undefined) return;
-    this.#waited += now() - this.#since;
+    this.#waited += this.#clock.now() - this.#since;
     this.#since = undefined;
-    clearTimeout(this.#stallTimer);
+    this.#clock.clearTimeout(this.#stallTimer);
   }
 
   /** `n` bytes came from the server or were taken by its socket. */
@@ -130,7 +146,7 @@ export class TransferWatch {
   stop(): void {
     this.idle();
     this.#stopped = true;
-    clearTimeout(this.#deadlineTimer);
+    this.#clock.clearTimeout(this.#deadlineTimer);
   }
 
   #fire(error: RegistryError): void {
