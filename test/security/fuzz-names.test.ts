@@ -6,7 +6,6 @@
  * destination may change.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -17,7 +16,7 @@ import { Spool, treeFromTar, writeTreeToDirectory } from '../../src/tree/index.t
 import { setXattr } from '../../src/util/fsops.ts';
 import { fileEntry, tarOf } from '../helpers/layout.ts';
 import { prng } from '../helpers/trees.ts';
-import { makeCanary, scratch } from './helpers.ts';
+import { makeCanary, referenceImages, scratch } from './helpers.ts';
 
 const canary = makeCanary();
 const work = scratch('fuzz-names');
@@ -83,23 +82,12 @@ async function readAndExtract(what: string, read: () => Promise<void>): Promise<
 
 test('squashfs and EROFS images with mutated entry and xattr names: typed errors only, the host untouched', async () => {
   const { dir, markers } = placeholderDirectory();
-  const bases: [string, Buffer][] = [];
-  const sqfs = join(work, 'base.sqfs');
-  execFileSync('mksquashfs', [
-    dir,
-    sqfs,
-    '-quiet',
-    '-no-progress',
-    '-noappend',
-    '-noI',
-    '-noX',
-    '-noD',
-    '-noF',
-  ]);
-  bases.push(['squashfs', readFileSync(sqfs)]);
-  const erofs = join(work, 'base.erofs');
-  execFileSync('mkfs.erofs', ['--quiet', '-x1', erofs, dir]);
-  bases.push(['erofs', readFileSync(erofs)]);
+  // Shared xattrs (-x1): the inline ones are covered by the other tests.
+  const images = referenceImages(dir, ['-x1']);
+  const bases: [string, Buffer][] = [
+    ['squashfs', readFileSync(images.squashfs)],
+    ['erofs', readFileSync(images.erofs)],
+  ];
   const counts = { read: 0, refused: 0 };
   for (let i = 0; i < 1200; i++) {
     const [format, base] = bases[i % bases.length]!;

@@ -124,3 +124,39 @@ sys.stdout.buffer.write(out.getvalue())
 export function scratch(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `seal-sec-${prefix}-`));
 }
+
+/**
+ * The squashfs and EROFS images of `dir` made by mksquashfs and mkfs.erofs, beside it. The
+ * squashfs metadata is left uncompressed so that names can be found and patched in place.
+ */
+export function referenceImages(
+  dir: string,
+  erofsOptions: string[] = [],
+): { squashfs: string; erofs: string } {
+  const squashfs = `${dir}.sqfs`;
+  const erofs = `${dir}.erofs`;
+  execFileSync('mksquashfs', [
+    dir,
+    squashfs,
+    '-quiet',
+    '-no-progress',
+    '-noappend',
+    '-noI',
+    '-noX',
+    '-noD',
+    '-noF',
+  ]);
+  execFileSync('mkfs.erofs', ['--quiet', ...erofsOptions, erofs, dir]);
+  return { squashfs, erofs };
+}
+
+/** Replaces the only occurrence of `from` in `file` by `to`, of the same length. */
+export function patchOnce(file: string, from: string, to: string): void {
+  const data = readFileSync(file);
+  const needle = Buffer.from(from, 'latin1');
+  const at = data.indexOf(needle);
+  assert.ok(at >= 0 && data.indexOf(needle, at + 1) < 0, `one ${JSON.stringify(from)} in ${file}`);
+  assert.equal(from.length, to.length);
+  Buffer.from(to, 'latin1').copy(data, at);
+  writeFileSync(file, data);
+}

@@ -11,7 +11,15 @@ import { join, relative } from 'node:path';
 import { after, test } from 'node:test';
 import { ErofsImage } from '../../src/erofs/index.ts';
 import { runSeal } from '../helpers/cli.ts';
-import { assertTyped, makeCanary, type PyMember, pythonTar, scratch } from './helpers.ts';
+import {
+  assertTyped,
+  makeCanary,
+  type PyMember,
+  patchOnce,
+  pythonTar,
+  referenceImages,
+  scratch,
+} from './helpers.ts';
 import { imageWithLayers, TRANSPORTS, unpack } from './images.ts';
 
 const canary = makeCanary();
@@ -158,19 +166,8 @@ function imageWithNames(format: 'erofs' | 'squashfs', names: string[]): string {
   names.forEach((name, i) => {
     writeFileSync(join(src, 'dir', name), `file ${i}`);
   });
-  const image = `${src}.${format}`;
-  if (format === 'erofs') execFileSync('mkfs.erofs', ['--quiet', image, src]);
-  else
-    execFileSync('mksquashfs', [src, image, '-quiet', '-no-progress', '-noappend', '-noI', '-noD', '-noF']);
-  return image;
-}
-
-function patchName(image: string, from: string, to: string): void {
-  const data = readFileSync(image);
-  const at = data.indexOf(Buffer.from(from, 'latin1'));
-  assert.ok(at >= 0 && data.indexOf(Buffer.from(from, 'latin1'), at + 1) < 0, `one ${from} in ${image}`);
-  Buffer.from(to, 'latin1').copy(data, at);
-  writeFileSync(image, data);
+  const images = referenceImages(src);
+  return format === 'erofs' ? images.erofs : images.squashfs;
 }
 
 test('EROFS and squashfs directory entries patched to climb out, hold "/" or a NUL are refused by ls, cat and extract', () => {
@@ -183,7 +180,7 @@ test('EROFS and squashfs directory entries patched to climb out, hold "/" or a N
   for (const format of ['erofs', 'squashfs'] as const) {
     for (const [placeholder, hostile] of variants) {
       const image = imageWithNames(format, [placeholder, 'ordinary']);
-      patchName(image, placeholder, hostile);
+      patchOnce(image, placeholder, hostile);
       const code = format === 'erofs' ? 'EROFS_CORRUPT' : 'SQUASHFS_CORRUPT';
       const dest = join(work, `ex-${format}-${Math.random().toString(36).slice(2)}`);
       for (const args of [
@@ -208,7 +205,7 @@ test('EROFS and squashfs directory entries patched to climb out, hold "/" or a N
 
 test('the EROFS library reader refuses such an entry with a typed error (no TypeError, no moved file)', () => {
   const image = imageWithNames('erofs', ['ZZZZ']);
-  patchName(image, 'ZZZZ', '../z');
+  patchOnce(image, 'ZZZZ', '../z');
   const opened = ErofsImage.open(image);
   try {
     assert.throws(

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { writeSquashfs } from '../../src/squashfs/index.ts';
@@ -16,7 +16,7 @@ import { bufferContent, emptyDir, type Tree } from '../../src/tree/index.ts';
 import { setXattr } from '../../src/util/fsops.ts';
 import { runSeal } from '../helpers/cli.ts';
 import { fileEntry, tarOf } from '../helpers/layout.ts';
-import { assertTyped, makeCanary, pythonTar, scratch } from './helpers.ts';
+import { assertTyped, makeCanary, patchOnce, pythonTar, referenceImages, scratch } from './helpers.ts';
 import { imageWithLayers, TRANSPORTS, unpack } from './images.ts';
 
 const canary = makeCanary();
@@ -146,16 +146,6 @@ test('squashfs and EROFS images made by mksquashfs / mkfs.erofs from a directory
   }
 });
 
-/** Replaces the only occurrence of `from` in `file` with `to` (same length). */
-function patch(file: string, from: string, to: string): void {
-  const data = readFileSync(file);
-  const at = data.indexOf(Buffer.from(from, 'latin1'));
-  assert.ok(at >= 0 && data.indexOf(Buffer.from(from, 'latin1'), at + 1) < 0, `one ${from} in ${file}`);
-  assert.equal(from.length, to.length);
-  Buffer.from(to, 'latin1').copy(data, at);
-  writeFileSync(file, data);
-}
-
 test('squashfs and EROFS images patched at the byte level to carry names the kernel refuses are refused', () => {
   // Each placeholder suffix is replaced in the image by a same-length hostile suffix.
   const variants: [what: string, hostile: string][] = [
@@ -165,26 +155,12 @@ test('squashfs and EROFS images patched at the byte level to carry names the ker
   ];
   for (const [what, hostile] of variants) {
     const placeholder = `Q${'q'.repeat(hostile.length - 1)}`;
-    const src = hostileDirectory(`user.${placeholder}`);
-    const sqfs = `${src}.sqfs`;
-    const erofs = `${src}.erofs`;
-    execFileSync('mksquashfs', [
-      src,
-      sqfs,
-      '-quiet',
-      '-no-progress',
-      '-noappend',
-      '-noI',
-      '-noX',
-      '-noD',
-      '-noF',
-    ]);
-    execFileSync('mkfs.erofs', ['--quiet', erofs, src]);
+    const { squashfs: sqfs, erofs } = referenceImages(hostileDirectory(`user.${placeholder}`));
     for (const [format, image, code] of [
       ['squashfs', sqfs, 'SQUASHFS_CORRUPT'],
       ['erofs', erofs, 'EROFS_CORRUPT'],
     ] as const) {
-      patch(image, placeholder, hostile);
+      patchOnce(image, placeholder, hostile);
       for (const command of ['extract', 'ls']) {
         const dest = join(work, `p-${format}-${Math.random().toString(36).slice(2)}`);
         const r = runSeal(command === 'ls' ? [format, 'ls', image] : [format, 'extract', image, dest]);
