@@ -29,9 +29,9 @@ function mountApiFilesystems(): void {
   mkdirSync('/run/cryptsetup', { recursive: true });
 }
 
-/** Loads the kernel modules listed in /etc/seal/modules, in order (dependencies first). */
+/** Loads the kernel modules listed in /seal/etc/modules, in order (dependencies first). */
 function loadModules(): number {
-  const list = readFileSync('/etc/seal/modules', 'utf8').split('\n').filter(Boolean);
+  const list = readFileSync('/seal/etc/modules', 'utf8').split('\n').filter(Boolean);
   for (const path of list) system().loadModule(path, '');
   return list.length;
 }
