@@ -413,10 +413,10 @@ export class Tpm {
     for (;;) {
       const { more, data } = await this.getCapability(CAP.HANDLES, start, 128);
       if (data.capability !== CAP.HANDLES) break;
-      const mine = data.handles.filter((h) => h >>> 24 === type);
+      const mine = data.handles.filter((h) => h >>> 24 === type && h >= start);
       out.push(...mine);
       if (!more || mine.length === 0) break;
-      start = (mine.at(-1)! + 1) >>> 0;
+      start = (Math.max(...mine) + 1) >>> 0;
     }
     return out;
   }

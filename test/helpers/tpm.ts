@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Swtpm } from '../../src/machine/index.ts';
-import { openTransport, RecordingTransport, Tpm } from '../../src/tpm/index.ts';
+import { openTransport, RecordingTransport, Tpm, TpmError } from '../../src/tpm/index.ts';
 
 const execFileP = promisify(execFile);
 
@@ -59,4 +59,23 @@ export async function startTestTpm(mode: 'tcp' | 'unix' = 'tcp'): Promise<TestTp
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A transport that answers with given responses in order (then fails): for fuzzing the client. */
+export class ReplayTransport {
+  readonly address = 'replay';
+  #responses: Buffer[];
+  #next = 0;
+
+  constructor(responses: Buffer[]) {
+    this.#responses = responses;
+  }
+
+  async send(_command: Buffer): Promise<Buffer> {
+    const response = this.#responses[this.#next++];
+    if (!response) throw new TpmError('TPM_TRANSPORT', 'replay: no more responses');
+    return Buffer.from(response);
+  }
+
+  async close(): Promise<void> {}
 }
