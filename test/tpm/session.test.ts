@@ -236,7 +236,10 @@ test('policy sessions: PolicyAuthValue puts the authValue in the HMAC, PolicyPas
         else await tpm.policyPassword(s);
       };
       const data = await tpm.nvRead(index, 16, {
-        auth: async () => (await satisfy(session), { session, authValue: PW }),
+        auth: async () => {
+          await satisfy(session);
+          return { session, authValue: PW };
+        },
       });
       assert.deepEqual(data, Buffer.alloc(16, 9));
       // The policy was consumed by the read: without satisfying it again the read fails.
@@ -246,7 +249,10 @@ test('policy sessions: PolicyAuthValue puts the authValue in the HMAC, PolicyPas
       );
       await assert.rejects(
         tpm.nvRead(index, 16, {
-          auth: async () => (await satisfy(session), { session, authValue: Buffer.from('nope') }),
+          auth: async () => {
+            await satisfy(session);
+            return { session, authValue: Buffer.from('nope') };
+          },
         }),
         isRc('TPM_RC_BAD_AUTH'),
       );
