@@ -145,7 +145,7 @@ export async function provision(tpm: Tpm, options: ProvisionOptions): Promise<Pr
   if (options.deviceKey && options.deviceKeyInTpm)
     throw new TpmError('TPM_INVALID_ARGUMENT', 'the device key is either given or TPM-resident, not both');
   await checkIdentity(tpm, options);
-  const keyPublic = externalPublic(createPublicKey(options.policyKey));
+  const keyPublic = externalPublic(options.policyKey);
   const names: SecretName[] = [
     'deviceCert',
     ...(options.deviceKey ? (['deviceKey'] as const) : []),
