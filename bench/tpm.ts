@@ -39,62 +39,64 @@ const SCRIPT = fileURLToPath(new URL('./tpm-unlock-tpm2-tools.sh', import.meta.u
 const work = mkdtempSync(join(tmpdir(), 'bench-tpm-'));
 const SIGNER = hash('sha256', Buffer.from('the db certificate that signed the production UKI'));
 
-/** A TCP proxy in front of swtpm's command (and control) port that counts and keeps the commands. */
+/** Forwards loopback connections on a new port to `target`, handing the bytes of each direction to `tap`. */
+function forward(target: number, tap?: (data: Buffer, up: boolean) => void, port = 0): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer((client) => {
+      const upstream = createConnection({ host: '127.0.0.1', port: target });
+      client.on('data', (d: Buffer) => {
+        tap?.(d, true);
+        upstream.write(d);
+      });
+      upstream.on('data', (d: Buffer) => {
+        tap?.(d, false);
+        client.write(d);
+      });
+      client.on('close', () => upstream.end());
+      upstream.on('close', () => client.end());
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+/**
+ * A proxy in front of swtpm's command port (and, on the next port, its control port, as the
+ * swtpm TCTI expects) that keeps every command and all the traffic.
+ */
 async function proxy(
   port: number,
 ): Promise<{ port: number; commands: Buffer[]; traffic: Buffer[]; close(): void }> {
   const commands: Buffer[] = [];
   const traffic: Buffer[] = [];
-  const servers: Server[] = [];
-  const listen = (target: number, count: boolean) =>
-    new Promise<number>((resolve) => {
-      const server = createServer((client) => {
-        const upstream = createConnection({ host: '127.0.0.1', port: target });
-        let pending = Buffer.alloc(0);
-        client.on('data', (d: Buffer) => {
-          upstream.write(d);
-          if (!count) return;
-          traffic.push(Buffer.from(d));
-          pending = Buffer.concat([pending, d]);
-          while (pending.length >= 6 && pending.length >= pending.readUInt32BE(2)) {
-            commands.push(pending.subarray(0, pending.readUInt32BE(2)));
-            pending = pending.subarray(pending.readUInt32BE(2));
-          }
-        });
-        upstream.on('data', (d: Buffer) => {
-          if (count) traffic.push(Buffer.from(d));
-          client.write(d);
-        });
-        client.on('close', () => upstream.end());
-        upstream.on('close', () => client.end());
-        client.on('error', () => upstream.destroy());
-        upstream.on('error', () => client.destroy());
-      });
-      servers.push(server);
-      server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port));
-    });
-  // The swtpm TCTI wants the control port right after the command port.
+  let pending = Buffer.alloc(0);
+  const tap = (d: Buffer, up: boolean) => {
+    traffic.push(Buffer.from(d));
+    if (!up) return;
+    pending = Buffer.concat([pending, d]);
+    while (pending.length >= 6 && pending.length >= pending.readUInt32BE(2)) {
+      commands.push(pending.subarray(0, pending.readUInt32BE(2)));
+      pending = pending.subarray(pending.readUInt32BE(2));
+    }
+  };
   for (;;) {
-    const p = await listen(port, true);
+    const data = await forward(port, tap);
+    const p = (data.address() as { port: number }).port;
     try {
-      await new Promise<void>((resolve, reject) => {
-        const s = servers.at(-1)!;
-        const control = createServer((client) => {
-          const upstream = createConnection({ host: '127.0.0.1', port: port + 1 });
-          client.pipe(upstream).pipe(client);
-          client.on('error', () => upstream.destroy());
-          upstream.on('error', () => client.destroy());
-        });
-        control.once('error', reject);
-        control.listen(p + 1, '127.0.0.1', () => {
-          servers.push(control);
-          resolve();
-        });
-        void s;
-      });
-      return { port: p, commands, traffic, close: () => servers.forEach((s) => s.close()) };
+      const control = await forward(port + 1, undefined, p + 1);
+      return {
+        port: p,
+        commands,
+        traffic,
+        close: () => {
+          data.close();
+          control.close();
+        },
+      };
     } catch {
-      servers.pop()!.close();
+      data.close();
     }
   }
 }
