@@ -12,8 +12,7 @@ import { TpmError } from './errors.ts';
 import { IDENTITY_HANDLE } from './layout.ts';
 import type { Authorization } from './session.ts';
 import type { Attest, PcrSelection, PublicArea, Signature } from './structures.ts';
-import { identityTemplate, publicPem, signatureDer } from './templates.ts';
-import { saltKey } from './unlock.ts';
+import { identityTemplate, publicPem, SRK_HANDLE, signatureDer, srkTemplate } from './templates.ts';
 
 /** The most a challenge may hold (TPM2_Hash takes one MAX_DIGEST_BUFFER). */
 export const MAX_CHALLENGE = 1024;
@@ -48,38 +47,37 @@ export async function createIdentity(
 ): Promise<Identity & { created: boolean }> {
   const existing = await identityPublic(tpm);
   if (existing) return { ...existing, created: false };
-  const salt = await saltKey(tpm);
-  let parent = salt.handle;
-  let transientParent = salt.transient;
+  const owner = { password: ownerAuth };
+  // The parent: the persistent storage root key, made (in the owner hierarchy) when missing.
   try {
-    if (salt.transient) {
-      // Without a persistent SRK the key would hang off a primary nobody can reload: persist it.
-      await tpm.evictControl(salt.handle, 0x81000001, { auth: { password: ownerAuth } }).catch((error) => {
-        throw ownerError(error);
-      });
-      await tpm.flushContext(salt.handle);
-      transientParent = false;
-      parent = 0x81000001;
-    }
-    const created = await tpm.create(parent, identityTemplate());
-    const loaded = await tpm.load(parent, created.private, created.public);
+    await tpm.readPublic(SRK_HANDLE);
+  } catch (error) {
+    if (!(error instanceof TpmResponseError && error.rcName === 'TPM_RC_HANDLE')) throw error;
+    const srk = await tpm.createPrimary(RH.OWNER, srkTemplate('ecc'), { auth: owner }).catch((e) => {
+      throw ownerError(e);
+    });
     try {
-      await tpm.evictControl(loaded.handle, IDENTITY_HANDLE, { auth: { password: ownerAuth } });
-    } catch (error) {
-      throw ownerError(error);
+      await tpm.evictControl(srk.handle, SRK_HANDLE, { auth: owner });
     } finally {
-      await tpm.flushContext(loaded.handle);
+      await tpm.flushContext(srk.handle);
     }
-    return {
-      handle: IDENTITY_HANDLE,
-      public: loaded.public,
-      name: loaded.name,
-      pem: publicPem(loaded.public),
-      created: true,
-    };
-  } finally {
-    if (transientParent) await tpm.flushContext(parent).catch(() => {});
   }
+  const created = await tpm.create(SRK_HANDLE, identityTemplate());
+  const loaded = await tpm.load(SRK_HANDLE, created.private, created.public);
+  try {
+    await tpm.evictControl(loaded.handle, IDENTITY_HANDLE, { auth: owner });
+  } catch (error) {
+    throw ownerError(error);
+  } finally {
+    await tpm.flushContext(loaded.handle);
+  }
+  return {
+    handle: IDENTITY_HANDLE,
+    public: loaded.public,
+    name: loaded.name,
+    pem: publicPem(loaded.public),
+    created: true,
+  };
 }
 
 function ownerError(error: unknown): unknown {

@@ -24,14 +24,15 @@ import { checkPolicy, pcrDigestOf, pcrSelectionOf, type SignedPolicy } from './s
 import type { PublicArea } from './structures.ts';
 import { SRK_HANDLE, srkTemplate } from './templates.ts';
 
-/** A key to salt sessions with: the persistent SRK, or a transient ECC primary when there is none. */
+/** A key to salt sessions with: the persistent SRK, or a transient ECC primary (null hierarchy) when there is none. */
 export async function saltKey(tpm: Tpm): Promise<{ handle: number; public: PublicArea; transient: boolean }> {
   try {
     const { public: pub } = await tpm.readPublic(SRK_HANDLE);
     return { handle: SRK_HANDLE, public: pub, transient: false };
   } catch (error) {
     if (!(error instanceof TpmResponseError) || error.rcName !== 'TPM_RC_HANDLE') throw error;
-    const created = await tpm.createPrimary(RH.OWNER, srkTemplate('ecc'));
+    // In the null hierarchy: its authorization is always empty, whoever owns the TPM.
+    const created = await tpm.createPrimary(RH.NULL, srkTemplate('ecc'));
     return { handle: created.handle, public: created.public, transient: true };
   }
 }

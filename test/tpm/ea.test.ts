@@ -422,3 +422,34 @@ test('TPM-resident identity: created before provisioning, certified, provisioned
     await t.stop();
   }
 });
+
+test('an RSA policy-signing key works the same; without a persistent storage key the session is salted by a transient one', async () => {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 3072 }).privateKey;
+  const t = await startTestTpm();
+  try {
+    await boot(t, PRODUCTION_SIGNER);
+    const { luksPassphrase } = await provision(t.tpm, { policyKey: rsa, deviceCert, deviceKey });
+    const rsaPolicy = (version: number, pcr7: Buffer, role: 'production' | 'management' = 'production') =>
+      signPolicy({ key: rsa, role, version, pcrs: [[7, pcr7]] });
+    assert.deepEqual(
+      (await unlock(t.tpm, { policy: rsaPolicy(1, PCR7_PRODUCTION) })).secrets.luksPassphrase,
+      luksPassphrase,
+    );
+    await boot(t, MANAGEMENT_SIGNER);
+    const owner = (await unlock(t.tpm, { policy: rsaPolicy(1, PCR7_MANAGEMENT, 'management') })).secrets
+      .ownerSecret!;
+    await t.tpm.evictControl(0x81000001, 0x81000001, { auth: { password: owner } });
+    await boot(t, PRODUCTION_SIGNER);
+    const wire = new RecordingTransport(t.recorder);
+    const { secrets } = await unlock(new Tpm(wire), { policy: rsaPolicy(1, PCR7_PRODUCTION) });
+    assert.deepEqual(secrets.luksPassphrase, luksPassphrase);
+    assert.ok(wire.commandCodes.includes(CC.CreatePrimary));
+    assert.equal(
+      wire.commandCodes.filter((c) => c === CC.FlushContext).length,
+      3,
+      'the primary, the key, the session',
+    );
+  } finally {
+    await t.stop();
+  }
+});

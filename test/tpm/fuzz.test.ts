@@ -18,9 +18,12 @@ import {
   objectName,
   PolicyBuilder,
   PT,
+  parsePolicy,
   policy,
   RH,
+  serializePolicy,
   signForTpm,
+  signPolicy,
   srkTemplate,
   Tpm,
   TpmError,
@@ -175,4 +178,82 @@ test('mutated responses give typed errors, never a crash or a hang', async () =>
   assert.ok(refused > 2000, `only ${refused} mutants were refused`);
   assert.ok((codes.get('TPM_MALFORMED') ?? 0) > 500, JSON.stringify([...codes]));
   assert.ok((codes.get('TPM_RESPONSE') ?? 0) > 100, JSON.stringify([...codes]));
+});
+
+test('mutated signed policy files give TPM_POLICY_FILE errors or parse, never a crash or a hang', () => {
+  const random = prng(16);
+  const good = serializePolicy(
+    signPolicy({
+      key: policyKey.privateKey,
+      role: 'production',
+      version: 1,
+      pcrs: [[7, Buffer.alloc(32, 7)]],
+    }),
+  );
+  const doc = JSON.parse(good);
+  const values: unknown[] = [
+    null,
+    true,
+    0,
+    -1,
+    1.5,
+    2 ** 60,
+    '',
+    'zz',
+    '00',
+    [],
+    {},
+    'a'.repeat(70000),
+    '0x01500020',
+    'eq',
+    'sha384',
+  ];
+  const paths: string[][] = [];
+  const walk = (v: unknown, path: string[]) => {
+    paths.push(path);
+    if (v && typeof v === 'object') for (const [k, c] of Object.entries(v)) walk(c, [...path, k]);
+  };
+  walk(doc, []);
+  let parsed = 0;
+  let refused = 0;
+  for (let i = 0; i < 3000; i++) {
+    let text: string;
+    const kind = random();
+    if (kind < 0.5) {
+      // A field replaced, removed, or given a sibling.
+      const copy = structuredClone(doc);
+      const path = paths[Math.floor(random() * paths.length)]!;
+      if (path.length === 0) text = JSON.stringify(values[Math.floor(random() * values.length)]);
+      else {
+        let parent = copy;
+        for (const k of path.slice(0, -1)) parent = parent[k];
+        const last = path.at(-1)!;
+        const r = random();
+        if (r < 0.6) parent[last] = values[Math.floor(random() * values.length)];
+        else if (r < 0.8) delete parent[last];
+        else parent[`${last}x`] = 1;
+        text = JSON.stringify(copy);
+      }
+    } else {
+      const bytes = Buffer.from(good);
+      for (let k = 0, n = 1 + Math.floor(random() * 4); k < n; k++)
+        bytes[Math.floor(random() * bytes.length)] = Math.floor(random() * 256);
+      text =
+        random() < 0.2
+          ? bytes.subarray(0, Math.floor(random() * bytes.length)).toString('latin1')
+          : bytes.toString('latin1');
+    }
+    try {
+      parsePolicy(text, 'mutant.json');
+      parsed++;
+    } catch (error) {
+      assert.ok(
+        error instanceof TpmError && error.code === 'TPM_POLICY_FILE',
+        `case ${i}: ${(error as Error).stack}`,
+      );
+      assert.match(error.message, /^mutant\.json: /);
+      refused++;
+    }
+  }
+  assert.ok(refused > 2000 && parsed > 10, `${refused} refused, ${parsed} parsed`);
 });
