@@ -8,7 +8,7 @@
 import { type Tpm, TpmResponseError } from './client.ts';
 import { NV, PERMANENT, PT, RH } from './constants.ts';
 import { TpmError } from './errors.ts';
-import { type HashName, hash, hash as tpmHash } from './hash.ts';
+import { type HashName, hash } from './hash.ts';
 import {
   handleHex,
   MAX_SECRET,
@@ -21,7 +21,7 @@ import {
 } from './layout.ts';
 import type { AuthSession } from './session.ts';
 import { checkPolicy, pcrDigestOf, pcrSelectionOf, type SignedPolicy } from './signed-policy.ts';
-import type { PublicArea } from './structures.ts';
+import { objectName, type PublicArea } from './structures.ts';
 import { SRK_HANDLE, srkTemplate } from './templates.ts';
 
 /** A key to salt sessions with: the persistent SRK, or a transient ECC primary (null hierarchy) when there is none. */
@@ -79,6 +79,13 @@ export interface UnlockOptions {
   secrets?: SecretName[];
   /** Extend PCR 7 afterwards (every allocated bank) so nothing more can be read in this boot. */
   lockPcr7?: boolean;
+  /**
+   * The Name of the storage key that salts the session, as provisioning reported it (`srkName`).
+   * Given, any other key — one an interposer on the bus could know the private half of — is
+   * refused before a session starts; without it, parameter encryption protects against reading
+   * the bus, not against a device that impersonates the TPM.
+   */
+  storageKeyName?: Buffer;
 }
 
 export interface Unlocked {
@@ -108,7 +115,7 @@ async function diagnose(tpm: Tpm, p: SignedPolicy, secrets: SecretName[]): Promi
     for (const [pcr, want] of p.pcr.pcrs) {
       const have = values.find((v) => v.pcr === pcr)?.value;
       if (!have || have.equals(want)) continue;
-      const locked = pcr === 7 && have.equals(tpmHash(p.pcr.bank, want, lockDigest(p.pcr.bank)));
+      const locked = pcr === 7 && have.equals(hash(p.pcr.bank, want, lockDigest(p.pcr.bank)));
       out.push(
         locked
           ? `PCR ${pcr} was locked after the secrets were released in this boot`
@@ -166,6 +173,12 @@ export async function unlock(tpm: Tpm, options: UnlockOptions): Promise<Unlocked
   let stage = 'to start the policy session';
   try {
     salt = await saltKey(tpm);
+    if (options.storageKeyName && !objectName(salt.public).equals(options.storageKeyName))
+      throw new TpmError(
+        'TPM_REFUSED',
+        `the storage key at ${handleHex(SRK_HANDLE)} is not the one provisioned (Name ${objectName(salt.public).toString('hex')}): not starting a session with it`,
+        { subject: tpm.address },
+      );
     session = (await tpm.startAuthSession({ type: 'policy', salt })).encrypting({ encrypt: true });
     if (salt.transient) {
       await tpm.flushContext(salt.handle);

@@ -453,3 +453,42 @@ test('an RSA policy-signing key works the same; without a persistent storage key
     await t.stop();
   }
 });
+
+test('a secret larger than TPM_PT_NV_BUFFER_MAX is read in chunks, each under a fresh policy; a pinned storage key Name is enforced', async () => {
+  const t = await startTestTpm();
+  try {
+    await boot(t, PRODUCTION_SIGNER);
+    const big = Buffer.alloc(1900);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff;
+    const result = await provision(t.tpm, {
+      policyKey: productKey,
+      deviceCert,
+      deviceKey,
+      luksPassphrase: big,
+    });
+    const wire = new RecordingTransport(t.recorder);
+    const { secrets } = await unlock(new Tpm(wire), {
+      policy: sign(1, PCR7_PRODUCTION),
+      secrets: ['luksPassphrase'],
+      storageKeyName: Buffer.from(result.srkName, 'hex'),
+    });
+    assert.deepEqual(secrets.luksPassphrase, big);
+    const codes = wire.commandCodes;
+    const reads = codes.filter((c) => c === CC.NV_Read).length;
+    assert.equal(reads, 2, '1024 + 876 bytes');
+    // Each NV_Read comes right after its own PolicyPCR, PolicyNV, PolicyAuthorize.
+    codes.forEach((c, i) => {
+      if (c === CC.NV_Read)
+        assert.deepEqual(codes.slice(i - 3, i), [CC.PolicyPCR, CC.PolicyNV, CC.PolicyAuthorize]);
+    });
+    await assert.rejects(
+      unlock(t.tpm, { policy: sign(1, PCR7_PRODUCTION), storageKeyName: Buffer.alloc(34, 1) }),
+      (e: unknown) =>
+        e instanceof TpmError &&
+        e.code === 'TPM_REFUSED' &&
+        /storage key at 0x81000001 is not the one provisioned/.test(e.message),
+    );
+  } finally {
+    await t.stop();
+  }
+});

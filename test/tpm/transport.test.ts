@@ -85,6 +85,13 @@ for (const mode of ['tcp', 'unix'] as const) {
       await extend17();
       await transport.control.setLocality(0);
       await assert.rejects(extend17(), /TPM_RC_LOCALITY/);
+      // Power off: the TPM answers nothing until powered on (and started) again.
+      await transport.control.stop();
+      await assert.rejects(tpm.getRandom(8), (e: unknown) => e instanceof TpmError);
+      await tpm.close();
+      await transport.control.init();
+      await tpm.startup('clear');
+      assert.equal((await tpm.getRandom(8)).length, 8);
       // The harness's reboot uses the same control channel.
       await tpm.pcrExtend(7, [{ hash: 'sha256', digest: Buffer.alloc(32, 2) }]);
       await tpm.close();
