@@ -349,6 +349,11 @@ export const tpmCommands: Command[] = [
         type: 'boolean',
         description: 'extend PCR 7 afterwards so nothing more can be read in this boot',
       },
+      'storage-key-name': {
+        type: 'string',
+        value: 'HEX',
+        description: 'refuse a storage key (salt) other than this Name (provision reports it)',
+      },
       'device-cert-out': {
         type: 'string',
         value: 'FILE|-',
@@ -369,7 +374,13 @@ export const tpmCommands: Command[] = [
         ctx.json,
       );
       const unlocked = await withTpm(options, (tpm) =>
-        unlock(tpm, { policy, lockPcr7: options['lock-pcr7'] === true }),
+        unlock(tpm, {
+          policy,
+          lockPcr7: options['lock-pcr7'] === true,
+          ...(typeof options['storage-key-name'] === 'string'
+            ? { storageKeyName: parseHexOption(options['storage-key-name'], 'storage-key-name', 34) }
+            : {}),
+        }),
       );
       try {
         const s = unlocked.secrets;
