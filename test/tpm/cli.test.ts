@@ -124,6 +124,17 @@ test('factory and device through the CLI', async () => {
   assert.equal(shown.valid, true);
   assert.equal(shown.pcrs['sha256:7'], ours);
 
+  // The storage key can be pinned to the Name the factory saw.
+  await seal(['tpm', 'unlock', '--policy', policy, '--storage-key-name', status.srk.name], { status: 0 });
+  assert.match(
+    (
+      await seal(['tpm', 'unlock', '--policy', policy, '--storage-key-name', `000b${'11'.repeat(32)}`], {
+        status: 1,
+      })
+    ).stderr,
+    /is not the one provisioned/,
+  );
+
   // Unlock without outputs: reported, not printed, not written — checked at the system-call level.
   const trace = join(dir, 'strace.log');
   await t.tpm.close();
