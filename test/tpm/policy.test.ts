@@ -303,3 +303,17 @@ test('PolicyAuthorizeNV, PolicyOR, PolicyCommandCode, PolicySecret and compositi
     assert.equal(trial.toString('hex'), offline.toString('hex'));
   }
 });
+
+test('the REFERENCE.md vectors from swtpm itself: PCR 7 zero after a power cycle, then extended with SHA256("hello")', async () => {
+  await tpm.close();
+  await t.swtpm.reboot();
+  const pcr7: PcrSelection[] = [{ hash: 'sha256', pcrs: [7] }];
+  const zero = '8b5682d81b29435d08d79278150611dc7e5923b2fefcce684a09577b40130a8b';
+  const hello = '08d691cd8e2be6c4ac39afa543f135927c883820002c8a4883f4fba73decc964';
+  assert.equal((await sealTrial((s) => tpm.policyPCR(s, pcr7))).toString('hex'), zero);
+  assert.equal((await toolsTrial([['tpm2_policypcr', ['-l', 'sha256:7']]])).toString('hex'), zero);
+  await tpm.pcrExtend(7, [{ hash: 'sha256', digest: hash('sha256', Buffer.from('hello')) }]);
+  assert.equal((await sealTrial((s) => tpm.policyPCR(s, pcr7))).toString('hex'), hello);
+  assert.equal((await toolsTrial([['tpm2_policypcr', ['-l', 'sha256:7']]])).toString('hex'), hello);
+  assert.equal((await offlinePcr(pcr7)).toString('hex'), hello);
+});
