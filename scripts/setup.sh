@@ -26,6 +26,7 @@ DEBIAN_PACKAGES=(
   # tools the UKI, Secure Boot and TPM code is checked against, and what the device agent calls.
   ovmf            # OVMF_CODE_4M.secboot.fd / OVMF_VARS_4M.fd
   swtpm swtpm-tools tpm2-tools
+  strace          # the TPM tests check at the system-call level that unlock writes no secret anywhere
   sbsigntool osslsigncode efitools binutils # sbsign/sbverify, Authenticode, EFI signature lists, objcopy
   crun            # OCI containers on the device
   dosfstools mtools fdisk # FAT and GPT for device disks

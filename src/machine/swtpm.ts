@@ -8,6 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { SealError } from '../errors.ts';
+import { openTransport, SocketTransport, Tpm } from '../tpm/index.ts';
 
 export type MachineErrorCode = 'MACHINE_SWTPM' | 'MACHINE_QEMU' | 'MACHINE_INVALID_OPTION';
 
@@ -146,6 +147,24 @@ export class Swtpm {
   /** What swtpm printed (for failure messages). */
   get log(): string {
     return this.#log.join('');
+  }
+
+  /**
+   * Power-cycles the TPM as a machine reboot would (tcp and unix modes): _TPM_Init over the
+   * control channel, then TPM2_Startup(CLEAR). PCRs and sessions reset; NV stays.
+   */
+  async reboot(): Promise<void> {
+    if (!this.address.startsWith('swtpm:'))
+      throw new MachineError('MACHINE_INVALID_OPTION', 'qemu drives the TPM of a qemu-mode swtpm');
+    const transport = await openTransport(this.address);
+    try {
+      if (!(transport instanceof SocketTransport))
+        throw new MachineError('MACHINE_SWTPM', 'not a socket TPM');
+      await transport.control.init();
+      await new Tpm(transport).startup('clear');
+    } finally {
+      await transport.close();
+    }
   }
 
   /** Stops the process (its state stays in `stateDir`). */

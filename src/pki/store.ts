@@ -6,7 +6,7 @@
  *   devices/<serial>.{pem,key} device identity certificates
  * Keys are PKCS#8 PEM, mode 0600, optionally passphrase-encrypted; nothing is ever overwritten.
  */
-import { randomUUID } from 'node:crypto';
+import { createPublicKey, type KeyObject, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.ts';
@@ -129,11 +129,31 @@ export async function newProduct(
   return { ...files, product: id, chain };
 }
 
+function publicKeyOf(key: string | Buffer | KeyObject): KeyObject {
+  try {
+    const k = typeof key === 'object' && 'asymmetricKeyType' in key ? key : createPublicKey(key);
+    return k.type === 'private' ? createPublicKey(k) : k;
+  } catch (error) {
+    throw new PkiError('PKI_BAD_KEY', `cannot read the public key: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}
+
 /** A device identity key and certificate (`serialNumber=PID:<product> SN:<serial>`). */
 export async function newDevice(
   dir: string,
-  options: KeyOptions & { product: string; serial: string; caPassphrase?: string },
-): Promise<IssuedFiles> {
+  options: KeyOptions & {
+    product: string;
+    serial: string;
+    caPassphrase?: string;
+    /**
+     * Certify this public key (PEM, or a KeyObject) instead of generating a key pair: a key
+     * that never leaves its device, such as a TPM-resident identity key. No key file is written.
+     */
+    publicKey?: string | Buffer | KeyObject;
+  },
+): Promise<Omit<IssuedFiles, 'key'> & { key?: string }> {
   const product = options.product.toLowerCase();
   if (!isUuid(product)) throw new PkiError('PKI_INVALID_OPTION', `product ID ${product} is not a UUID`);
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(options.serial)) {
@@ -147,14 +167,19 @@ export async function newDevice(
   const certPath = join(dir, 'devices', `${options.serial}.pem`);
   const keyPath = join(dir, 'devices', `${options.serial}.key`);
   refuseExisting(certPath, keyPath);
-  const pair = await generateKeyPair(options.keyType ?? 'ecdsa-p256');
+  const given = options.publicKey === undefined ? undefined : publicKeyOf(options.publicKey);
+  const pair = given ? undefined : await generateKeyPair(options.keyType ?? 'ecdsa-p256');
   const cert = await issueCertificate({
     subject: deviceSubject(product, options.serial),
-    publicKey: pair.publicKey,
+    publicKey: given ?? pair!.publicKey,
     issuer: ca,
     ca: false,
     extendedKeyUsage: [CLIENT_AUTH_OID],
     days: options.days ?? 3650,
   });
+  if (!pair) {
+    await writeFileAtomic(certPath, cert.toString('pem'));
+    return { certificate: certPath, subject: cert.subject, notAfter: cert.notAfter.toISOString() };
+  }
   return save(certPath, keyPath, cert, privateKeyPem(pair.privateKey, options.passphrase));
 }

@@ -12,6 +12,7 @@ const FILES: [words: string[], load: Loader][] = [
   [['store'], async () => (await import('./store.ts')).storeCommands],
   [['verity', 'fsverity'], async () => (await import('./verity.ts')).verityCommands],
   [['squashfs'], async () => (await import('./squashfs.ts')).squashfsCommands],
+  [['tpm'], async () => (await import('./tpm.ts')).tpmCommands],
   [['erofs'], async () => (await import('./erofs.ts')).erofsCommands],
   [['composefs'], async () => (await import('./composefs.ts')).composefsCommands],
   [

@@ -87,6 +87,12 @@ export const pkiCommands: Command[] = [
     options: {
       product: { type: 'string', value: 'UUID', description: 'product ID (required)' },
       serial: { type: 'string', value: 'SN', description: 'device serial number (required)' },
+      'public-key': {
+        type: 'string',
+        value: 'PEM',
+        description:
+          'certify this public key (e.g. from seal tpm identity create) instead of making a key pair',
+      },
       ...keyOptions,
       ...caPassphrase,
     },
@@ -99,9 +105,12 @@ export const pkiCommands: Command[] = [
         product: options.product,
         serial: options.serial,
         caPassphrase: passphrase(options['ca-passphrase-file']),
+        ...(typeof options['public-key'] === 'string'
+          ? { publicKey: readFileSync(options['public-key']) }
+          : {}),
       });
       ctx.result(issued);
-      ctx.print(`Device ${options.serial}: ${issued.certificate}, key ${issued.key}`);
+      ctx.print(`Device ${options.serial}: ${issued.certificate}${issued.key ? `, key ${issued.key}` : ''}`);
       return 0;
     },
   },
