@@ -9,6 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/reboot.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +111,10 @@ static napi_value load_module(napi_env env, napi_callback_info info) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   int result = -1, error = errno;
   if (fd >= 0) {
-    result = (int)syscall(SYS_finit_module, fd, parameters ? parameters : "", 0);
+    /* MODULE_INIT_COMPRESSED_FILE: the kernel decompresses .ko.xz/.ko.zst itself. */
+    size_t n = strlen(path);
+    int compressed = (n > 3 && strcmp(path + n - 3, ".xz") == 0) || (n > 4 && strcmp(path + n - 4, ".zst") == 0);
+    result = (int)syscall(SYS_finit_module, fd, parameters ? parameters : "", compressed ? 4 : 0);
     error = errno;
     close(fd);
   }
@@ -139,13 +145,38 @@ static napi_value do_reboot(napi_env env, napi_callback_info info) {
   return throw_errno(env, "reboot", errno);
 }
 
+/* interfaceUp(name): sets a network interface up (the loopback, before services share it). */
+static napi_value interface_up(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1;
+  char *name = ok ? string_argument(env, argv[0], &ok) : NULL;
+  if (!ok || name == NULL || strlen(name) >= IFNAMSIZ) {
+    free(name);
+    return fail(env, "ERR_SYSTEM", "interfaceUp: an interface name");
+  }
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  strcpy(request.ifr_name, name);
+  free(name);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int result = fd < 0 ? -1 : ioctl(fd, SIOCGIFFLAGS, &request);
+  if (result == 0) {
+    request.ifr_flags |= IFF_UP;
+    result = ioctl(fd, SIOCSIFFLAGS, &request);
+  }
+  int error = errno;
+  if (fd >= 0) close(fd);
+  return result == 0 ? NULL : throw_errno(env, "interfaceUp", error);
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
     napi_callback function;
   } functions[] = {
       {"mount", do_mount}, {"umount", do_umount}, {"chroot", do_chroot},
-      {"loadModule", load_module}, {"reboot", do_reboot},
+      {"loadModule", load_module}, {"reboot", do_reboot}, {"interfaceUp", interface_up},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

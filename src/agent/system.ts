@@ -10,6 +10,7 @@ interface SystemAddon {
   chroot(path: string): void;
   loadModule(path: string, parameters: string): void;
   reboot(how: 'poweroff' | 'reboot' | 'halt'): never;
+  interfaceUp(name: string): void;
 }
 
 /** mount(2) flags used by the agent. */

@@ -10,7 +10,11 @@ import { join } from 'node:path';
 import { SealError } from '../errors.ts';
 import { openTransport, SocketTransport, Tpm } from '../tpm/index.ts';
 
-export type MachineErrorCode = 'MACHINE_SWTPM' | 'MACHINE_QEMU' | 'MACHINE_INVALID_OPTION';
+export type MachineErrorCode =
+  | 'MACHINE_SWTPM'
+  | 'MACHINE_QEMU'
+  | 'MACHINE_INVALID_OPTION'
+  | 'MACHINE_INSTALL';
 
 export class MachineError extends SealError<MachineErrorCode> {}
 

@@ -28,6 +28,11 @@ export interface VerifyOptions {
   ca: Certificate;
   product?: string;
   state?: string;
+  /**
+   * The lowest version the device accepts, kept outside any file (a device's TPM): an older
+   * system is refused whatever the state file says.
+   */
+  minimumVersion?: number;
   deep?: boolean;
   at?: Date;
   /** Registry options, for `docker://` references (the system's and its targets'). */
@@ -209,14 +214,21 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
     pass('product', `product ${document.product}`);
 
     const state = options.state ? readState(options.state) : undefined;
-    if (state && state.product === document.product && document.version < state.version) {
+    const floor = Math.max(
+      state && state.product === document.product ? state.version : 0,
+      options.minimumVersion ?? 0,
+    );
+    if (document.version < floor) {
       throw new ManifestError(
         'MANIFEST_ROLLBACK',
-        `${ref}: version ${document.version} is older than version ${state.version} already accepted`,
+        `${ref}: version ${document.version} is older than version ${floor} already accepted`,
         { subject: String(document.version) },
       );
     }
-    pass('version', `version ${document.version}${state ? ` (highest accepted: ${state.version})` : ''}`);
+    pass(
+      'version',
+      `version ${document.version}${state || options.minimumVersion !== undefined ? ` (highest accepted: ${floor})` : ''}`,
+    );
 
     for (const target of pinnedDoc.targets) {
       // Where the system is (a mirror holds its targets beside it), else where it was built.

@@ -1,0 +1,162 @@
+/**
+ * A small Seal system built as a product team would build it, for the device tests: a PKI, a
+ * host image and two services made from busybox, sealed, pinned in a signed system manifest,
+ * a TPM provisioned as the factory does, an initrd, and a disk installed from all of it.
+ *
+ * The services: `counter` counts boots in a volume on the data partition, checks that its root
+ * is fresh (a marker file it leaves must be gone at the next start) and publishes a page there;
+ * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
+ * prints it, so one console line proves both run and the data survived.
+ */
+import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runSeal } from './cli.ts';
+import { opensslKeyPair } from './keys.ts';
+
+export const PRODUCT = '5e4c1f0a-6d2b-4c8e-9f3a-7b1d2e3c4f50';
+
+function seal(args: string[]): string {
+  const r = runSeal(args);
+  if (r.status !== 0) throw new Error(`seal ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** A busybox root filesystem with `files` (path → contents). */
+function busyboxRoot(dir: string, files: Record<string, string>): void {
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  copyFileSync('/bin/busybox', join(dir, 'bin/busybox'));
+  for (const applet of ['sh', 'cat', 'echo', 'sleep', 'wget', 'touch', 'test', 'ls', 'httpd', 'mkdir']) {
+    symlinkSync('busybox', join(dir, 'bin', applet));
+  }
+  for (const d of ['etc', 'tmp', 'proc', 'sys', 'dev', 'srv', 'data'])
+    mkdirSync(join(dir, d), { recursive: true });
+  writeFileSync(join(dir, 'etc/passwd'), 'root:x:0:0:root:/:/bin/sh\nwww:x:33:33:www:/srv:/bin/sh\n');
+  writeFileSync(join(dir, 'etc/group'), 'root:x:0:\nwww:x:33:\n');
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(dir, path, '..'), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  }
+}
+
+const COUNTER = [
+  'n=$(cat /data/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/boots',
+  'if [ -e /marker ]; then echo "rootfs: dirty"; else echo "rootfs: fresh"; fi; touch /marker',
+  'echo "<p>boot $n</p>" > /data/index.html',
+  'for i in 1 2 3 4 5 6 7 8 9 10; do page=$(wget -q -O - http://127.0.0.1:8080/index.html) && break; sleep 1; done',
+  'echo "counter: boot $n, web says: $page"',
+  'exec sleep 1000000',
+].join('; ');
+
+export interface DeviceFixture {
+  work: string;
+  pki: string;
+  /** The manifest CA certificate (PEM) the initrd carries. */
+  ca: string;
+  productKey: string;
+  productCert: string;
+  policyKey: string;
+  policyPub: string;
+  deviceCert: string;
+  deviceKey: string;
+  layout: string;
+}
+
+/** The PKI, the keys and the sealed images (built once per test file). */
+export function buildFixture(work: string): DeviceFixture {
+  const pki = join(work, 'pki');
+  seal(['pki', 'init', pki]);
+  seal(['pki', 'product', 'new', pki, '--name', 'seal-test', '--id', PRODUCT]);
+  seal(['pki', 'device', 'new', pki, '--product', PRODUCT, '--serial', 'SN0001']);
+  const files = readdirDeep(pki);
+  const find = (re: RegExp) => {
+    const f = files.find((p) => re.test(p));
+    if (!f) throw new Error(`no ${re} in ${pki}: ${files.join(' ')}`);
+    return f;
+  };
+  const { key: policyKey, pub: policyPub } = opensslKeyPair(join(work, 'policy.key'));
+  const layout = join(work, 'images');
+  const roots: Record<string, Record<string, string>> = {
+    host: { 'etc/os-release': 'PRETTY_NAME="Seal test host"\nID=seal-test\n' },
+    web: {},
+    counter: {},
+  };
+  for (const [name, extra] of Object.entries(roots)) {
+    const dir = join(work, 'roots', name);
+    busyboxRoot(dir, extra);
+    seal(['image', 'import', `dir:${dir}`, `oci:${layout}:${name}`]);
+    seal(['image', 'seal', `oci:${layout}:${name}`, `oci:${layout}:${name}-sealed`, '--format', 'squashfs']);
+  }
+  return {
+    work,
+    pki,
+    ca: find(/manifest-ca\.(crt|pem)$/),
+    productKey: find(/product.*\.key$/),
+    productCert: find(/product.*\.(crt|pem)$/),
+    policyKey,
+    policyPub,
+    deviceCert: find(/SN0001.*\.(crt|pem)$/),
+    deviceKey: find(/SN0001.*\.key$/),
+    layout,
+  };
+}
+
+function readdirDeep(dir: string): string[] {
+  const out: string[] = [];
+  const visit = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) visit(join(d, e.name));
+      else out.push(join(d, e.name));
+    }
+  };
+  visit(dir);
+  return out;
+}
+
+/** A signed system manifest of the fixture's images, version `version`, at `oci:LAYOUT:system-VERSION`. */
+export function buildSystem(
+  f: DeviceFixture,
+  version: number,
+  options: { key?: string; cert?: string } = {},
+): string {
+  const yaml = join(f.work, `system-${version}.yaml`);
+  writeFileSync(
+    yaml,
+    [
+      `product: ${PRODUCT}`,
+      `version: ${version}`,
+      'targets:',
+      `  - { name: host, role: host, image: "oci:${f.layout}:host-sealed" }`,
+      `  - name: web`,
+      '    role: service',
+      `    image: "oci:${f.layout}:web-sealed"`,
+      '    service:',
+      '      command: [/bin/httpd, -f, -p, "8080", -h, /srv]',
+      '      mounts: [{ source: state, target: /srv, readonly: true }]',
+      `  - name: counter`,
+      '    role: service',
+      `    image: "oci:${f.layout}:counter-sealed"`,
+      '    service:',
+      `      command: [/bin/sh, -c, ${JSON.stringify(COUNTER)}]`,
+      '      mounts: [{ source: state, target: /data }]',
+      'storage: [{ name: state, size: 16M }]',
+      '',
+    ].join('\n'),
+  );
+  const ref = `oci:${f.layout}:system-${version}`;
+  seal(['manifest', 'build', yaml, ref]);
+  seal([
+    'manifest',
+    'sign',
+    ref,
+    '--key',
+    options.key ?? f.productKey,
+    '--cert',
+    options.cert ?? f.productCert,
+  ]);
+  return ref;
+}
+
+/** The disk of a device: `seal install` of `system` with `uki` (or a placeholder for direct kernel boots). */
+export function installDisk(f: DeviceFixture, system: string, disk: string, uki: string): void {
+  seal(['install', '--disk', disk, '--manifest', system, '--uki', uki, '--ca', f.ca, '--size', '2G']);
+}
