@@ -37,6 +37,6 @@ export {
   SCN_MEM_WRITE,
   SECTION_HEADER_SIZE,
 } from './format.ts';
-export { PeImage, withPeImage } from './reader.ts';
+export { PeImage, sectionSource, withPeImage } from './reader.ts';
 export { type ByteSource, bufferSource, chunks, fileSource } from './source.ts';
 export { PeStream, type PeStreamOptions } from './writer.ts';

@@ -80,6 +80,11 @@ export class PeImage {
     }
   }
 
+  /** An image over any byte source (closing the image closes the source). */
+  static fromSource(source: ByteSource): PeImage {
+    return new PeImage(source);
+  }
+
   static fromBuffer(data: Uint8Array, name?: string): PeImage {
     return new PeImage(bufferSource(data, name));
   }
@@ -150,6 +155,36 @@ export class PeImage {
   close(): void {
     this.source.close();
   }
+}
+
+/**
+ * A section's contents as the loader maps them (VirtualSize bytes: the raw data, then zeros),
+ * as a byte source: an image embedded in another (a UKI's kernel) is read through it.
+ */
+export function sectionSource(image: PeImage, section: PeSection): ByteSource {
+  const raw = Math.min(section.virtualSize, section.sizeOfRawData);
+  const size = section.virtualSize;
+  const name = `${image.name} ${section.name}`;
+  return {
+    name,
+    size,
+    read(offset, length, target) {
+      if (offset < 0 || length < 0 || offset + length > size)
+        throw new PeError(
+          'PE_TRUNCATED',
+          `${name}: ${length} bytes at ${offset} lie past the end of the section (${size} bytes)`,
+          {
+            subject: name,
+          },
+        );
+      const out = target ? target.subarray(0, length) : Buffer.alloc(length);
+      const fromFile = Math.max(0, Math.min(length, raw - offset));
+      if (fromFile > 0) image.source.read(section.pointerToRawData + offset, fromFile, out);
+      out.fill(0, fromFile);
+      return out;
+    },
+    close() {},
+  };
 }
 
 /** Runs `fn` on the image at `path` and closes it. */

@@ -12,6 +12,7 @@ import {
   type PeImage,
   WIN_CERT_REVISION_2_0,
   WIN_CERT_TYPE_PKCS_SIGNED_DATA,
+  type WinCertificate,
 } from '../pe/index.ts';
 import {
   type CertificateInput,
@@ -117,46 +118,63 @@ export interface AuthenticodeSignature {
  * content. The image digest is not compared here (`checkImageDigests` does).
  */
 export function readAuthenticodeSignatures(image: PeImage): AuthenticodeSignature[] {
-  return image.certificates().map((entry, i): AuthenticodeSignature => {
-    const index = i + 1;
-    const what = `${image.name}: signature ${index}`;
-    if (entry.revision !== WIN_CERT_REVISION_2_0 || entry.type !== WIN_CERT_TYPE_PKCS_SIGNED_DATA)
-      throw new PkiError(
-        'PKI_BAD_CMS',
-        `${what}: certificate entry of revision 0x${entry.revision.toString(16)}, type ${entry.type} is not a PKCS#7 signature`,
-      );
-    if (entry.padding.some((b) => b !== 0))
-      throw new PkiError('PKI_BAD_CMS', `${what}: the padding after the entry is not zeros`);
-    // Some signers count padding after the DER inside dwLength: it must be zeros too.
-    const derLength = readTlv(entry.data, 0, what).end;
-    if (entry.data.subarray(derLength).some((b) => b !== 0))
-      throw new PkiError('PKI_BAD_CMS', `${what}: bytes after the PKCS#7 structure are not zeros`);
-    const der = entry.data.subarray(0, derLength);
-    const signedData = parseCms(der, { wrapped: true, what });
-    if (signedData.contentType !== SPC_INDIRECT_DATA_OID)
-      throw new PkiError(
-        'PKI_BAD_CMS',
-        `${what}: content type ${signedData.contentType} is not SpcIndirectDataContent`,
-      );
-    if (!signedData.content) throw new PkiError('PKI_BAD_CMS', `${what}: the signature has no content`);
-    if (signedData.signers.length !== 1)
-      throw new PkiError(
-        'PKI_BAD_CMS',
-        `${what}: ${signedData.signers.length} signers (Authenticode has exactly one)`,
-      );
-    const { algorithm, digest } = parseSpcIndirectDataContent(signedData.content.bytes, what);
-    const signer = signedData.signers[0]!;
-    verifyCmsSigner(signedData, signer, signedData.content.value, what);
-    return {
-      index,
-      algorithm,
-      signedDigest: digest,
-      signer: signer.certificate!,
-      certificates: signedData.certificates,
-      ...(signer.signedAttributes?.signingTime ? { signingTime: signer.signedAttributes.signingTime } : {}),
-      der: Buffer.from(der),
-    };
+  return image.certificates().map((entry, i) => readAuthenticodeSignature(image, entry, i + 1));
+}
+
+/** Each signature of `image`, or the error that makes it unusable (as firmware skips such entries). */
+export function tryReadAuthenticodeSignatures(image: PeImage): (AuthenticodeSignature | PkiError)[] {
+  return image.certificates().map((entry, i) => {
+    try {
+      return readAuthenticodeSignature(image, entry, i + 1);
+    } catch (error) {
+      if (error instanceof PkiError) return error;
+      throw error;
+    }
   });
+}
+
+function readAuthenticodeSignature(
+  image: PeImage,
+  entry: WinCertificate,
+  index: number,
+): AuthenticodeSignature {
+  const what = `${image.name}: signature ${index}`;
+  if (entry.revision !== WIN_CERT_REVISION_2_0 || entry.type !== WIN_CERT_TYPE_PKCS_SIGNED_DATA)
+    throw new PkiError(
+      'PKI_BAD_CMS',
+      `${what}: certificate entry of revision 0x${entry.revision.toString(16)}, type ${entry.type} is not a PKCS#7 signature`,
+    );
+  if (entry.padding.some((b) => b !== 0))
+    throw new PkiError('PKI_BAD_CMS', `${what}: the padding after the entry is not zeros`);
+  // Some signers count padding after the DER inside dwLength: it must be zeros too.
+  const derLength = readTlv(entry.data, 0, what).end;
+  if (entry.data.subarray(derLength).some((b) => b !== 0))
+    throw new PkiError('PKI_BAD_CMS', `${what}: bytes after the PKCS#7 structure are not zeros`);
+  const der = entry.data.subarray(0, derLength);
+  const signedData = parseCms(der, { wrapped: true, what });
+  if (signedData.contentType !== SPC_INDIRECT_DATA_OID)
+    throw new PkiError(
+      'PKI_BAD_CMS',
+      `${what}: content type ${signedData.contentType} is not SpcIndirectDataContent`,
+    );
+  if (!signedData.content) throw new PkiError('PKI_BAD_CMS', `${what}: the signature has no content`);
+  if (signedData.signers.length !== 1)
+    throw new PkiError(
+      'PKI_BAD_CMS',
+      `${what}: ${signedData.signers.length} signers (Authenticode has exactly one)`,
+    );
+  const { algorithm, digest } = parseSpcIndirectDataContent(signedData.content.bytes, what);
+  const signer = signedData.signers[0]!;
+  verifyCmsSigner(signedData, signer, signedData.content.value, what);
+  return {
+    index,
+    algorithm,
+    signedDigest: digest,
+    signer: signer.certificate!,
+    certificates: signedData.certificates,
+    ...(signer.signedAttributes?.signingTime ? { signingTime: signer.signedAttributes.signingTime } : {}),
+    der: Buffer.from(der),
+  };
 }
 
 /** Compares each signature's stated digest with the image's; PKI_BAD_SIGNATURE names the first that differs. */
