@@ -15,8 +15,12 @@ export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 export interface QemuOptions {
   /** UEFI boot: the firmware code and a writable varstore file (the machine writes to it). */
   firmware?: { code: string; vars: string };
-  /** A directory served as a FAT disk (qemu's vvfat): the ESP, e.g. with EFI/BOOT/BOOTX64.EFI. */
-  espDirectory?: string;
+  /**
+   * Directories served as FAT disks (qemu's vvfat): ESPs, e.g. with EFI/BOOT/BOOTX64.EFI. Several
+   * are tried by the firmware in the order given (each a SATA disk with that boot index, serial
+   * QM0000<n+1>).
+   */
+  esp?: string | string[];
   /** Raw disk images, in order. */
   disks?: { path: string; readonly?: boolean; format?: 'raw' | 'qcow2' }[];
   /** Direct kernel boot instead of firmware. */
@@ -62,7 +66,17 @@ export function qemuArguments(options: QemuOptions): string[] {
   } else {
     args.push('-machine', 'q35');
   }
-  if (options.espDirectory) args.push('-drive', `format=raw,file=fat:rw:${options.espDirectory}`);
+  const esps = options.esp === undefined ? [] : [options.esp].flat();
+  if (esps.length > 6)
+    throw new MachineError('MACHINE_INVALID_OPTION', 'at most 6 ESP directories (one SATA port each)');
+  for (const [i, dir] of esps.entries()) {
+    if (dir.includes(','))
+      throw new MachineError('MACHINE_INVALID_OPTION', `${dir}: qemu cannot take a path with a comma`);
+    args.push(
+      ...['-drive', `if=none,id=esp${i},format=raw,file=fat:rw:${dir}`],
+      ...['-device', `ide-hd,drive=esp${i},bus=ide.${i},bootindex=${i + 1}`],
+    );
+  }
   for (const disk of options.disks ?? [])
     args.push(
       '-drive',

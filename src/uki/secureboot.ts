@@ -234,3 +234,30 @@ export function entryCertificates(entries: SignatureEntry[]): NodeCertificate[] 
 }
 
 export { type SecureBootState, type SecureBootVariable, secureBootState, variableTime };
+
+const HASH_ENTRY_TYPES: Record<string, 'sha1' | 'sha256' | 'sha384' | 'sha512'> = {
+  [GUIDS.certSha1]: 'sha1',
+  [GUIDS.certSha256]: 'sha256',
+  [GUIDS.certSha384]: 'sha384',
+  [GUIDS.certSha512]: 'sha512',
+};
+
+/** What db and dbx of a varstore allow and forbid, for `verifyPe`. */
+export function databaseTrust(state: SecureBootState): {
+  anchors: NodeCertificate[];
+  allowedDigests: { algorithm: 'sha1' | 'sha256' | 'sha384' | 'sha512'; digest: Buffer }[];
+  forbidden: {
+    certificates: NodeCertificate[];
+    digests: { algorithm: 'sha1' | 'sha256' | 'sha384' | 'sha512'; digest: Buffer }[];
+  };
+} {
+  const digests = (entries: SignatureEntry[]) =>
+    entries
+      .filter((e) => HASH_ENTRY_TYPES[e.type])
+      .map((e) => ({ algorithm: HASH_ENTRY_TYPES[e.type]!, digest: e.data }));
+  return {
+    anchors: entryCertificates(state.db),
+    allowedDigests: digests(state.db),
+    forbidden: { certificates: entryCertificates(state.dbx), digests: digests(state.dbx) },
+  };
+}

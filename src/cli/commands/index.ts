@@ -20,6 +20,9 @@ const FILES: [words: string[], load: Loader][] = [
   ],
   [['pki'], async () => (await import('./pki.ts')).pkiCommands],
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
+  [['uki'], async () => (await import('./uki.ts')).ukiCommands],
+  [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
+  [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */
