@@ -79,6 +79,8 @@ export interface UkiBuildResult {
   stub: string;
   uname: string | undefined;
   sections: UkiSectionInfo[];
+  /** What the build had to leave out or change. */
+  warnings: string[];
   /** With `sign`: the signed Authenticode digest. */
   signedDigest?: string;
 }
@@ -241,28 +243,38 @@ export async function buildUki(output: string, options: BuildUkiOptions): Promis
     const h = stub.headers;
     // The stub's .sbat gets the merged SBAT, in place.
     const sbatSection = stub.section('.sbat');
+    const kernelSbat = withPeSbat(options.linux);
     const sbatParts = [
-      ...(sbatSection
-        ? [{ text: stub.sectionData(sbatSection).toString('utf8'), subject: `${stubPath} .sbat` }]
-        : []),
-      ...withPeSbat(options.linux),
+      ...(sbatSection ? [{ text: stub.sectionData(sbatSection).toString('utf8'), subject: `${stubPath} .sbat` }] : []),
+      ...kernelSbat,
       { text: options.sbat ?? SBAT_UKI_DEFAULT, subject: '--sbat' },
     ];
     const sbat = mergeSbat(sbatParts);
     const extraSbat: NewSection[] = [];
+    const warnings: string[] = [];
+    let sbatSize = sbatSection?.virtualSize;
     if (sbatSection) {
-      if (sbat.length > sbatSection.sizeOfRawData)
+      // In place: within the section's raw data and below the next section's address (systemd
+      // 252's .sbat shares its page with .sdmagic).
+      const nextVa = Math.min(
+        ...stub.sections.filter((s) => s.virtualAddress > sbatSection.virtualAddress).map((s) => s.virtualAddress),
+      );
+      const room = Math.min(sbatSection.sizeOfRawData, nextVa - sbatSection.virtualAddress);
+      if (sbat.length <= room) {
+        stubData.fill(0, sbatSection.pointerToRawData, sbatSection.pointerToRawData + sbatSection.sizeOfRawData);
+        sbat.copy(stubData, sbatSection.pointerToRawData);
+        stubData.writeUInt32LE(sbat.length, sbatSection.headerOffset + 8);
+        sbatSize = sbat.length;
+      } else if (options.sbat === undefined && kernelSbat.length === 0) {
+        warnings.push(
+          `the stub's .sbat has room for ${room} bytes, not the ${sbat.length} with the default UKI line: kept as it is`,
+        );
+      } else {
         throw new UkiError(
           'UKI_BAD_SECTION',
-          `the merged SBAT (${sbat.length} bytes) does not fit the stub's .sbat section (${sbatSection.sizeOfRawData} bytes)`,
+          `the merged SBAT (${sbat.length} bytes) does not fit the stub's .sbat section (${room} bytes)`,
         );
-      stubData.fill(
-        0,
-        sbatSection.pointerToRawData,
-        sbatSection.pointerToRawData + sbatSection.sizeOfRawData,
-      );
-      sbat.copy(stubData, sbatSection.pointerToRawData);
-      stubData.writeUInt32LE(sbat.length, sbatSection.headerOffset + 8);
+      }
     } else {
       extraSbat.push({ name: '.sbat', parts: [{ data: sbat, length: sbat.length }], size: sbat.length });
     }
@@ -280,7 +292,7 @@ export async function buildUki(output: string, options: BuildUkiOptions): Promis
       info.push({
         name: s.name,
         virtualAddress: s.virtualAddress,
-        virtualSize: s.name === '.sbat' && sbatSection ? sbat.length : s.virtualSize,
+        virtualSize: s === sbatSection ? sbatSize! : s.virtualSize,
         fileOffset: s.pointerToRawData + shift,
         fromStub: true,
       });
@@ -379,6 +391,7 @@ export async function buildUki(output: string, options: BuildUkiOptions): Promis
         stub: stubPath,
         uname,
         sections: info,
+        warnings,
         ...(signedDigest ? { signedDigest: signedDigest.toString('hex') } : {}),
       };
     });

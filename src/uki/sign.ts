@@ -141,14 +141,6 @@ export function verifyPe(path: string, options: VerifyPeOptions = {}): PeVerific
 
 export function verifyImage(image: PeImage, options: VerifyPeOptions = {}): PeVerification {
   const name = image.name;
-  const stored = image.headers.checkSum;
-  const computed = imageChecksum(image);
-  if (stored !== 0 && stored !== computed)
-    throw new PeError(
-      'PE_BAD_HEADER',
-      `${name}: the PE CheckSum 0x${stored.toString(16)} is not the file's 0x${computed.toString(16)} (the image changed)`,
-      { subject: name },
-    );
   const signatures = readAuthenticodeSignatures(image);
   const gaps = unsignedRanges(image);
   if (gaps.length > 0 && signatures.length > 0) {
@@ -162,6 +154,15 @@ export function verifyImage(image: PeImage, options: VerifyPeOptions = {}): PeVe
   for (const d of options.allowedDigests ?? []) wanted.add(d.algorithm);
   for (const d of options.forbidden?.digests ?? []) wanted.add(d.algorithm);
   checkImageDigests(image, signatures);
+  // The checksum is not signed; a wrong one still means the file changed.
+  const stored = image.headers.checkSum;
+  const computed = imageChecksum(image);
+  if (stored !== 0 && stored !== computed)
+    throw new PeError(
+      'PE_BAD_HEADER',
+      `${name}: the PE CheckSum 0x${stored.toString(16)} is not the file's 0x${computed.toString(16)} (the image changed)`,
+      { subject: name },
+    );
   const digests = authenticodeDigests(image, [...wanted], { pad: false });
   for (const f of options.forbidden?.digests ?? []) {
     if (digests[f.algorithm].equals(f.digest))
