@@ -25,5 +25,5 @@ export {
   type Signer,
   verifySignature,
 } from './signer.ts';
-export { type IssuedFiles, initPki, newDevice, newProduct } from './store.ts';
+export { type IssuedFiles, initPki, newDevice, newKernelSigner, newProduct } from './store.ts';
 export { x509 } from './x509.ts';

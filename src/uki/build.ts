@@ -245,7 +245,9 @@ export async function buildUki(output: string, options: BuildUkiOptions): Promis
     const sbatSection = stub.section('.sbat');
     const kernelSbat = withPeSbat(options.linux);
     const sbatParts = [
-      ...(sbatSection ? [{ text: stub.sectionData(sbatSection).toString('utf8'), subject: `${stubPath} .sbat` }] : []),
+      ...(sbatSection
+        ? [{ text: stub.sectionData(sbatSection).toString('utf8'), subject: `${stubPath} .sbat` }]
+        : []),
       ...kernelSbat,
       { text: options.sbat ?? SBAT_UKI_DEFAULT, subject: '--sbat' },
     ];
@@ -257,11 +259,17 @@ export async function buildUki(output: string, options: BuildUkiOptions): Promis
       // In place: within the section's raw data and below the next section's address (systemd
       // 252's .sbat shares its page with .sdmagic).
       const nextVa = Math.min(
-        ...stub.sections.filter((s) => s.virtualAddress > sbatSection.virtualAddress).map((s) => s.virtualAddress),
+        ...stub.sections
+          .filter((s) => s.virtualAddress > sbatSection.virtualAddress)
+          .map((s) => s.virtualAddress),
       );
       const room = Math.min(sbatSection.sizeOfRawData, nextVa - sbatSection.virtualAddress);
       if (sbat.length <= room) {
-        stubData.fill(0, sbatSection.pointerToRawData, sbatSection.pointerToRawData + sbatSection.sizeOfRawData);
+        stubData.fill(
+          0,
+          sbatSection.pointerToRawData,
+          sbatSection.pointerToRawData + sbatSection.sizeOfRawData,
+        );
         sbat.copy(stubData, sbatSection.pointerToRawData);
         stubData.writeUInt32LE(sbat.length, sbatSection.headerOffset + 8);
         sbatSize = sbat.length;

@@ -9,7 +9,9 @@
  *  2. The firmware refuses, in one boot, the UKI unsigned, signed by a key not in db, changed by
  *     one byte after signing, and signed by a key also in dbx — then boots the good one;
  *     `seal uki verify --db` gives the same verdicts.
- *  3. Debian 12's systemd 252 stub: boots, and the prediction holds for its section list.
+ *  3. Debian 12's systemd 252 stub, signed by a kernel-signing certificate from `seal pki kernel
+ *     new` whose CA is the second db entry: boots, and the prediction (its section list, that db
+ *     entry as the PCR 7 authority) holds.
  *  4. Without Secure Boot (Debian's empty varstore): boots, the prediction (which then includes
  *     the kernel the stub hands to the firmware) holds, and `seal pcr predict` says it is not a
  *     Secure Boot varstore.
@@ -101,6 +103,7 @@ before(async () => {
     'NAME="Seal test"\nID=seal-test\nPRETTY_NAME="Seal test system"\nVERSION_ID=1\n',
   );
   seal('secureboot', 'keys', f('keys'));
+  seal('pki', 'kernel', 'new', f('pki'));
   const foreign = opensslCertificate(work, 'foreign');
   const revoked = opensslCertificate(work, 'revoked');
   seal(
@@ -114,6 +117,8 @@ before(async () => {
     f('keys/KEK.crt'),
     '--db',
     f('keys/db.crt'),
+    '--db',
+    f('pki/kernel-ca.pem'),
   );
   seal(
     'secureboot',
@@ -221,9 +226,11 @@ echo "SEAL-DB $before $(wc -c < $db)"
     f('unsigned252.efi'),
     f('good252.efi'),
     '--key',
-    f('keys/db.key'),
+    f('pki/kernel/uki.key'),
     '--cert',
-    f('keys/db.crt'),
+    f('pki/kernel/uki.pem'),
+    '--chain',
+    f('pki/kernel-ca.pem'),
   );
 });
 
@@ -310,12 +317,23 @@ test('the firmware refuses the UKI unsigned, foreign-signed, changed after signi
   seal('uki', 'verify', f('good.efi'), '--db', f('varsB.fd'));
 });
 
-test("a UKI on Debian 12's systemd 252 stub boots with Secure Boot, and its PCRs equal the prediction", async () => {
+test("a UKI on Debian 12's systemd 252 stub, signed under the kernel-signing CA in db, boots with Secure Boot; PCRs equal the prediction", async () => {
   const boot = await bootUki({ esps: [espWith(f('esp-252'), f('good252.efi'))], varstore: f('varsA.fd') });
   assert.ok(boot.booted, boot.output.slice(-3000));
   assert.equal(boot.secureBoot, 1);
   assert.doesNotMatch(boot.output, /Overlapping PE sections/);
   assertPredicted(boot, f('good252.efi'), f('varsA.fd'));
+  const prediction = sealJson<{ events: { pcr: number; type: string; description: string }[] }>(
+    'pcr',
+    'predict',
+    '--uki',
+    f('good252.efi'),
+    '--vars',
+    f('varsA.fd'),
+    '--events',
+  );
+  const authority = prediction.events.find((e) => e.type === 'EV_EFI_VARIABLE_AUTHORITY');
+  assert.match(authority!.description, /Seal kernel signing CA/);
   assertReplays(boot, 'stub252');
 });
 
