@@ -257,15 +257,24 @@ export function parseCms(
   options: { wrapped?: boolean | 'either'; what?: string } = {},
 ): CmsSignedData {
   const what = options.what ?? 'PKCS#7 signature';
+  try {
+    return parseCmsStrictly(der, options.wrapped ?? 'either', what);
+  } catch (error) {
+    // Whatever the schema objects hold for damaged input (nulls, odd types) is a damaged signature.
+    if (error instanceof PkiError) throw error;
+    throw bad(what, `does not decode (${(error as Error).message})`, error);
+  }
+}
+
+function parseCmsStrictly(der: Buffer, wrapped: boolean | 'either', what: string): CmsSignedData {
   const outer = readTlv(der, 0, what);
   if (outer.end !== der.length) throw bad(what, `${der.length - outer.end} bytes follow the DER structure`);
   if (outer.tag !== 0x30) throw bad(what, 'not a SEQUENCE');
   let signedDataTlv = outer;
   const parts = children(outer, der, what);
   const isWrapped = parts.length === 2 && parts[0]!.tag === 0x06;
-  if (options.wrapped === true && !isWrapped) throw bad(what, 'not a ContentInfo');
-  if (options.wrapped === false && isWrapped)
-    throw bad(what, 'a ContentInfo where a bare SignedData belongs');
+  if (wrapped === true && !isWrapped) throw bad(what, 'not a ContentInfo');
+  if (wrapped === false && isWrapped) throw bad(what, 'a ContentInfo where a bare SignedData belongs');
   if (isWrapped) {
     const type = decodeOid(parts[0]!.value);
     if (type !== id_signedData) throw bad(what, `content type ${type} is not signedData`);
