@@ -213,7 +213,10 @@ test('one changed byte anywhere in a signed image is refused, naming what failed
     } catch (e) {
       error = e;
     }
-    assert.ok(isSealError(error), `byte ${at} changed, yet the image verified (or failed untyped: ${(error as Error)?.stack})`);
+    assert.ok(
+      isSealError(error),
+      `byte ${at} changed, yet the image verified (or failed untyped: ${(error as Error)?.stack})`,
+    );
     const reason =
       at >= offsets.checkSum && at < offsets.checkSum + 4
         ? 'checksum'
