@@ -4,8 +4,8 @@
  * artifacts alone, for any bank.
  *   PCR 4: EV_EFI_ACTION "Calling EFI Application from Boot Option", EV_SEPARATOR, then
  *     EV_EFI_BOOT_SERVICES_APPLICATION with the Authenticode digest of each image the firmware
- *     loads: the boot manager, the UKI, and — when Secure Boot is off, on stubs from systemd 253
- *     on that hand the kernel to the firmware's LoadImage — the embedded kernel.
+ *     loads: the boot manager, the UKI, and — when Secure Boot is off — the embedded kernel, which
+ *     the stub hands to the firmware's LoadImage.
  *   PCR 7: EV_EFI_VARIABLE_DRIVER_CONFIG for SecureBoot, PK, KEK, db, dbx (empty when absent),
  *     EV_SEPARATOR, then (Secure Boot on) EV_EFI_VARIABLE_AUTHORITY with each distinct db entry
  *     that admitted an image.
@@ -33,8 +33,12 @@ const STUB_SECTIONS: [fromVersion: number, sections: string[]][] = [
   [254, ['.linux', '.osrel', '.cmdline', '.initrd', '.splash', '.dtb', '.uname', '.sbat', '.pcrpkey']],
   [0, ['.linux', '.osrel', '.cmdline', '.initrd', '.splash', '.dtb', '.pcrpkey']],
 ];
-/** From this version on the stub starts the kernel with LoadImage, which firmware measures unless Secure Boot is on. */
-const STUB_LOADS_KERNEL_IMAGE = 253;
+/**
+ * Stubs start the kernel with the firmware's LoadImage, which measures it into PCR 4 — unless
+ * Secure Boot is on, when the stub's security override admits the kernel without the firmware's
+ * handlers (seen in qemu with OVMF on systemd 252 and 254).
+ */
+const STUB_LOADS_KERNEL_IMAGE = 252;
 export const PHASES = ['enter-initrd', 'leave-initrd', 'sysinit', 'ready', 'shutdown', 'final'] as const;
 export const CALLING_EFI_APPLICATION = 'Calling EFI Application from Boot Option';
 

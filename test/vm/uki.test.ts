@@ -12,9 +12,9 @@
  *  3. Debian 12's systemd 252 stub, signed by a kernel-signing certificate from `seal pki kernel
  *     new` whose CA is the second db entry: boots, and the prediction (its section list, that db
  *     entry as the PCR 7 authority) holds.
- *  4. Without Secure Boot (Debian's empty varstore): boots, the prediction (which then includes
- *     the kernel the stub hands to the firmware) holds, and `seal pcr predict` says it is not a
- *     Secure Boot varstore.
+ *  4. Without Secure Boot (Debian's empty varstore), on both stubs: boots, the prediction (which
+ *     then includes the kernel the stub hands to the firmware) holds, and `seal pcr predict` says
+ *     it is not a Secure Boot varstore.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -337,13 +337,17 @@ test("a UKI on Debian 12's systemd 252 stub, signed under the kernel-signing CA 
   assertReplays(boot, 'stub252');
 });
 
-test('without Secure Boot the prediction still holds (the kernel is then measured too) and says Secure Boot is off', async () => {
-  const boot = await bootUki({ esps: [espWith(f('esp-plain'), f('good.efi'))], varstore: EMPTY_VARS });
-  assert.ok(boot.booted, boot.output.slice(-3000));
-  assert.equal(boot.secureBoot, 0);
-  assertPredicted(boot, f('good.efi'), EMPTY_VARS);
-  assertReplays(boot, 'plain');
-  const r = runSeal(['pcr', 'predict', '--uki', f('good.efi'), '--vars', EMPTY_VARS]);
-  assert.equal(r.status, 0);
-  assert.match(r.stderr, /is not Secure Boot enabled \(no PK: setup mode\)/);
-});
+for (const [stub, uki] of [
+  ['254', 'good.efi'],
+  ['252', 'unsigned252.efi'],
+] as const)
+  test(`without Secure Boot (systemd ${stub} stub) the prediction still holds (the kernel is then measured too) and says Secure Boot is off`, async () => {
+    const boot = await bootUki({ esps: [espWith(f(`esp-plain${stub}`), f(uki))], varstore: EMPTY_VARS });
+    assert.ok(boot.booted, boot.output.slice(-3000));
+    assert.equal(boot.secureBoot, 0);
+    assertPredicted(boot, f(uki), EMPTY_VARS);
+    assertReplays(boot, `plain${stub}`);
+    const r = runSeal(['pcr', 'predict', '--uki', f(uki), '--vars', EMPTY_VARS]);
+    assert.equal(r.status, 0);
+    assert.match(r.stderr, /is not Secure Boot enabled \(no PK: setup mode\)/);
+  });
