@@ -23,7 +23,6 @@ import {
   Varstore,
 } from '../efi/index.ts';
 import { authenticodeDigests, PeImage, sectionSource, withPeImage } from '../pe/index.ts';
-import { firmwareVerdict } from '../pki/secure-boot.ts';
 import { type Bank, digest, extend, zeros } from './banks.ts';
 import { MeasureError } from './errors.ts';
 import { EV, eventTypeName } from './events.ts';
@@ -138,8 +137,11 @@ function loadVarstore(input: string | Varstore | undefined): Varstore | undefine
   return Varstore.parse(readFileSync(input), input);
 }
 
-/** Predicts PCRs 4, 7 and 11 (or `pcrs`) for booting `uki` with `varstore`. */
-export function predictPcrs(options: PredictOptions): PcrPrediction {
+/**
+ * Predicts PCRs 4, 7 and 11 (or `pcrs`) for booting `uki` with `varstore`. Only what the asked
+ * PCRs need is computed: PCR 11 alone hashes the UKI's sections and nothing else.
+ */
+export async function predictPcrs(options: PredictOptions): Promise<PcrPrediction> {
   const banks = options.banks ?? ['sha256'];
   const pcrs = options.pcrs ?? [4, 7, 11];
   const warnings: string[] = [];
@@ -184,9 +186,15 @@ export function predictPcrs(options: PredictOptions): PcrPrediction {
   recorder.data(4, EV.SEPARATOR, Buffer.alloc(4), 'separator');
 
   const authorities = new Set<string>();
+  const wants = (pcr: number) => pcrs.includes(pcr);
+  // The firmware's verdict (CMS and X.509: loaded only when Secure Boot makes it matter).
+  const verdictOf =
+    secureBoot && state && (wants(4) || wants(7))
+      ? (await import('../pki/secure-boot.ts')).firmwareVerdict
+      : undefined;
   const load = (image: PeImage, what: string) => {
-    if (secureBoot && state) {
-      const verdict = firmwareVerdict(image, state.db, state.dbx);
+    if (verdictOf && state) {
+      const verdict = verdictOf(image, state.db, state.dbx);
       if (!verdict.allowed)
         throw new MeasureError(
           'MEASURE_INVALID_OPTION',
@@ -204,12 +212,13 @@ export function predictPcrs(options: PredictOptions): PcrPrediction {
         );
       }
     }
-    recorder.digest(
-      4,
-      EV.EFI_BOOT_SERVICES_APPLICATION,
-      authenticodeDigests(image, banks, { pad: false }),
-      `${what} ${image.name}`,
-    );
+    if (wants(4))
+      recorder.digest(
+        4,
+        EV.EFI_BOOT_SERVICES_APPLICATION,
+        authenticodeDigests(image, banks, { pad: false }),
+        `${what} ${image.name}`,
+      );
   };
   if (options.bootManager) withPeImage(options.bootManager, (image) => load(image, 'the boot manager'));
   let version: number | undefined;
@@ -221,7 +230,7 @@ export function predictPcrs(options: PredictOptions): PcrPrediction {
     const linux = image.section('.linux');
     if (!linux)
       throw new MeasureError('MEASURE_INVALID_OPTION', `${options.uki} has no .linux section: not a UKI`);
-    if (!secureBoot && (version ?? 254) >= STUB_LOADS_KERNEL_IMAGE) {
+    if (wants(4) && !secureBoot && (version ?? 254) >= STUB_LOADS_KERNEL_IMAGE) {
       // The kernel, loaded through the firmware from the UKI's memory, is measured like any image.
       const kernel = PeImage.fromSource(sectionSource(image, linux));
       try {
@@ -235,7 +244,7 @@ export function predictPcrs(options: PredictOptions): PcrPrediction {
         kernel.close();
       }
     }
-    for (const e of sectionMeasurements(image, banks, version)) recorder.events.push(e);
+    if (wants(11)) for (const e of sectionMeasurements(image, banks, version)) recorder.events.push(e);
   });
   for (const phase of options.phases ?? [])
     recorder.data(11, EV.IPL, Buffer.from(phase, 'utf8'), `phase ${phase}`);

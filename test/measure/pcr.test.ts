@@ -63,11 +63,11 @@ before(() => {
   );
 });
 
-const kinds = (p: ReturnType<typeof predictPcrs>, pcr: number) =>
+const kinds = (p: Awaited<ReturnType<typeof predictPcrs>>, pcr: number) =>
   p.events.filter((e) => e.pcr === pcr).map((e) => e.type);
 
-test('with Secure Boot: the policy, the separator, the db authority, the UKI; PCR 11 from the stub', () => {
-  const p = predictPcrs({ uki: f('uki.efi'), varstore: f('vars.fd'), banks: ['sha256', 'sha384'] });
+test('with Secure Boot: the policy, the separator, the db authority, the UKI; PCR 11 from the stub', async () => {
+  const p = await predictPcrs({ uki: f('uki.efi'), varstore: f('vars.fd'), banks: ['sha256', 'sha384'] });
   assert.equal(p.secureBoot, true);
   assert.deepEqual(p.warnings, []);
   assert.equal(p.stubVersion, 254);
@@ -90,8 +90,8 @@ test('with Secure Boot: the policy, the separator, the db authority, the UKI; PC
   assert.equal(p.values.sha384![11]!.length, 48);
 });
 
-test('without Secure Boot: no authority, the kernel measured after the UKI, and a warning', () => {
-  const p = predictPcrs({ uki: f('uki.efi'), varstore: '/usr/share/OVMF/OVMF_VARS_4M.fd' });
+test('without Secure Boot: no authority, the kernel measured after the UKI, and a warning', async () => {
+  const p = await predictPcrs({ uki: f('uki.efi'), varstore: '/usr/share/OVMF/OVMF_VARS_4M.fd' });
   assert.equal(p.secureBoot, false);
   assert.match(p.warnings[0]!, /is not Secure Boot enabled \(no PK: setup mode\)/);
   assert.deepEqual(kinds(p, 7), [...Array(5).fill('EV_EFI_VARIABLE_DRIVER_CONFIG'), 'EV_SEPARATOR']);
@@ -102,14 +102,14 @@ test('without Secure Boot: no authority, the kernel measured after the UKI, and 
     withPeImage(testKernel(), (i) => authenticodeDigest(i, 'sha256', { pad: false })),
   );
   // Without a varstore at all: the same, and it says so.
-  const bare = predictPcrs({ uki: f('uki.efi') });
+  const bare = await predictPcrs({ uki: f('uki.efi') });
   assert.match(bare.warnings[0]!, /no varstore given/);
   assert.deepEqual(bare.values, p.values);
 });
 
-test("Debian 12's 252 stub measures fewer sections (and, without Secure Boot, the kernel too)", () => {
+test("Debian 12's 252 stub measures fewer sections (and, without Secure Boot, the kernel too)", async () => {
   seal('uki', 'build', '--linux', testKernel(), '--cmdline', 'quiet', '--stub', stub252(), f('uki252.efi'));
-  const p = predictPcrs({ uki: f('uki252.efi') });
+  const p = await predictPcrs({ uki: f('uki252.efi') });
   assert.equal(p.stubVersion, 252);
   assert.equal(p.events.filter((e) => e.type === 'EV_EFI_BOOT_SERVICES_APPLICATION').length, 2);
   assert.deepEqual(
@@ -118,24 +118,24 @@ test("Debian 12's 252 stub measures fewer sections (and, without Secure Boot, th
   );
 });
 
-test('with a boot manager: both images measured, the shared db authority once', () => {
-  const p = predictPcrs({ uki: f('uki.efi'), bootManager: f('systemd-boot.efi'), varstore: f('vars.fd') });
+test('with a boot manager: both images measured, the shared db authority once', async () => {
+  const p = await predictPcrs({ uki: f('uki.efi'), bootManager: f('systemd-boot.efi'), varstore: f('vars.fd') });
   assert.equal(p.events.filter((e) => e.type === 'EV_EFI_BOOT_SERVICES_APPLICATION').length, 2);
   assert.equal(p.events.filter((e) => e.type === 'EV_EFI_VARIABLE_AUTHORITY').length, 1);
 });
 
-test('refusals: an image the firmware would not start, an unknown phase, a PE that is not a UKI', () => {
-  assert.throws(
-    () => predictPcrs({ uki: f('unsigned.efi'), varstore: f('vars.fd') }),
+test('refusals: an image the firmware would not start, an unknown phase, a PE that is not a UKI', async () => {
+  await assert.rejects(
+    predictPcrs({ uki: f('unsigned.efi'), varstore: f('vars.fd') }),
     (e: unknown) =>
       e instanceof MeasureError &&
       /the firmware would refuse the UKI .*: the image is not signed/.test(e.message),
   );
-  assert.throws(
-    () => predictPcrs({ uki: f('uki.efi'), phases: ['enter-initrd', 'midnight'] }),
+  await assert.rejects(
+    predictPcrs({ uki: f('uki.efi'), phases: ['enter-initrd', 'midnight'] }),
     /unknown boot phase "midnight"/,
   );
-  assert.throws(() => predictPcrs({ uki: BOOT_MANAGER_254 }), /has no \.linux section: not a UKI/);
+  await assert.rejects(predictPcrs({ uki: BOOT_MANAGER_254 }), /has no \.linux section: not a UKI/);
   const r = runSeal(['pcr', 'predict', '--uki', f('unsigned.efi'), '--vars', f('vars.fd')]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /would refuse the UKI/);

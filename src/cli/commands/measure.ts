@@ -90,7 +90,7 @@ export const measureCommands: Command[] = [
       'Without --vars, or with a varstore that is not Secure Boot enabled, the prediction is for a boot without Secure Boot, and says so.',
     async run(ctx, _args, options) {
       if (typeof options.uki !== 'string') throw new UsageError('--uki is required');
-      const prediction = predictPcrs({
+      const prediction = await predictPcrs({
         uki: options.uki,
         bootManager: options['boot-manager'] as string | undefined,
         varstore: options.vars as string | undefined,
