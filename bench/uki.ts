@@ -93,7 +93,7 @@ try {
       '--initrd',
       f('initrd'),
       '--cmdline',
-      '@' + f('cmdline'),
+      `@${f('cmdline')}`,
       '--os-release',
       f('os-release'),
       '--key',

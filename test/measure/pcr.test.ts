@@ -119,7 +119,11 @@ test("Debian 12's 252 stub measures fewer sections (and, without Secure Boot, th
 });
 
 test('with a boot manager: both images measured, the shared db authority once', async () => {
-  const p = await predictPcrs({ uki: f('uki.efi'), bootManager: f('systemd-boot.efi'), varstore: f('vars.fd') });
+  const p = await predictPcrs({
+    uki: f('uki.efi'),
+    bootManager: f('systemd-boot.efi'),
+    varstore: f('vars.fd'),
+  });
   assert.equal(p.events.filter((e) => e.type === 'EV_EFI_BOOT_SERVICES_APPLICATION').length, 2);
   assert.equal(p.events.filter((e) => e.type === 'EV_EFI_VARIABLE_AUTHORITY').length, 1);
 });
