@@ -136,8 +136,28 @@ test("SBAT: the stub's lines, then the default UKI line or the given ones; what 
 
 test('PCR 11 of a UKI equals systemd-measure calculate, for every bank and every boot phase', async () => {
   const out = f('measure.efi');
-  await buildUki(out, { ...inputs(), sbat: 'seal-test,1,Seal,test,1,https://example.org/' });
-  const files = ['.linux', '.osrel', '.cmdline', '.initrd', '.uname', '.sbat'].map((name) => {
+  // Every section systemd-stub 254 measures: a splash (BMP header), a device tree, a PCR public key.
+  writeFileSync(f('splash.bmp'), Buffer.concat([Buffer.from('BM'), Buffer.alloc(200, 3)]));
+  writeFileSync(f('tree.dtb'), Buffer.from('d00dfeed00000100', 'hex'));
+  writeFileSync(f('pcrpkey.pem'), execFileSync('openssl', ['pkey', '-in', keys.key, '-pubout']));
+  await buildUki(out, {
+    ...inputs(),
+    sbat: 'seal-test,1,Seal,test,1,https://example.org/',
+    splash: f('splash.bmp'),
+    dtb: f('tree.dtb'),
+    pcrpkey: f('pcrpkey.pem'),
+  });
+  const files = [
+    '.linux',
+    '.osrel',
+    '.cmdline',
+    '.initrd',
+    '.splash',
+    '.dtb',
+    '.uname',
+    '.sbat',
+    '.pcrpkey',
+  ].map((name) => {
     const path = f(`measure${name}`);
     writeFileSync(path, section(out, name));
     return `--${name.slice(1)}=${path}`;
@@ -146,13 +166,20 @@ test('PCR 11 of a UKI equals systemd-measure calculate, for every bank and every
   const measured = execFileSync(
     MEASURE,
     ['calculate', ...files, ...banks.map((b) => `--bank=${b}`), '--phase=:'],
-    { encoding: 'utf8' },
+    {
+      encoding: 'utf8',
+    },
   );
   const inspection = JSON.parse(
     runSeal(['uki', 'inspect', out, '--banks', banks.join(','), '--json']).stdout,
   ) as {
     pcr11: Record<string, string>;
+    sections: { name: string; measured: boolean }[];
   };
+  assert.deepEqual(
+    inspection.sections.filter((s) => s.measured).map((s) => s.name),
+    ['.sbat', '.osrel', '.cmdline', '.dtb', '.uname', '.splash', '.pcrpkey', '.initrd', '.linux'],
+  );
   for (const bank of banks)
     assert.match(measured, new RegExp(`^11:${bank}=${inspection.pcr11[bank]}$`, 'm'), bank);
   // The boot phases systemd extends afterwards.

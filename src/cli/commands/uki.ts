@@ -165,6 +165,7 @@ export const ukiCommands: Command[] = [
         ...(sign ? { sign } : {}),
       });
       ctx.result(result);
+      for (const w of result.warnings) process.stderr.write(`seal: warning: ${w}\n`);
       ctx.print(
         `${result.output}: ${result.size} bytes on ${result.stub}${result.uname ? `, kernel ${result.uname}` : ''}`,
       );
