@@ -9,21 +9,22 @@
  *  2. The firmware refuses, in one boot, the UKI unsigned, signed by a key not in db, changed by
  *     one byte after signing, and signed by a key also in dbx — then boots the good one;
  *     `seal uki verify --db` gives the same verdicts.
- *  3. Debian 12's systemd 252 stub, signed by a kernel-signing certificate from `seal pki kernel
- *     new` whose CA is the second db entry: boots, and the prediction (its section list, that db
- *     entry as the PCR 7 authority) holds.
+ *  3. systemd-boot (signed with the db key) starting a UKI on Debian 12's systemd 252 stub, signed
+ *     by a kernel-signing certificate from `seal pki kernel new` whose CA is the second db entry:
+ *     boots, and the prediction (both images in PCR 4, both db entries as PCR 7 authorities, the
+ *     252 stub's section list) holds.
  *  4. Without Secure Boot (Debian's empty varstore), on both stubs: boots, the prediction (which
  *     then includes the kernel the stub hands to the firmware) holds, and `seal pcr predict` says
  *     it is not a Secure Boot varstore.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runSeal } from '../helpers/cli.ts';
-import { opensslCertificate, stub252, testKernel } from '../helpers/efi.ts';
+import { BOOT_MANAGER_254, opensslCertificate, stub252, testKernel } from '../helpers/efi.ts';
 import { bootUki, espWith, retries, statusInitrd, type UkiBoot } from '../helpers/uki-vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-uki-vm-'));
@@ -48,12 +49,19 @@ function sealJson<T>(...args: string[]): T {
 type Values = Record<string, Record<string, string>>;
 
 /** Asserts that `boot`'s PCRs equal `seal pcr predict` for the given PCRs and banks. */
-function assertPredicted(boot: UkiBoot, uki: string, vars: string, pcrs = [4, 7, 11]): void {
+function assertPredicted(
+  boot: UkiBoot,
+  uki: string,
+  vars: string,
+  pcrs = [4, 7, 11],
+  bootManager?: string,
+): void {
   const prediction = sealJson<{ values: Values }>(
     'pcr',
     'predict',
     '--uki',
     uki,
+    ...(bootManager ? ['--boot-manager', bootManager] : []),
     '--vars',
     vars,
     '--banks',
@@ -223,6 +231,16 @@ echo "SEAL-DB $before $(wc -c < $db)"
   seal(
     'uki',
     'sign',
+    BOOT_MANAGER_254,
+    f('systemd-boot.efi'),
+    '--key',
+    f('keys/db.key'),
+    '--cert',
+    f('keys/db.crt'),
+  );
+  seal(
+    'uki',
+    'sign',
     f('unsigned252.efi'),
     f('good252.efi'),
     '--key',
@@ -317,23 +335,36 @@ test('the firmware refuses the UKI unsigned, foreign-signed, changed after signi
   seal('uki', 'verify', f('good.efi'), '--db', f('varsB.fd'));
 });
 
-test("a UKI on Debian 12's systemd 252 stub, signed under the kernel-signing CA in db, boots with Secure Boot; PCRs equal the prediction", async () => {
-  const boot = await bootUki({ esps: [espWith(f('esp-252'), f('good252.efi'))], varstore: f('varsA.fd') });
+test("systemd-boot starting a UKI on Debian 12's 252 stub, signed under the kernel-signing CA in db, with Secure Boot; PCRs equal the prediction", async () => {
+  // The ESP of a device with a boot manager: systemd-boot (signed with the db key) finds the UKI
+  // (signed with a kernel-signing certificate, whose CA is the second db entry) in EFI/Linux.
+  const esp = f('esp-252');
+  mkdirSync(join(esp, 'EFI/BOOT'), { recursive: true });
+  mkdirSync(join(esp, 'EFI/Linux'), { recursive: true });
+  mkdirSync(join(esp, 'loader'), { recursive: true });
+  copyFileSync(f('systemd-boot.efi'), join(esp, 'EFI/BOOT/BOOTX64.EFI'));
+  copyFileSync(f('good252.efi'), join(esp, 'EFI/Linux/seal.efi'));
+  writeFileSync(join(esp, 'loader/loader.conf'), 'timeout 0\n');
+  const boot = await bootUki({ esps: [esp], varstore: f('varsA.fd') });
   assert.ok(boot.booted, boot.output.slice(-3000));
   assert.equal(boot.secureBoot, 1);
   assert.doesNotMatch(boot.output, /Overlapping PE sections/);
-  assertPredicted(boot, f('good252.efi'), f('varsA.fd'));
+  assertPredicted(boot, f('good252.efi'), f('varsA.fd'), [4, 7, 11], f('systemd-boot.efi'));
   const prediction = sealJson<{ events: { pcr: number; type: string; description: string }[] }>(
     'pcr',
     'predict',
     '--uki',
     f('good252.efi'),
+    '--boot-manager',
+    f('systemd-boot.efi'),
     '--vars',
     f('varsA.fd'),
     '--events',
   );
-  const authority = prediction.events.find((e) => e.type === 'EV_EFI_VARIABLE_AUTHORITY');
-  assert.match(authority!.description, /Seal kernel signing CA/);
+  const authorities = prediction.events.filter((e) => e.type === 'EV_EFI_VARIABLE_AUTHORITY');
+  assert.equal(authorities.length, 2);
+  assert.match(authorities[0]!.description, /the boot manager .*Seal Signature Database Key/);
+  assert.match(authorities[1]!.description, /the UKI .*Seal kernel signing CA/);
   assertReplays(boot, 'stub252');
 });
 
