@@ -9,7 +9,7 @@
  */
 
 import type { KeyObject } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import {
   alignUp,
   DEBUG_DIRECTORY,
@@ -439,9 +439,4 @@ function fixDebugDirectory(stub: PeImage, body: Buffer, shift: number): void {
     const pointer = body.readUInt32LE(entry + 24);
     if (pointer !== 0) body.writeUInt32LE(pointer + shift, entry + 24);
   }
-}
-
-/** Reads a small text input given as a path (os-release, SBAT). */
-export function readText(path: string): string {
-  return readFileSync(path, 'utf8');
 }

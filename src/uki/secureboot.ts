@@ -16,16 +16,13 @@ import {
   encodeSignatureLists,
   GUIDS,
   SECURE_BOOT_ATTRIBUTES,
-  type SignatureEntry,
-  Varstore,
-  variableTime,
-} from '../efi/index.ts';
-import {
   SECURE_BOOT_VARIABLES,
   type SecureBootState,
   type SecureBootVariable,
+  type SignatureEntry,
   secureBootState,
-} from '../efi/secure-boot.ts';
+  Varstore,
+} from '../efi/index.ts';
 import { toNodeCertificate } from '../pki/authenticode.ts';
 import { type CertificateInput, certificateDer, signCms } from '../pki/cms.ts';
 import {
@@ -233,7 +230,7 @@ export function entryCertificates(entries: SignatureEntry[]): NodeCertificate[] 
   return entries.filter((e) => e.type === GUIDS.certX509).map((e) => toNodeCertificate(e.data));
 }
 
-export { type SecureBootState, type SecureBootVariable, secureBootState, variableTime };
+export { type SecureBootState, type SecureBootVariable, secureBootState };
 
 const HASH_ENTRY_TYPES: Record<string, 'sha1' | 'sha256' | 'sha384' | 'sha512'> = {
   [GUIDS.certSha1]: 'sha1',
