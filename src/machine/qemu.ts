@@ -50,6 +50,15 @@ export interface QemuResult {
   stopped: boolean;
 }
 
+/** A path that goes into a qemu `key=value,…` option, where a comma would start another key. */
+function optionPath(path: string): string {
+  if (path.includes(','))
+    throw new MachineError('MACHINE_INVALID_OPTION', `${path}: qemu cannot take a path with a comma`, {
+      subject: path,
+    });
+  return path;
+}
+
 /** The qemu command line for `options` (exported for tests and for printing). */
 export function qemuArguments(options: QemuOptions): string[] {
   const args = [
@@ -60,8 +69,8 @@ export function qemuArguments(options: QemuOptions): string[] {
     // Secure Boot needs SMM so that only the firmware can write the authenticated variables.
     args.push(
       ...['-machine', 'q35,smm=on', '-global', 'driver=cfi.pflash01,property=secure,value=on'],
-      ...['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${options.firmware.code}`],
-      ...['-drive', `if=pflash,format=raw,unit=1,file=${options.firmware.vars}`],
+      ...['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${optionPath(options.firmware.code)}`],
+      ...['-drive', `if=pflash,format=raw,unit=1,file=${optionPath(options.firmware.vars)}`],
     );
   } else {
     args.push('-machine', 'q35');
@@ -70,17 +79,15 @@ export function qemuArguments(options: QemuOptions): string[] {
   if (esps.length > 6)
     throw new MachineError('MACHINE_INVALID_OPTION', 'at most 6 ESP directories (one SATA port each)');
   for (const [i, dir] of esps.entries()) {
-    if (dir.includes(','))
-      throw new MachineError('MACHINE_INVALID_OPTION', `${dir}: qemu cannot take a path with a comma`);
     args.push(
-      ...['-drive', `if=none,id=esp${i},format=raw,file=fat:rw:${dir}`],
+      ...['-drive', `if=none,id=esp${i},format=raw,file=fat:rw:${optionPath(dir)}`],
       ...['-device', `ide-hd,drive=esp${i},bus=ide.${i},bootindex=${i + 1}`],
     );
   }
   for (const disk of options.disks ?? [])
     args.push(
       '-drive',
-      `format=${disk.format ?? 'raw'},file=${disk.path}${disk.readonly ? ',readonly=on' : ''}`,
+      `format=${disk.format ?? 'raw'},file=${optionPath(disk.path)}${disk.readonly ? ',readonly=on' : ''}`,
     );
   if (options.kernel) {
     args.push('-kernel', options.kernel.path);
@@ -91,7 +98,7 @@ export function qemuArguments(options: QemuOptions): string[] {
     if (!options.tpm.controlSocket)
       throw new MachineError('MACHINE_INVALID_OPTION', 'the TPM must be an swtpm started in qemu mode');
     args.push(
-      ...['-chardev', `socket,id=chrtpm,path=${options.tpm.controlSocket}`],
+      ...['-chardev', `socket,id=chrtpm,path=${optionPath(options.tpm.controlSocket)}`],
       ...['-tpmdev', 'emulator,id=tpm0,chardev=chrtpm', '-device', 'tpm-tis,tpmdev=tpm0'],
     );
   }

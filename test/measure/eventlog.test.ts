@@ -127,6 +127,31 @@ test('a StartupLocality event sets the value PCR 0 starts from; EV_NO_ACTION eve
   assert.equal(describeEventLog(parseEventLog(log))[1]!.description, 'StartupLocality 3');
 });
 
+test('a SHA-1 log of TPM 1.2 firmware (no Spec ID Event03) is read and replayed in its one bank', () => {
+  const event = (pcr: number, type: number, digest: Buffer, data: string) => {
+    const head = Buffer.alloc(32);
+    head.writeUInt32LE(pcr, 0);
+    head.writeUInt32LE(type, 4);
+    digest.copy(head, 8);
+    head.writeUInt32LE(data.length, 28);
+    return Buffer.concat([head, Buffer.from(data, 'latin1')]);
+  };
+  const d1 = createHash('sha1').update('one').digest();
+  const d2 = createHash('sha1').update('two').digest();
+  const log = parseEventLog(Buffer.concat([event(0, 8, d1, 'v1'), event(4, 0x80000007, d2, 'Calling')]));
+  assert.equal(log.format, 'sha1');
+  assert.deepEqual(log.banks, ['sha1']);
+  const replayed = replayEventLog(log);
+  assert.equal(
+    replayed.sha1![0]!.toString('hex'),
+    createHash('sha1').update(Buffer.alloc(20)).update(d1).digest('hex'),
+  );
+  assert.equal(
+    replayed.sha1![4]!.toString('hex'),
+    createHash('sha1').update(Buffer.alloc(20)).update(d2).digest('hex'),
+  );
+});
+
 test('seal eventlog replay: human and JSON output, comparisons that pass and one that names the PCR that differs', () => {
   const human = runSeal(['eventlog', 'replay', LOG]);
   assert.equal(human.status, 0, human.stderr);
