@@ -42,7 +42,7 @@ export function vmKernel(): string {
 }
 
 /** Copies a dynamically linked program and the libraries `ldd` names into `root`. */
-function addProgram(root: string, program: string): void {
+export function addProgram(root: string, program: string): void {
   const copy = (path: string) => {
     const to = join(root, path);
     mkdirSync(dirname(to), { recursive: true });

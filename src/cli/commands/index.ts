@@ -23,6 +23,9 @@ const FILES: [words: string[], load: Loader][] = [
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
   [['initrd'], async () => (await import('./agent.ts')).agentCommands],
   [['install'], async () => (await import('./machine.ts')).machineCommands],
+  [['uki'], async () => (await import('./uki.ts')).ukiCommands],
+  [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
+  [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */
