@@ -20,8 +20,10 @@ export type TpmErrorCode =
   | 'TPM_NOT_PROVISIONED'
   /** The TPM was provisioned by someone else (owner, other key or other layout). */
   | 'TPM_FOREIGN'
-  /** The TPM refused to release the secrets: the message carries the TPM's reason. */
-  | 'TPM_REFUSED';
+  /** The TPM refused to release the secrets or to raise the accepted version: the message carries the TPM's reason. */
+  | 'TPM_REFUSED'
+  /** Lowering the accepted manifest version was asked: it only goes up. */
+  | 'TPM_ROLLBACK';
 
 /** Failures of the TPM client and of Seal's TPM workflows; `subject` names the TPM, index or file. */
 export class TpmError extends SealError<TpmErrorCode> {

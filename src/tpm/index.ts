@@ -10,11 +10,21 @@
  *   const policy = parsePolicy(readFileSync('/etc/seal/tpm-policy.json'));
  *   const { secrets, wipe } = await unlock(tpm, { policy, lockPcr7: true });
  *   // secrets.luksPassphrase, secrets.deviceCert (DER), secrets.deviceKey (PKCS#8 DER, unless
- *   // the identity key is TPM-resident: then signChallenge / quoteIdentity use it)
- *   … use them …; wipe();
+ *   // the identity key is TPM-resident: then signChallenge / quoteIdentity use it),
+ *   // secrets.versionAuth (32 bytes: keep it in memory for raiseAcceptedVersion)
+ *   const accepted = await readAcceptedVersion(tpm);   // anti-rollback: refuse manifests below it
+ *   … use them …;
  *   await lockPcr7(tpm);       // if unlock was called without lockPcr7
+ *   // later in the same boot, once the new system is confirmed good (works after the lock):
+ *   await raiseAcceptedVersion(tpm, secrets.versionAuth, manifest.version);
+ *   wipe();
  *   await readVersion(tpm);    // the TPM's policy version
  *   await tpm.close();
+ *
+ * `readAcceptedVersion` throws TpmError `TPM_NOT_PROVISIONED` on a TPM without the counter and
+ * `TPM_FOREIGN` when its indices are not Seal's; `raiseAcceptedVersion` throws `TPM_ROLLBACK`
+ * for a lower version, `TPM_INVALID_ARGUMENT` for a jump over MAX_RAISE, `TPM_REFUSED` (with
+ * TPM_RC_BAD_AUTH) for another authValue. Both take `{ storageKeyName }` like `unlock`.
  *
  * `unlock` throws TpmError: `TPM_REFUSED` when the TPM refused (the message carries the TPM's
  * response code — TPM_RC_VALUE from PolicyPCR for another PCR 7, TPM_RC_POLICY from PolicyNV
@@ -22,8 +32,9 @@
  * signed by another key — and what Seal could tell from the TPM's public state),
  * `TPM_NOT_PROVISIONED`, `TPM_POLICY_FILE`, `TPM_TRANSPORT`, `TPM_MALFORMED`…
  *
- * The factory and management side: `provision`, `signPolicy` / `serializePolicy`, `revoke`,
- * `createIdentity`. The layout (NV indices, attributes, policyRefs) is in layout.ts; the signed
+ * The factory and management side: `provision` (also completes, with a management policy, a TPM
+ * provisioned before the accepted manifest version existed), `signPolicy` / `serializePolicy`,
+ * `revoke`, `createIdentity`. The layout (NV indices, attributes, policyRefs) is in layout.ts; the signed
  * policy file format in signed-policy.ts.
  *
  * Underneath: `Tpm` (client.ts) has one method per command, sessions (session.ts: password,
@@ -32,6 +43,13 @@
  * a recording transport), offline policy digests (policy.ts), structures and their bounded
  * parsers (structures.ts, marshal.ts), response codes (rc.ts).
  */
+export {
+  type AcceptedState,
+  type AcceptedVersionOptions,
+  raiseAcceptedVersion,
+  readAcceptedState,
+  readAcceptedVersion,
+} from './accepted.ts';
 export {
   type CreatedObject,
   type Entity,
@@ -69,6 +87,7 @@ export {
   lockDigest,
   lockPcr7,
   ownerAuthSet,
+  pinnedSaltKey,
   readVersion,
   saltKey,
   type Unlocked,

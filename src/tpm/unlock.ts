@@ -37,6 +37,26 @@ export async function saltKey(tpm: Tpm): Promise<{ handle: number; public: Publi
   }
 }
 
+/**
+ * `saltKey`, refusing a key whose Name is not `storageKeyName` when given (before any session
+ * starts with it; a transient key is flushed first).
+ */
+export async function pinnedSaltKey(
+  tpm: Tpm,
+  storageKeyName?: Buffer,
+): Promise<{ handle: number; public: PublicArea; transient: boolean }> {
+  const salt = await saltKey(tpm);
+  if (storageKeyName && !objectName(salt.public).equals(storageKeyName)) {
+    if (salt.transient) await tpm.flushContext(salt.handle).catch(() => {});
+    throw new TpmError(
+      'TPM_REFUSED',
+      `the storage key at ${handleHex(SRK_HANDLE)} is not the one provisioned (Name ${objectName(salt.public).toString('hex')}): not starting a session with it`,
+      { subject: tpm.address },
+    );
+  }
+  return salt;
+}
+
 /** The policy version the TPM holds (its version counter), or undefined when it has none. */
 export async function readVersion(tpm: Tpm): Promise<number | undefined> {
   try {
@@ -73,8 +93,9 @@ export interface UnlockOptions {
   policy: SignedPolicy;
   /**
    * The secrets to read. Default: for a production policy the device certificate, the device
-   * key (when it is not TPM-resident) and the LUKS passphrase; for a management policy the
-   * owner secret.
+   * key (when it is not TPM-resident), the LUKS passphrase and the version authorization (the
+   * accepted-version counter's authValue, for `raiseAcceptedVersion`; absent on a TPM
+   * provisioned without it); for a management policy the owner secret.
    */
   secrets?: SecretName[];
   /** Extend PCR 7 afterwards (every allocated bank) so nothing more can be read in this boot. */
@@ -148,9 +169,16 @@ async function diagnose(tpm: Tpm, p: SignedPolicy, secrets: SecretName[]): Promi
 }
 
 const DEFAULT_SECRETS: Record<SignedPolicy['role'], SecretName[]> = {
-  production: ['deviceCert', 'deviceKey', 'luksPassphrase'],
+  production: ['deviceCert', 'deviceKey', 'luksPassphrase', 'versionAuth'],
   management: ['ownerSecret'],
 };
+
+/**
+ * Secrets a default unlock skips when the TPM has no index for them: the device key when the
+ * identity key is TPM-resident; the version authorization on a TPM provisioned before Seal kept
+ * the accepted manifest version (`readAcceptedVersion` then says TPM_NOT_PROVISIONED).
+ */
+const OPTIONAL_SECRETS: SecretName[] = ['deviceKey', 'versionAuth'];
 
 /**
  * Satisfies the signed policy and reads the secrets: the library API of the device agent.
@@ -172,13 +200,7 @@ export async function unlock(tpm: Tpm, options: UnlockOptions): Promise<Unlocked
   let key: number | undefined;
   let stage = 'to start the policy session';
   try {
-    salt = await saltKey(tpm);
-    if (options.storageKeyName && !objectName(salt.public).equals(options.storageKeyName))
-      throw new TpmError(
-        'TPM_REFUSED',
-        `the storage key at ${handleHex(SRK_HANDLE)} is not the one provisioned (Name ${objectName(salt.public).toString('hex')}): not starting a session with it`,
-        { subject: tpm.address },
-      );
+    salt = await pinnedSaltKey(tpm, options.storageKeyName);
     session = (await tpm.startAuthSession({ type: 'policy', salt })).encrypting({ encrypt: true });
     if (salt.transient) {
       await tpm.flushContext(salt.handle);
@@ -196,7 +218,7 @@ export async function unlock(tpm: Tpm, options: UnlockOptions): Promise<Unlocked
           error instanceof TpmResponseError &&
           error.rcName === 'TPM_RC_HANDLE' &&
           !explicit &&
-          secret === 'deviceKey'
+          OPTIONAL_SECRETS.includes(secret)
         )
           continue;
         if (error instanceof TpmResponseError && error.rcName === 'TPM_RC_HANDLE')

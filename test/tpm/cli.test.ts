@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { hash } from '../../src/tpm/index.ts';
+import { hash, parsePolicy, raiseAcceptedVersion, unlock } from '../../src/tpm/index.ts';
 import { runSeal, SEAL_BIN } from '../helpers/cli.ts';
 import { opensslKeyPair } from '../helpers/keys.ts';
 import { startTestTpm, type TestTpm } from '../helpers/tpm.ts';
@@ -112,6 +112,10 @@ test('factory and device through the CLI', async () => {
   assert.equal(status.ownerAuthSet, true);
   assert.equal(status.policyVersion, 1);
   assert.equal(status.secrets.luksPassphrase.nv.size, 64);
+  assert.equal(status.secrets.versionAuth.nv.size, 32);
+  assert.equal(status.acceptedVersion, 0);
+  assert.equal(status.acceptedVersionIndex, '0x01500050');
+  assert.equal((await seal(['tpm', 'accepted-version'], { status: 0 })).stdout, '0\n');
   assert.ok(!JSON.stringify(status).includes(luks));
 
   const policy = join(dir, 'p1.json');
@@ -163,7 +167,7 @@ test('factory and device through the CLI', async () => {
   assert.equal(traced.status, 0, traced.stderr);
   assert.match(
     traced.stdout,
-    /Released for policy version 1: device certificate \(\d+ bytes\), device key \(\d+ bytes\), LUKS passphrase \(64 bytes\)/,
+    /Released for policy version 1: device certificate \(\d+ bytes\), device key \(\d+ bytes\), LUKS passphrase \(64 bytes\), version authorization \(32 bytes\)/,
   );
   const log = readFileSync(trace, 'latin1');
   const deviceKeyDer = createPrivateKey(readFileSync(key)).export({ type: 'pkcs8', format: 'der' }) as Buffer;
@@ -304,6 +308,18 @@ test('factory and device through the CLI', async () => {
   assert.match(
     (await seal(['tpm', 'unlock', '--policy', join(dir, 'junk.json')], { status: 1 })).stderr,
     /junk\.json: format 2 is not 1 \[TPM_POLICY_FILE\]/,
+  );
+
+  // The agent raises the accepted manifest version (library); the CLI reads it.
+  const { secrets } = await unlock(t.tpm, { policy: parsePolicy(readFileSync(v2)), lockPcr7: true });
+  await raiseAcceptedVersion(t.tpm, secrets.versionAuth!, 3);
+  assert.equal((await seal(['tpm', 'accepted-version'], { status: 0 })).stdout, '3\n');
+  const accepted = JSON.parse((await seal(['tpm', 'accepted-version', '--json'], { status: 0 })).stdout);
+  assert.equal(accepted.acceptedVersion, 3);
+  assert.equal(BigInt(accepted.counter) - BigInt(accepted.base), 3n);
+  assert.match(
+    (await seal(['tpm', 'status'], { status: 0 })).stdout,
+    /policy version 2, accepted manifest version 3\n/,
   );
 });
 

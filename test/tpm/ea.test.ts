@@ -120,20 +120,21 @@ test('provisioning: version 1, owner auth set, secrets released to the signed po
     assert.deepEqual(secrets.deviceKey, deviceKey);
     assert.deepEqual(secrets.luksPassphrase, t.luks);
     assert.equal(secrets.ownerSecret, undefined);
+    assert.equal(secrets.versionAuth?.length, 32);
     const bytes = wire.exchanges.flatMap((e) => [e.command, e.response]);
-    for (const secret of [t.luks, deviceKey, deviceCert]) {
+    for (const secret of [t.luks, deviceKey, deviceCert, secrets.versionAuth!]) {
       for (let at = 0; at + 16 <= secret.length; at += 16)
         assert.ok(
           !bytes.some((b) => b.includes(secret.subarray(at, at + 16))),
           'a secret crossed the bus in clear',
         );
     }
-    // The whole unlock is one salted session: SRK public, session, NV buffer size, 3 NV publics,
+    // The whole unlock is one salted session: SRK public, session, NV buffer size, 4 NV publics,
     // the ticket (3), 4 commands per 1024-byte chunk, the session flush.
     const codes = wire.commandCodes;
     assert.equal(codes.filter((c) => c === CC.StartAuthSession).length, 1);
-    assert.equal(codes.filter((c) => c === CC.NV_Read).length, 3);
-    assert.ok(codes.length <= 24, `${codes.length} commands`);
+    assert.equal(codes.filter((c) => c === CC.NV_Read).length, 4);
+    assert.ok(codes.length <= 29, `${codes.length} commands`);
   } finally {
     await t.stop();
   }

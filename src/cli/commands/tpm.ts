@@ -7,6 +7,8 @@ import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } fr
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
 import {
+  ACCEPTED_BASE_INDEX,
+  ACCEPTED_INDEX,
   checkPolicy,
   computeApproved,
   createIdentity,
@@ -21,6 +23,7 @@ import {
   parsePolicy,
   provision,
   quoteIdentity,
+  readAcceptedState,
   readVersion,
   revoke,
   SECRET_INDEX,
@@ -154,6 +157,7 @@ const SECRET_LABEL: Record<SecretName, string> = {
   deviceKey: 'device key',
   luksPassphrase: 'LUKS passphrase',
   ownerSecret: 'owner secret',
+  versionAuth: 'version authorization',
 };
 
 export const tpmCommands: Command[] = [
@@ -163,7 +167,7 @@ export const tpmCommands: Command[] = [
     args: '',
     arity: [0, 0],
     details:
-      'Defines the policy version counter (1 on a fresh TPM) and the secret NV indices — device certificate, device key (unless TPM-resident), LUKS passphrase, owner secret — each readable only through PolicyAuthorize(policy-signing key), written and write-locked; then sets a random owner authorization kept only in the TPM (never printed). Idempotent; a TPM provisioned by someone else is refused unchanged.',
+      'Defines the policy version counter (1 on a fresh TPM) and the secret NV indices — device certificate, device key (unless TPM-resident), LUKS passphrase, version authorization, owner secret — each readable only through PolicyAuthorize(policy-signing key), written and write-locked; the accepted manifest version (an NV counter anyone reads and only the version authorization raises, and its base), at 0; then sets a random owner authorization kept only in the TPM (never printed). Idempotent; a TPM provisioned by someone else is refused unchanged. A TPM provisioned before Seal kept the accepted version is completed with --management-policy, booted in the management image.',
     options: {
       ...tpmOption,
       'product-policy-key': {
@@ -192,6 +196,12 @@ export const tpmCommands: Command[] = [
         value: 'FILE|-',
         description: 'write the stored LUKS passphrase to FILE or stdout',
       },
+      'management-policy': {
+        type: 'string',
+        value: 'FILE',
+        description:
+          'a management policy for the current version: adds the accepted manifest version to a TPM provisioned without it',
+      },
     },
     async run(ctx, _, options) {
       const inTpm = options['device-key-in-tpm'] === true;
@@ -210,12 +220,17 @@ export const tpmCommands: Command[] = [
         typeof options['luks-passphrase-file'] === 'string'
           ? readFileSync(options['luks-passphrase-file'])
           : undefined;
+      const managementPolicy =
+        typeof options['management-policy'] === 'string'
+          ? readPolicyFile(options['management-policy'])
+          : undefined;
       const result = await withTpm(options, (tpm) =>
         provision(tpm, {
           policyKey,
           deviceCert,
           ...(deviceKey ? { deviceKey } : { deviceKeyInTpm: true }),
           ...(luks ? { luksPassphrase: luks } : {}),
+          ...(managementPolicy ? { managementPolicy } : {}),
         }),
       );
       try {
@@ -235,7 +250,7 @@ export const tpmCommands: Command[] = [
       ctx.result(report);
       if (outputs.get('luks') !== '-')
         ctx.print(
-          `${result.status === 'provisioned' ? 'Provisioned' : 'Already provisioned'}: policy version ${result.version}, indices ${Object.entries(
+          `${{ provisioned: 'Provisioned', 'already-provisioned': 'Already provisioned', completed: 'Completed' }[result.status]}: policy version ${result.version}, accepted manifest version ${result.acceptedVersion}, indices ${Object.entries(
             result.indices,
           )
             .map(([k, v]) => `${k} ${v}`)
@@ -482,11 +497,25 @@ export const tpmCommands: Command[] = [
         const secrets: Record<string, unknown> = {};
         for (const name of SECRETS)
           secrets[name] = { index: handleHex(SECRET_INDEX[name]), nv: await nv(SECRET_INDEX[name]) };
+        let accepted: { version: number | null; base: number | null; problem?: string };
+        try {
+          const state = await readAcceptedState(tpm);
+          accepted = { version: state.version, base: Number(state.base) };
+        } catch (error) {
+          if (!(error instanceof TpmError) || !['TPM_NOT_PROVISIONED', 'TPM_FOREIGN'].includes(error.code))
+            throw error;
+          accepted = { version: null, base: null, problem: error.message };
+        }
         return {
           tpm: tpm.address,
           ownerAuthSet: await ownerAuthSet(tpm),
           policyVersion: (await readVersion(tpm)) ?? null,
           versionIndex: handleHex(VERSION_INDEX),
+          acceptedVersion: accepted.version,
+          acceptedVersionIndex: handleHex(ACCEPTED_INDEX),
+          acceptedVersionBase: accepted.base,
+          acceptedVersionBaseIndex: handleHex(ACCEPTED_BASE_INDEX),
+          ...(accepted.problem ? { acceptedVersionProblem: accepted.problem } : {}),
           secrets,
           srk: { handle: handleHex(SRK_HANDLE), name: await present(SRK_HANDLE) },
           identity: (await identityPublic(tpm))?.name.toString('hex') ?? null,
@@ -494,8 +523,9 @@ export const tpmCommands: Command[] = [
       });
       ctx.result(report);
       ctx.print(
-        `${report.tpm}: owner authorization ${report.ownerAuthSet ? 'set' : 'not set'}, policy version ${report.policyVersion ?? 'none'}`,
+        `${report.tpm}: owner authorization ${report.ownerAuthSet ? 'set' : 'not set'}, policy version ${report.policyVersion ?? 'none'}, accepted manifest version ${report.acceptedVersion ?? 'none'}`,
       );
+      if (report.acceptedVersionProblem) ctx.print(`  (${report.acceptedVersionProblem})`);
       for (const [name, v] of Object.entries(report.secrets) as [
         string,
         { index: string; nv: { size: number; writeLocked: boolean } | null },
@@ -505,6 +535,40 @@ export const tpmCommands: Command[] = [
         );
       ctx.print(`  storage key     ${report.srk.handle} ${report.srk.name ? 'present' : 'absent'}`);
       ctx.print(`  identity key    ${report.identity ? 'TPM-resident' : 'absent'}`);
+      return 0;
+    },
+  },
+  {
+    path: ['tpm', 'accepted-version'],
+    summary: 'The highest system-manifest version this device accepted (anti-rollback, read-only)',
+    args: '',
+    arity: [0, 0],
+    details:
+      "Reads the accepted-version counter and its base in one salted policy session (the response authenticated by the storage key) and prints counter − base: 0 until the device's agent first raises it. Only the agent raises it, with the version authorization unlock released.",
+    options: {
+      ...tpmOption,
+      'storage-key-name': {
+        type: 'string',
+        value: 'HEX',
+        description: 'refuse a storage key (salt) other than this Name (provision reports it)',
+      },
+    },
+    async run(ctx, _, options) {
+      const state = await withTpm(options, (tpm) =>
+        readAcceptedState(tpm, {
+          ...(typeof options['storage-key-name'] === 'string'
+            ? { storageKeyName: parseHexOption(options['storage-key-name'], 'storage-key-name', 34) }
+            : {}),
+        }),
+      );
+      ctx.result({
+        acceptedVersion: state.version,
+        counter: state.counter.toString(),
+        base: state.base.toString(),
+        index: handleHex(ACCEPTED_INDEX),
+        baseIndex: handleHex(ACCEPTED_BASE_INDEX),
+      });
+      ctx.print(String(state.version));
       return 0;
     },
   },
