@@ -17,7 +17,14 @@ import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
 import { verifySystem } from '../manifest/verify.ts';
 import { deviceIdOf, parseCertificates, x509 } from '../pki/index.ts';
 import { LayoutStore } from '../store/index.ts';
-import { lockPcr7, parsePolicy, Tpm, unlock } from '../tpm/index.ts';
+import {
+  lockPcr7,
+  parsePolicy,
+  raiseAcceptedVersion,
+  readAcceptedVersion,
+  Tpm,
+  unlock,
+} from '../tpm/index.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
 import { type DeviceDisk, findDeviceDisk } from './disk.ts';
 import { AgentError } from './errors.ts';
@@ -62,35 +69,47 @@ function loadModules(): number {
 
 interface Secrets {
   luksPassphrase: Buffer;
+  /** The authorization of the TPM's accepted-version counter (raised once a system is accepted). */
+  versionAuth: Buffer;
   product: string;
   serial: string;
+  /** The highest system version this device accepted, as its TPM keeps it. */
+  accepted: number;
 }
 
 /** Unlocks the TPM with the signed policy of the initrd and locks PCR 7 at once. */
-async function unlockTpm(): Promise<Secrets> {
+async function unlockTpm(tpm: Tpm): Promise<Secrets> {
   const policy = parsePolicy(
     readFileSync(`${SEAL_ROOT}/etc/policy.json`),
     'the signed TPM policy of the initrd',
   );
-  const tpm = await Tpm.open(TPM_DEVICE);
   try {
     const unlocked = await unlock(tpm, { policy, lockPcr7: true });
-    const { luksPassphrase, deviceCert } = unlocked.secrets;
-    if (!luksPassphrase || !deviceCert) {
-      throw new AgentError('AGENT_BOOT', 'the TPM released no LUKS passphrase or device certificate');
+    const { luksPassphrase, deviceCert, versionAuth } = unlocked.secrets;
+    if (!luksPassphrase || !deviceCert || !versionAuth) {
+      const missing = !luksPassphrase
+        ? 'LUKS passphrase'
+        : !deviceCert
+          ? 'device certificate'
+          : 'accepted-version authorization (provisioned by an older Seal: provision it again from the management image)';
+      throw new AgentError('AGENT_BOOT', `the TPM released no ${missing}`);
     }
     const id = deviceIdOf(new x509.X509Certificate(deviceCert));
     if (!id)
       throw new AgentError('AGENT_BOOT', 'the device certificate in the TPM names no product and serial');
-    const secrets = { luksPassphrase: Buffer.from(luksPassphrase), product: id.product, serial: id.serial };
+    const secrets: Secrets = {
+      luksPassphrase: Buffer.from(luksPassphrase),
+      versionAuth: Buffer.from(versionAuth),
+      product: id.product,
+      serial: id.serial,
+      accepted: await readAcceptedVersion(tpm),
+    };
     unlocked.wipe();
     return secrets;
   } catch (error) {
     // Whatever happened, nothing more may be read in this boot.
     await lockPcr7(tpm).catch(() => {});
     throw error;
-  } finally {
-    await tpm.close();
   }
 }
 
@@ -189,10 +208,11 @@ export async function boot(): Promise<void> {
       () => findDeviceDisk(),
       (d) => d.device,
     );
+    const tpm = await Tpm.open(TPM_DEVICE);
     const secrets = await log.step(
       'unlock the TPM and lock PCR 7',
-      unlockTpm,
-      (s) => `product ${s.product}, serial ${s.serial}`,
+      () => unlockTpm(tpm),
+      (s) => `product ${s.product}, serial ${s.serial}, accepted version ${s.accepted}`,
     );
     await log.step('open the config partition', () =>
       openEncrypted(disk.partitions.config.device, 'seal-config', secrets.luksPassphrase, `${RUN}/config`),
@@ -222,9 +242,15 @@ export async function boot(): Promise<void> {
         verifySystem(`oci:${RUN}/store:${tag}`, {
           ca,
           product: secrets.product,
+          minimumVersion: secrets.accepted,
           state: `${RUN}/config/accepted.json`,
         }),
       (r) => `version ${r.document.version}, ${r.document.targets.length} targets, ${r.manifest.digest}`,
+    );
+    await log.step(
+      'record the accepted version in the TPM',
+      () => raiseAcceptedVersion(tpm, secrets.versionAuth, report.document.version),
+      (r) => (r.from === r.to ? `${r.to}, as before` : `${r.from} → ${r.to}`),
     );
     const system_ = report.document as SystemManifest;
     const targets = system_.targets as SystemTarget[];

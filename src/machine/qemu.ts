@@ -21,8 +21,8 @@ export interface QemuOptions {
    * QM0000<n+1>).
    */
   esp?: string | string[];
-  /** Raw disk images, in order. */
-  disks?: { path: string; readonly?: boolean; format?: 'raw' | 'qcow2' }[];
+  /** Disk images, in order (IDE/SATA unless `virtio`: a Seal device's disk is virtio-blk). */
+  disks?: { path: string; readonly?: boolean; format?: 'raw' | 'qcow2'; virtio?: boolean }[];
   /** Direct kernel boot instead of firmware. */
   kernel?: { path: string; initrd?: string; cmdline?: string };
   /** A software TPM started in `qemu` mode. */
@@ -87,7 +87,7 @@ export function qemuArguments(options: QemuOptions): string[] {
   for (const disk of options.disks ?? [])
     args.push(
       '-drive',
-      `format=${disk.format ?? 'raw'},file=${optionPath(disk.path)}${disk.readonly ? ',readonly=on' : ''}`,
+      `format=${disk.format ?? 'raw'},file=${optionPath(disk.path)}${disk.readonly ? ',readonly=on' : ''}${disk.virtio ? ',if=virtio' : ''}`,
     );
   if (options.kernel) {
     args.push('-kernel', options.kernel.path);

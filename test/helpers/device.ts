@@ -160,3 +160,124 @@ export function buildSystem(
 export function installDisk(f: DeviceFixture, system: string, disk: string, uki: string): void {
   seal(['install', '--disk', disk, '--manifest', system, '--uki', uki, '--ca', f.ca, '--size', '2G']);
 }
+
+/** The product's Secure Boot keys and kernel signer, and a varstore enrolled with them. */
+export interface BootKit {
+  keys: string;
+  /** The kernel-signing key and certificate (their CA is in db). */
+  kernelKey: string;
+  kernelCert: string;
+  kernelCa: string;
+  /** Debian's OVMF varstore with PK, KEK and db enrolled (copy it per machine: the firmware writes to it). */
+  vars: string;
+  /** The kernel and its package (modules for the initrd). */
+  vmlinuz: string;
+  kernelPackage: string;
+}
+
+export function buildBootKit(f: DeviceFixture, vmlinuz: string, kernelPackage: string): BootKit {
+  const keys = join(f.work, 'secureboot');
+  seal(['secureboot', 'keys', keys]);
+  seal(['pki', 'kernel', 'new', f.pki]);
+  const vars = join(f.work, 'OVMF_VARS_seal.fd');
+  seal([
+    'secureboot',
+    'enroll',
+    '/usr/share/OVMF/OVMF_VARS_4M.fd',
+    vars,
+    '--pk',
+    join(keys, 'PK.crt'),
+    '--kek',
+    join(keys, 'KEK.crt'),
+    '--db',
+    join(f.pki, 'kernel-ca.pem'),
+  ]);
+  return {
+    keys,
+    kernelKey: join(f.pki, 'kernel/uki.key'),
+    kernelCert: join(f.pki, 'kernel/uki.pem'),
+    kernelCa: join(f.pki, 'kernel-ca.pem'),
+    vars,
+    vmlinuz,
+    kernelPackage,
+  };
+}
+
+/** PCR 7 of a boot of `uki` with the kit's varstore, as `seal pcr predict` says. */
+export function predictPcr7(kit: BootKit, uki: string): string {
+  const out = JSON.parse(seal(['pcr', 'predict', '--uki', uki, '--vars', kit.vars, '--pcrs', '7', '--json']));
+  const value = out.pcrs?.sha256?.['7'] ?? out.banks?.sha256?.['7'] ?? out.sha256?.['7'];
+  if (typeof value !== 'string') throw new Error(`no PCR 7 in ${JSON.stringify(out)}`);
+  return value;
+}
+
+/**
+ * The signed boot image: an initrd carrying `ca` and a TPM policy for PCR 7 of this kit's
+ * signer and policy version `version`, in a UKI signed by the kernel signer (or by `signer`).
+ */
+export function buildUki(
+  f: DeviceFixture,
+  kit: BootKit,
+  out: string,
+  options: { ca?: string; version?: number; cmdline?: string; signer?: { key: string; cert: string } } = {},
+): string {
+  const base = out.replace(/\.efi$/, '');
+  // PCR 7 depends on the signer's db entry, not on the image: a first, policy-less UKI tells it.
+  const probe = `${base}.probe.efi`;
+  writeFileSync(`${base}.empty`, '');
+  seal([
+    'uki',
+    'build',
+    '--linux',
+    kit.vmlinuz,
+    '--initrd',
+    `${base}.empty`,
+    '--key',
+    kit.kernelKey,
+    '--cert',
+    kit.kernelCert,
+    probe,
+  ]);
+  const pcr7 = predictPcr7(kit, probe);
+  seal([
+    'tpm',
+    'policy',
+    'sign',
+    '--key',
+    f.policyKey,
+    '--pcr7',
+    pcr7,
+    '--version',
+    String(options.version ?? 1),
+    `${base}.policy.json`,
+  ]);
+  seal([
+    'initrd',
+    'build',
+    options.ca ?? f.ca,
+    `${base}.initrd`,
+    '--kernel',
+    kit.kernelPackage,
+    '--policy',
+    `${base}.policy.json`,
+    '--level',
+    '3',
+  ]);
+  const signer = options.signer ?? { key: kit.kernelKey, cert: kit.kernelCert };
+  seal([
+    'uki',
+    'build',
+    '--linux',
+    kit.vmlinuz,
+    '--initrd',
+    `${base}.initrd`,
+    '--cmdline',
+    options.cmdline ?? 'console=ttyS0 quiet loglevel=3 panic=-1',
+    '--key',
+    signer.key,
+    '--cert',
+    signer.cert,
+    out,
+  ]);
+  return out;
+}
