@@ -5,7 +5,9 @@
  * and the fields a verifier expects (measurement, policy, host data, report data…).
  */
 import { createHash, X509Certificate as NodeCertificate, verify as verifySignature } from 'node:crypto';
-import { x509 } from '../../pki/x509.ts';
+import { RsaSaPssParams } from '@peculiar/asn1-rsa';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate as Asn1Certificate } from '@peculiar/asn1-x509';
 import { CvmError } from './errors.ts';
 import { parseSnpReport, type SnpReport, type TcbVersion } from './snp-report.ts';
 
@@ -29,8 +31,31 @@ const OID = {
 export interface Certificate {
   name: string;
   der: Buffer;
+  /** Node's certificate (OpenSSL): verifies signatures. */
   node: NodeCertificate;
-  parsed: x509.X509Certificate;
+  /** The outer signature algorithm: its OID and, for RSASSA-PSS, its hash and salt length. */
+  signature: { oid: string; hashOid?: string; saltLength?: number };
+  /** Extensions by OID: the contents of their extnValue. */
+  extensions: ReadonlyMap<string, Buffer>;
+}
+
+const RSASSA_PSS = '1.2.840.113549.1.1.10';
+const SHA384 = '2.16.840.1.101.3.4.2.2';
+
+function parseCertificate(der: Buffer, name: string): Certificate {
+  const node = new NodeCertificate(der);
+  const asn = AsnConvert.parse(der, Asn1Certificate);
+  const alg = asn.signatureAlgorithm;
+  const signature: Certificate['signature'] = { oid: alg.algorithm };
+  if (alg.algorithm === RSASSA_PSS && alg.parameters) {
+    const params = AsnConvert.parse(alg.parameters, RsaSaPssParams);
+    signature.hashOid = params.hashAlgorithm.algorithm;
+    signature.saltLength = params.saltLength;
+  }
+  const extensions = new Map<string, Buffer>();
+  for (const e of asn.tbsCertificate.extensions ?? [])
+    extensions.set(e.extnID, Buffer.from(e.extnValue.buffer));
+  return { name, der, node, signature, extensions };
 }
 
 /** Reads DER or PEM certificates from bytes (a PEM file may hold several, e.g. AMD's ASK+ARK bundle). */
@@ -47,7 +72,7 @@ export function readCertificates(bytes: Uint8Array, name: string): Certificate[]
   return ders.map((der, i) => {
     const label = ders.length > 1 ? `${name}#${i + 1}` : name;
     try {
-      return { name: label, der, node: new NodeCertificate(der), parsed: new x509.X509Certificate(der) };
+      return parseCertificate(der, label);
     } catch (cause) {
       throw new CvmError('CVM_BAD_CERTIFICATE', `${label}: not an X.509 certificate`, {
         subject: label,
@@ -62,16 +87,9 @@ function chainError(message: string, subject: string): CvmError {
 }
 
 function checkPssSignature(cert: Certificate, issuer: Certificate): void {
-  const alg = cert.parsed.signatureAlgorithm as {
-    name?: string;
-    hash?: { name?: string };
-    saltLength?: number;
-  };
-  if (alg.name !== 'RSA-PSS' || alg.hash?.name !== 'SHA-384' || alg.saltLength !== 48)
-    throw chainError(
-      `${cert.name}: signed with ${alg.name ?? 'an unknown algorithm'}, not RSASSA-PSS SHA-384`,
-      cert.name,
-    );
+  const alg = cert.signature;
+  if (alg.oid !== RSASSA_PSS || alg.hashOid !== SHA384 || alg.saltLength !== 48)
+    throw chainError(`${cert.name}: signed with ${alg.oid}, not RSASSA-PSS SHA-384 (salt 48)`, cert.name);
   if (cert.node.issuer !== issuer.node.subject)
     throw chainError(
       `${cert.name}: issued by "${oneLine(cert.node.issuer)}", not by ${issuer.name}`,
@@ -145,8 +163,7 @@ export function verifyAmdChain(
 
 /** The small DER values of AMD's VCEK extensions: INTEGER, IA5String or a raw OCTET STRING. */
 function extensionValue(cert: Certificate, oid: string): Buffer | undefined {
-  const ext = cert.parsed.extensions.find((e) => e.type === oid);
-  return ext ? Buffer.from(ext.value) : undefined;
+  return cert.extensions.get(oid);
 }
 
 function extensionInteger(cert: Certificate, oid: string): number | undefined {
