@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import {
   CvmError,
   cpuSignature,
+  directBootHashes,
   Firmware,
   launchDigest,
   resetVmsa,
@@ -323,4 +324,15 @@ test('the seal executable: sev-snp-measure spellings, --json and --dump-vmsa', (
   assert.equal(readFileSync(join(cwd, 'vmsa0.bin')).length, 4096);
   assert.notDeepEqual(readFileSync(join(cwd, 'vmsa0.bin')), readFileSync(join(cwd, 'vmsa1.bin')));
   assert.deepEqual(readFileSync(join(cwd, 'vmsa1.bin')), readFileSync(join(cwd, 'vmsa2.bin')));
+});
+
+test('a large initrd is hashed on a worker thread to the same SHA-256', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'seal-cvm-big-'));
+  const big = generated(17 << 20, 3);
+  writeFileSync(join(dir, 'initrd'), big);
+  writeFileSync(join(dir, 'kernel'), big.subarray(0, 1000));
+  const h = await directBootHashes(join(dir, 'kernel'), join(dir, 'initrd'), 'quiet');
+  assert.equal(h.initrd.toString('hex'), sha256(big));
+  assert.equal(h.kernel.toString('hex'), sha256(big.subarray(0, 1000)));
+  assert.equal(h.cmdline.toString('hex'), sha256(Buffer.from('quiet\0')));
 });

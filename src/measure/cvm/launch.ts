@@ -227,6 +227,9 @@ async function snpLaunchDigest(options: LaunchOptions): Promise<Buffer> {
   const vcpus = checkVcpus(options.vcpus, options.mode);
   const vmm = options.vmm ?? 'QEMU';
   const fw = await readFirmware(options.ovmf);
+  // The kernel and initrd are hashed while the firmware pages are.
+  const hashing = kernelHashes(options);
+  hashing.catch(() => {});
   let ld: SnpLaunchDigest;
   if (options.ovmfHash !== undefined) {
     if (options.ovmfHash.length !== DIGEST_SIZE)
@@ -236,7 +239,7 @@ async function snpLaunchDigest(options: LaunchOptions): Promise<Buffer> {
     ld = new SnpLaunchDigest();
     ld.normalPages(fw.gpa, fw.data);
   }
-  const hashes = await kernelHashes(options);
+  const hashes = await hashing;
   metadataPages(ld, fw, hashes, vmm);
   const apEip = fw.sevEsResetEip();
   const sevFeatures = options.guestFeatures ?? 1n;

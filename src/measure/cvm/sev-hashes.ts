@@ -8,6 +8,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { sharedPool } from '../../util/pool.ts';
 import { guidBytes } from './guid.ts';
 
 const TABLE_GUID = '9438d606-4f22-4cc9-b479-a793d411fd21';
@@ -32,15 +34,27 @@ export async function sha256File(path: string): Promise<Buffer> {
   return hash.digest();
 }
 
-/** The three hashes of a direct boot: the files are streamed, the command line taken as UTF-8. */
+/** Files this large are hashed on a worker thread, beside the rest of the measurement. */
+const WORKER_THRESHOLD = 16 << 20;
+
+/** SHA-256 of a large file on a worker of the shared pool, of a small one here. */
+async function sha256FileBeside(path: string): Promise<Buffer> {
+  if ((await stat(path)).size < WORKER_THRESHOLD) return sha256File(path);
+  return Buffer.from(await sharedPool().run<Uint8Array>(new URL(import.meta.url), 'sha256File', [path]));
+}
+
+/**
+ * The three hashes of a direct boot: the files are streamed (a large kernel or initrd on a
+ * worker thread), the command line taken as UTF-8.
+ */
 export async function directBootHashes(
   kernel: string,
   initrd?: string,
   cmdline?: string,
 ): Promise<DirectBootHashes> {
   const [k, i] = await Promise.all([
-    sha256File(kernel),
-    initrd ? sha256File(initrd) : createHash('sha256').digest(),
+    sha256FileBeside(kernel),
+    initrd ? sha256FileBeside(initrd) : createHash('sha256').digest(),
   ]);
   const c = createHash('sha256')
     .update(Buffer.concat([Buffer.from(cmdline ?? '', 'utf8'), Buffer.from([0])]))
