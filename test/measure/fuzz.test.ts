@@ -14,6 +14,8 @@ import {
   launchDigest,
   parseSnpReport,
   readCertificates,
+  tdxMrtd,
+  tdxSections,
   verifyAmdChain,
   verifySnpReport,
 } from '../../src/measure/index.ts';
@@ -102,6 +104,26 @@ test('mutated firmware footer tables and SEV metadata give typed errors or a par
     }
   }
   assert.ok(typed > 1000 && ok > 500, `typed ${typed}, parsed ${ok}`);
+});
+
+test('mutated TDX metadata gives typed errors or an MRTD', { timeout: 120_000 }, () => {
+  const random = prng(1900);
+  const full = readFileSync('/usr/share/ovmf/OVMF.fd');
+  const head = full.subarray(0, full.length - 8192);
+  const tail = full.subarray(full.length - 8192);
+  let typed = 0;
+  let ok = 0;
+  for (let i = 0; i < 3000; i++) {
+    const data = Buffer.concat([head, mutateTail(tail, random, i % 2 ? 0x900 : 0x60)]);
+    const outcome = typedOrResult(() => {
+      const fw = new Firmware(data, `case-${i}`);
+      tdxSections(fw);
+      if (i % 25 === 0) tdxMrtd(fw);
+    }, `case ${i}`);
+    if (outcome === 'ok') ok++;
+    else typed++;
+  }
+  assert.ok(typed > 500 && ok > 300, `typed ${typed}, parsed ${ok}`);
 });
 
 test('mutated SNP reports give typed errors or a report', { timeout: 120_000 }, () => {

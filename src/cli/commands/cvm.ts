@@ -10,8 +10,11 @@ import {
   cpuSignature,
   type LaunchOptions,
   launchDigest,
+  readFirmware,
   type SevMode,
   snpOvmfHash,
+  tdxMrtd,
+  tdxSections,
   VCPU_TYPES,
   VMM_TYPES,
   type VmmType,
@@ -259,5 +262,49 @@ export const cvmCommands: Command[] = [
   ),
   modeCommand('snp:ovmf-hash', 'SEV-SNP digest of the OVMF pages alone, for --snp-ovmf-hash'),
   modeCommand('snp:svsm', 'SEV-SNP launch digest of OVMF under Coconut-SVSM'),
+  {
+    path: ['measure', 'tdx'],
+    summary: 'Intel TDX MRTD of a TD booting a TDVF image (the whole OVMF.fd QEMU takes with -bios)',
+    args: '',
+    arity: [0, 0],
+    details:
+      'The MRTD as the TDX module computes it when KVM adds and measures the pages the TDX metadata lists ' +
+      '(page by page: MEM.PAGE.ADD, then MR.EXTEND of each 256 bytes). RTMRs are not predicted.',
+    options: {
+      ovmf: {
+        type: 'string',
+        value: 'PATH',
+        description: 'the TDVF image (OVMF.fd with TDX metadata; required)',
+      },
+      verbose: { type: 'boolean', short: 'v', description: 'list the TDX metadata sections' },
+    },
+    async run(ctx, _positionals, o) {
+      const ovmf = str(o.ovmf);
+      if (ovmf === undefined) throw new UsageError('--ovmf PATH is required');
+      const fw = await readFirmware(ovmf);
+      const sections = tdxSections(fw);
+      const mrtd = tdxMrtd(fw).toString('hex');
+      if (o.verbose === true)
+        for (const s of sections)
+          ctx.print(
+            `${s.typeName.padEnd(10)} gpa 0x${s.memoryAddress.toString(16)} size 0x${s.memoryDataSize.toString(16)} ` +
+              `data 0x${s.dataOffset.toString(16)}+0x${s.rawDataSize.toString(16)} attributes 0x${s.attributes.toString(16)}`,
+          );
+      ctx.print(o.verbose === true ? `MRTD: ${mrtd}` : mrtd);
+      ctx.result({
+        ovmf,
+        mrtd,
+        sections: sections.map((s) => ({
+          type: s.typeName,
+          gpa: `0x${s.memoryAddress.toString(16)}`,
+          size: `0x${s.memoryDataSize.toString(16)}`,
+          dataOffset: s.dataOffset,
+          rawDataSize: s.rawDataSize,
+          attributes: s.attributes,
+        })),
+      });
+      return 0;
+    },
+  },
   snpReportCommand,
 ];

@@ -44,5 +44,6 @@ export {
   verifyAmdChain,
   verifySnpReport,
 } from './snp-verify.ts';
+export { type TdxSection, TdxSectionType, tdxMrtd, tdxSections } from './tdx.ts';
 export { cpuSignature, VCPU_TYPES, vcpuModel, vcpuTypeSignature } from './vcpu.ts';
 export { BSP_EIP, resetVmsa, svsmVmsa, VMM_TYPES, type VmmType } from './vmsa.ts';
