@@ -248,6 +248,9 @@ export const cvmCommands: Command[] = [
     args: '',
     arity: [0, 0],
     options: launchOptions,
+    details:
+      'The same as "seal measure MODE ..." for MODE sev, seves, snp, snp:ovmf-hash or snp:svsm. ' +
+      'See also "seal measure snp-report --help" (SNP attestation reports) and "seal measure tdx --help" (TDX MRTD).',
     async run(ctx, _positionals, o) {
       if (o.mode === undefined)
         throw new UsageError('--mode is required: sev, seves, snp, snp:ovmf-hash or snp:svsm');
