@@ -1,4 +1,8 @@
-/** Measured boot: PCR banks, TCG event logs and their replay, and PCR prediction for Seal's boot chain. */
+/**
+ * Measured boot: PCR banks, TCG event logs and their replay, and PCR prediction for Seal's boot
+ * chain; launch measurements of confidential VMs (AMD SEV, SEV-ES, SEV-SNP, Intel TDX's MRTD) and
+ * SNP attestation reports (cvm/).
+ */
 export {
   ALGORITHM_IDS,
   BANKS,

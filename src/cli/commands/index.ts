@@ -26,6 +26,7 @@ const FILES: [words: string[], load: Loader][] = [
   [['uki'], async () => (await import('./uki.ts')).ukiCommands],
   [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
   [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
+  [['measure'], async () => (await import('./cvm.ts')).cvmCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */
