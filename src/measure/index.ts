@@ -14,6 +14,7 @@ export {
   parsePcrList,
   zeros,
 } from './banks.ts';
+export * from './cvm/index.ts';
 export { MeasureError, type MeasureErrorCode } from './errors.ts';
 export {
   describeEventLog,
