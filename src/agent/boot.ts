@@ -214,11 +214,16 @@ export async function boot(): Promise<void> {
       () => unlockTpm(tpm),
       (s) => `product ${s.product}, serial ${s.serial}, accepted version ${s.accepted}`,
     );
-    await log.step('open the config partition', () =>
-      openEncrypted(disk.partitions.config.device, 'seal-config', secrets.luksPassphrase, `${RUN}/config`),
+    await log.step(
+      'open the config partition',
+      () =>
+        openEncrypted(disk.partitions.config.device, 'seal-config', secrets.luksPassphrase, `${RUN}/config`),
+      (how) => how,
     );
-    await log.step('open the data partition', () =>
-      openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
+    await log.step(
+      'open the data partition',
+      () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
+      (how) => how,
     );
     secrets.luksPassphrase.fill(0);
     await log.step('mount the store', () => {
@@ -250,7 +255,7 @@ export async function boot(): Promise<void> {
     await log.step(
       'record the accepted version in the TPM',
       () => raiseAcceptedVersion(tpm, secrets.versionAuth, report.document.version),
-      (r) => (r.from === r.to ? `${r.to}, as before` : `${r.from} → ${r.to}`),
+      (r) => (r.from === r.to ? `${r.to}, as before` : `${r.from} -> ${r.to}`),
     );
     const system_ = report.document as SystemManifest;
     const targets = system_.targets as SystemTarget[];

@@ -10,8 +10,10 @@
  */
 import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { OVMF_CODE_SECURE_BOOT, runQemu, Swtpm } from '../../src/machine/index.ts';
 import { runSeal } from './cli.ts';
 import { opensslKeyPair } from './keys.ts';
+import { CRASH } from './uki-vm.ts';
 
 export const PRODUCT = '5e4c1f0a-6d2b-4c8e-9f3a-7b1d2e3c4f50';
 
@@ -25,7 +27,19 @@ function seal(args: string[]): string {
 function busyboxRoot(dir: string, files: Record<string, string>): void {
   mkdirSync(join(dir, 'bin'), { recursive: true });
   copyFileSync('/bin/busybox', join(dir, 'bin/busybox'));
-  for (const applet of ['sh', 'cat', 'echo', 'sleep', 'wget', 'touch', 'test', 'ls', 'httpd', 'mkdir']) {
+  for (const applet of [
+    'sh',
+    'cat',
+    'echo',
+    'sleep',
+    'wget',
+    'touch',
+    'test',
+    'ls',
+    'httpd',
+    'mkdir',
+    'sync',
+  ]) {
     symlinkSync('busybox', join(dir, 'bin', applet));
   }
   for (const d of ['etc', 'tmp', 'proc', 'sys', 'dev', 'srv', 'data'])
@@ -41,8 +55,9 @@ function busyboxRoot(dir: string, files: Record<string, string>): void {
 const COUNTER = [
   'n=$(cat /data/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/boots',
   'if [ -e /marker ]; then echo "rootfs: dirty"; else echo "rootfs: fresh"; fi; touch /marker',
-  'echo "<p>boot $n</p>" > /data/index.html',
+  'echo "<p>boot $n</p>" > /data/index.html; sync',
   'for i in 1 2 3 4 5 6 7 8 9 10; do page=$(wget -q -O - http://127.0.0.1:8080/index.html) && break; sleep 1; done',
+  'echo "pcr7: $(cat /sys/class/tpm/tpm0/pcr-sha256/7)"',
   'echo "counter: boot $n, web says: $page"',
   'exec sleep 1000000',
 ].join('; ');
@@ -116,7 +131,7 @@ function readdirDeep(dir: string): string[] {
 export function buildSystem(
   f: DeviceFixture,
   version: number,
-  options: { key?: string; cert?: string } = {},
+  options: { key?: string; cert?: string; tag?: string } = {},
 ): string {
   const yaml = join(f.work, `system-${version}.yaml`);
   writeFileSync(
@@ -142,7 +157,7 @@ export function buildSystem(
       '',
     ].join('\n'),
   );
-  const ref = `oci:${f.layout}:system-${version}`;
+  const ref = `oci:${f.layout}:${options.tag ?? `system-${version}`}`;
   seal(['manifest', 'build', yaml, ref]);
   seal([
     'manifest',
@@ -156,9 +171,26 @@ export function buildSystem(
   return ref;
 }
 
-/** The disk of a device: `seal install` of `system` with `uki` (or a placeholder for direct kernel boots). */
-export function installDisk(f: DeviceFixture, system: string, disk: string, uki: string): void {
-  seal(['install', '--disk', disk, '--manifest', system, '--uki', uki, '--ca', f.ca, '--size', '2G']);
+/** The disk of a device: `seal install` of `system` with `uki`, verified with the CA first unless `verify` is false. */
+export function installDisk(
+  f: DeviceFixture,
+  system: string,
+  disk: string,
+  uki: string,
+  verify = true,
+): void {
+  seal([
+    'install',
+    '--disk',
+    disk,
+    '--manifest',
+    system,
+    '--uki',
+    uki,
+    ...(verify ? ['--ca', f.ca] : []),
+    '--size',
+    '2G',
+  ]);
 }
 
 /** The product's Secure Boot keys and kernel signer, and a varstore enrolled with them. */
@@ -206,7 +238,7 @@ export function buildBootKit(f: DeviceFixture, vmlinuz: string, kernelPackage: s
 /** PCR 7 of a boot of `uki` with the kit's varstore, as `seal pcr predict` says. */
 export function predictPcr7(kit: BootKit, uki: string): string {
   const out = JSON.parse(seal(['pcr', 'predict', '--uki', uki, '--vars', kit.vars, '--pcrs', '7', '--json']));
-  const value = out.pcrs?.sha256?.['7'] ?? out.banks?.sha256?.['7'] ?? out.sha256?.['7'];
+  const value = out.values?.sha256?.['7'];
   if (typeof value !== 'string') throw new Error(`no PCR 7 in ${JSON.stringify(out)}`);
   return value;
 }
@@ -280,4 +312,74 @@ export function buildUki(
     out,
   ]);
   return out;
+}
+
+/** What a device's boot showed on its console. */
+export interface DeviceBoot {
+  output: string;
+  /** The agent reached "boot complete". */
+  booted: boolean;
+  /** The step that failed and its message, when the agent refused. */
+  failed?: { step: string; message: string };
+  /** The firmware refused the boot image ("Access Denied"). */
+  firmwareRefused: boolean;
+  /** The counter service's report, when it got that far. */
+  counter?: { boot: number; page: string; rootfs: string; pcr7?: string };
+  /** Seconds since the kernel started, at "boot complete". */
+  uptime?: number;
+}
+
+export const bootRetries = { count: 0 };
+
+/**
+ * Boots a device — its disk, its varstore (written by the firmware) and its TPM's state — under
+ * OVMF with Secure Boot, until the agent completes (and the counter reported), refuses, or the
+ * firmware refuses. A guest that crashed is booted again (up to 3 times), as the other VM tests do.
+ */
+export async function bootDevice(
+  device: { disk: string; vars: string; tpm: string },
+  timeoutMs = 240_000,
+): Promise<DeviceBoot> {
+  for (let attempt = 1; ; attempt++) {
+    const tpm = await Swtpm.start({ stateDir: device.tpm, mode: 'qemu' });
+    let result: Awaited<ReturnType<typeof runQemu>>;
+    try {
+      result = await runQemu({
+        firmware: { code: OVMF_CODE_SECURE_BOOT, vars: device.vars },
+        disks: [{ path: device.disk, virtio: true }],
+        tpm,
+        memory: 2048,
+        timeoutMs,
+        stopOn: /counter: boot \d+.*\n|seal: the boot ends|Access Denied|No bootable option/,
+      });
+    } finally {
+      await tpm.stop();
+    }
+    const output = result.output;
+    const failed = /seal: \[FAIL\] ([^:]+): (.*)\n/.exec(output);
+    const counter = /counter: boot (\d+), web says: (.*)\n/.exec(output);
+    const boot: DeviceBoot = {
+      output,
+      booted: /seal: boot complete/.test(output),
+      ...(failed ? { failed: { step: failed[1]!, message: failed[2]! } } : {}),
+      firmwareRefused: /Access Denied/.test(output),
+      ...(counter
+        ? {
+            counter: {
+              boot: Number(counter[1]),
+              page: counter[2]!,
+              rootfs: /rootfs: (\w+)/.exec(output)?.[1] ?? '',
+              pcr7: /pcr7: ([0-9a-fA-F]{64})/.exec(output)?.[1]?.toLowerCase(),
+            },
+          }
+        : {}),
+      ...(/since the kernel started/.test(output)
+        ? { uptime: Number(/running \(([\d.]+) s since the kernel started/.exec(output)?.[1]) }
+        : {}),
+    };
+    const finished = boot.counter || boot.failed || boot.firmwareRefused;
+    if (finished || attempt === 3 || (!CRASH.test(output) && !result.timedOut)) return boot;
+    bootRetries.count++;
+    console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
+  }
 }

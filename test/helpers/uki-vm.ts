@@ -17,7 +17,7 @@ import { addProgram, vmKernel } from './vm.ts';
 const BEGIN = 'SEAL-EVENTLOG-BEGIN';
 const END = 'SEAL-EVENTLOG-END';
 const DONE = 'SEAL-UKI-DONE';
-const CRASH = /Kernel panic|Oops|general protection fault|BUG: |invalid opcode/;
+export const CRASH = /Kernel panic|Oops|general protection fault|BUG: |invalid opcode/;
 
 /** How often a crashed guest was booted again, in this process. */
 export const retries = { count: 0 };

@@ -12,6 +12,7 @@ import { CALLING_EFI_APPLICATION, MeasureError, predictPcrs } from '../../src/me
 import { authenticodeDigest, withPeImage } from '../../src/pe/index.ts';
 import { runSeal } from '../helpers/cli.ts';
 import { BOOT_MANAGER_254, stub252, testKernel } from '../helpers/efi.ts';
+import { opensslKeyPair } from '../helpers/keys.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-pcr-'));
 after(() => rm(work, { recursive: true, force: true }));
@@ -143,4 +144,59 @@ test('refusals: an image the firmware would not start, an unknown phase, a PE th
   const r = runSeal(['pcr', 'predict', '--uki', f('unsigned.efi'), '--vars', f('vars.fd')]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /would refuse the UKI/);
+});
+
+test('seal tpm policy sign --uki --vars signs for the predicted PCR 7; a varstore without Secure Boot is refused', async () => {
+  const { key } = opensslKeyPair(f('policy.key'));
+  const predicted = (await predictPcrs({ uki: f('uki.efi'), varstore: f('vars.fd'), pcrs: [7] })).values
+    .sha256![7]!;
+  const byUki = JSON.parse(
+    seal(
+      'tpm',
+      'policy',
+      'sign',
+      '--key',
+      key,
+      '--uki',
+      f('uki.efi'),
+      '--vars',
+      f('vars.fd'),
+      '--version',
+      '1',
+      f('by-uki.json'),
+      '--json',
+    ),
+  );
+  const byValue = JSON.parse(
+    seal(
+      'tpm',
+      'policy',
+      'sign',
+      '--key',
+      key,
+      '--pcr7',
+      predicted.toString('hex'),
+      '--version',
+      '1',
+      f('by-value.json'),
+      '--json',
+    ),
+  );
+  assert.equal(byUki.approvedPolicy, byValue.approvedPolicy);
+  const r = runSeal([
+    'tpm',
+    'policy',
+    'sign',
+    '--key',
+    key,
+    '--uki',
+    f('uki.efi'),
+    '--vars',
+    '/usr/share/OVMF/OVMF_VARS_4M.fd',
+    '--version',
+    '1',
+    f('x.json'),
+  ]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /not a Secure Boot varstore/);
 });

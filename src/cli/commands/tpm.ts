@@ -265,21 +265,47 @@ export const tpmCommands: Command[] = [
     args: 'OUT',
     arity: [1, 1],
     details:
-      'OUT is a JSON file (or - for stdout) that ships in the initrd. PCR 7 is given as its SHA-256 value (--pcr7); predicting it from a UKI and a varstore is not available in this build. --management signs for the management image: its policy opens the owner secret (seal tpm revoke).',
+      'OUT is a JSON file (or - for stdout) that ships in the initrd. PCR 7 is given as its SHA-256 value (--pcr7), or predicted for booting a UKI signed by the same key with a varstore (--uki, --vars, [--boot-manager]): PCR 7 depends on the db entry that vouches for the signer, not on the image, so any UKI signed by the production key serves. --management signs for the management image: its policy opens the owner secret (seal tpm revoke).',
     options: {
       key: { type: 'string', value: 'PEM', description: 'the product policy-signing private key (required)' },
       'passphrase-file': { type: 'string', value: 'FILE', description: "the key's passphrase" },
       pcr7: {
         type: 'string',
         value: 'HEX',
-        description: 'the SHA-256 PCR 7 value of the boot image (required)',
+        description: 'the SHA-256 PCR 7 value of the boot image',
       },
+      uki: {
+        type: 'string',
+        value: 'UKI',
+        description: 'predict PCR 7 for booting this signed UKI (with --vars)',
+      },
+      vars: { type: 'string', value: 'VARS', description: 'the varstore the device boots with (with --uki)' },
+      'boot-manager': { type: 'string', value: 'EFI', description: 'a boot manager started before the UKI' },
       version: { type: 'string', value: 'N', description: 'the policy version the TPM must hold (required)' },
       management: { type: 'boolean', description: 'a management policy (opens the owner secret)' },
     },
     async run(ctx, [out], options) {
       const key = readPrivate(required(options, 'key'), options['passphrase-file']);
-      const pcr7 = parseHexOption(required(options, 'pcr7'), 'pcr7', 32);
+      let pcr7: Buffer;
+      if (typeof options.uki === 'string') {
+        if (typeof options.vars !== 'string' || options.pcr7 !== undefined)
+          throw new UsageError('--uki takes --vars, and replaces --pcr7');
+        const { predictPcrs } = await import('../../measure/index.ts');
+        const prediction = await predictPcrs({
+          uki: options.uki,
+          varstore: options.vars,
+          ...(typeof options['boot-manager'] === 'string' ? { bootManager: options['boot-manager'] } : {}),
+          pcrs: [7],
+          banks: ['sha256'],
+        });
+        if (!prediction.secureBoot)
+          throw new UsageError(
+            `${options.vars} is not a Secure Boot varstore: PCR 7 would not name the signer`,
+          );
+        pcr7 = prediction.values.sha256![7]!;
+      } else {
+        pcr7 = parseHexOption(required(options, 'pcr7'), 'pcr7', 32);
+      }
       const version = Number(required(options, 'version'));
       if (!Number.isSafeInteger(version) || version < 1)
         throw new UsageError('--version takes a whole number ≥ 1');
