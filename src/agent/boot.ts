@@ -197,7 +197,12 @@ export async function boot(): Promise<void> {
   try {
     log.say(`agent started, Node.js ${process.versions.node}, PID ${process.pid}`);
     await log.step('mount the API filesystems', mountApiFilesystems);
-    log.record.uptimeAtStart = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0;
+    log.record.nodeStartedAt = Number(
+      ((Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0) - process.uptime()).toFixed(2),
+    );
+    log.say(
+      `Node.js started ${log.record.nodeStartedAt} s after the kernel; the agent loaded in ${log.record.agentLoadedMs} ms`,
+    );
     params = await log.step('read the kernel command line', () =>
       parseCommandLine(readFileSync('/proc/cmdline', 'utf8')),
     );

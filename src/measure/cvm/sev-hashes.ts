@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { sourceUrl } from '../../util/paths.ts';
 import { sharedPool } from '../../util/pool.ts';
 import { guidBytes } from './guid.ts';
 
@@ -40,7 +41,9 @@ const WORKER_THRESHOLD = 16 << 20;
 /** SHA-256 of a large file on a worker of the shared pool, of a small one here. */
 async function sha256FileBeside(path: string): Promise<Buffer> {
   if ((await stat(path)).size < WORKER_THRESHOLD) return sha256File(path);
-  return Buffer.from(await sharedPool().run<Uint8Array>(new URL(import.meta.url), 'sha256File', [path]));
+  return Buffer.from(
+    await sharedPool().run<Uint8Array>(sourceUrl('measure/cvm/sev-hashes.ts'), 'sha256File', [path]),
+  );
 }
 
 /**
