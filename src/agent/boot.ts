@@ -208,6 +208,17 @@ export async function boot(): Promise<void> {
     );
     const tag = params.tag;
     await log.step('load kernel modules', loadModules, (n) => `${n} modules`);
+    const net = params.net;
+    if (net) {
+      await log.step(
+        'configure the network',
+        () => {
+          system().configureInterface(net.device, net.address, net.netmask);
+          if (net.gateway) system().addDefaultRoute(net.gateway);
+        },
+        () => `${net.device} ${net.address}/${net.netmask}${net.gateway ? ` via ${net.gateway}` : ''}`,
+      );
+    }
     const disk: DeviceDisk = await log.step(
       'find the disk',
       () => findDeviceDisk(),

@@ -6,18 +6,56 @@
  *                           store's `current` tag)
  *   seal.debug=1            stack traces with every failure, and the tools' output
  *   seal.on-failure=ACTION  what a refused boot ends in: poweroff (default), halt or reboot
+ *   seal.net=ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]
+ *                           a static IPv4 address for the network (default interface eth0), for
+ *                           following a registry (qemu's user network: 10.0.2.15/24,gw=10.0.2.2)
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
  */
 import { AgentError } from './errors.ts';
+
+export interface NetworkParameters {
+  device: string;
+  address: string;
+  netmask: string;
+  gateway?: string;
+}
 
 export interface AgentParameters {
   tag: string;
   debug: boolean;
   onFailure: 'poweroff' | 'halt' | 'reboot';
+  net?: NetworkParameters;
   test?: string;
 }
 
-const KNOWN = new Set(['seal.tag', 'seal.debug', 'seal.on-failure', 'seal.test']);
+const KNOWN = new Set(['seal.tag', 'seal.debug', 'seal.on-failure', 'seal.net', 'seal.test']);
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+/** `ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]`. */
+function parseNet(value: string): NetworkParameters {
+  const bad = () =>
+    new AgentError('AGENT_CMDLINE', `seal.net=${value} is not ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]`, {
+      subject: 'seal.net',
+    });
+  const [cidr, ...options] = value.split(',');
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr ?? '');
+  if (!m || !IPV4.test(m[1]!) || Number(m[2]) > 32) throw bad();
+  const prefix = Number(m[2]);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const net: NetworkParameters = {
+    device: 'eth0',
+    address: m[1]!,
+    netmask: [24, 16, 8, 0].map((shift) => (mask >>> shift) & 0xff).join('.'),
+  };
+  for (const option of options) {
+    const [k, v = ''] = option.split('=');
+    if (k === 'gw' && IPV4.test(v)) net.gateway = v;
+    else if (k === 'dev' && /^[a-z][a-z0-9]{0,14}$/.test(v)) net.device = v;
+    else throw bad();
+  }
+  return net;
+}
 
 /** Parses /proc/cmdline (space-separated words; "double quotes" group a value with spaces, as the kernel does). */
 export function parseCommandLine(text: string): AgentParameters {
@@ -44,6 +82,9 @@ export function parseCommandLine(text: string): AgentParameters {
             subject: key,
           });
         params.onFailure = value;
+        break;
+      case 'seal.net':
+        params.net = parseNet(value);
         break;
       case 'seal.test':
         params.test = value;
