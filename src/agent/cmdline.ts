@@ -9,6 +9,10 @@
  *   seal.net=ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]
  *                           a static IPv4 address for the network (default interface eth0), for
  *                           following a registry (qemu's user network: 10.0.2.15/24,gw=10.0.2.2)
+ *   seal.follow=REF         follow this image reference (docker://HOST:PORT/REPO:TAG): every
+ *                           interval, a new signed system there is fetched, verified and applied
+ *   seal.follow-interval=S  seconds between checks (default 300)
+ *   seal.follow-insecure=1  speak plain HTTP to the followed registry (a lab registry)
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
  */
 import { AgentError } from './errors.ts';
@@ -25,10 +29,20 @@ export interface AgentParameters {
   debug: boolean;
   onFailure: 'poweroff' | 'halt' | 'reboot';
   net?: NetworkParameters;
+  follow?: { source: string; intervalMs: number; plainHttp: boolean };
   test?: string;
 }
 
-const KNOWN = new Set(['seal.tag', 'seal.debug', 'seal.on-failure', 'seal.net', 'seal.test']);
+const KNOWN = new Set([
+  'seal.tag',
+  'seal.debug',
+  'seal.on-failure',
+  'seal.net',
+  'seal.follow',
+  'seal.follow-interval',
+  'seal.follow-insecure',
+  'seal.test',
+]);
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
@@ -86,10 +100,33 @@ export function parseCommandLine(text: string): AgentParameters {
       case 'seal.net':
         params.net = parseNet(value);
         break;
+      case 'seal.follow':
+        if (!/^(docker|oci):[!-~]+$/.test(value))
+          throw new AgentError('AGENT_CMDLINE', `seal.follow=${value} is not an image reference`, {
+            subject: key,
+          });
+        params.follow = { intervalMs: 300_000, plainHttp: false, ...params.follow, source: value };
+        break;
+      case 'seal.follow-interval': {
+        const seconds = Number(value);
+        if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400)
+          throw new AgentError('AGENT_CMDLINE', `seal.follow-interval is 1 to 86400 seconds, not ${value}`, {
+            subject: key,
+          });
+        params.follow = { source: '', plainHttp: false, ...params.follow, intervalMs: seconds * 1000 };
+        break;
+      }
+      case 'seal.follow-insecure':
+        params.follow = { source: '', intervalMs: 300_000, ...params.follow, plainHttp: value !== '0' };
+        break;
       case 'seal.test':
         params.test = value;
         break;
     }
   }
+  if (params.follow && !params.follow.source)
+    throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval and seal.follow-insecure need seal.follow', {
+      subject: 'seal.follow',
+    });
   return params;
 }
