@@ -8,9 +8,18 @@
  * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
  * prints it, so one console line proves both run and the data survived.
  */
-import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OVMF_CODE_SECURE_BOOT, runQemu, Swtpm } from '../../src/machine/index.ts';
+import { Machine } from '../../src/machine/index.ts';
 import { runSeal } from './cli.ts';
 import { opensslKeyPair } from './keys.ts';
 import { CRASH } from './uki-vm.ts';
@@ -334,52 +343,58 @@ export const bootRetries = { count: 0 };
 /**
  * Boots a device — its disk, its varstore (written by the firmware) and its TPM's state — under
  * OVMF with Secure Boot, until the agent completes (and the counter reported), refuses, or the
- * firmware refuses. A guest that crashed is booted again (up to 3 times), as the other VM tests do.
+ * firmware refuses. The device is a `seal machine` using the three in place (its directory,
+ * sockets and console log are temporary). A guest that crashed is booted again (up to 3 times),
+ * as the other VM tests do.
  */
 export async function bootDevice(
   device: { disk: string; vars: string; tpm: string },
   timeoutMs = 240_000,
 ): Promise<DeviceBoot> {
-  for (let attempt = 1; ; attempt++) {
-    const tpm = await Swtpm.start({ stateDir: device.tpm, mode: 'qemu' });
-    let result: Awaited<ReturnType<typeof runQemu>>;
-    try {
-      result = await runQemu({
-        firmware: { code: OVMF_CODE_SECURE_BOOT, vars: device.vars },
-        disks: [{ path: device.disk, virtio: true }],
-        tpm,
-        memory: 2048,
+  const root = mkdtempSync(join(tmpdir(), 'seal-boot-'));
+  try {
+    const machine = await Machine.create({
+      root,
+      name: 'device',
+      disk: { path: device.disk, inPlace: true },
+      vars: { path: device.vars, inPlace: true },
+      tpm: { stateDir: device.tpm, inPlace: true },
+      memory: 2048,
+    });
+    for (let attempt = 1; ; attempt++) {
+      const result = await machine.start({
         timeoutMs,
+        noReboot: true,
         stopOn: /counter: boot \d+.*\n|seal: the boot ends|Access Denied|No bootable option/,
       });
-    } finally {
-      await tpm.stop();
+      const output = result.output;
+      const failed = /seal: \[FAIL\] ([^:]+): (.*)\n/.exec(output);
+      const counter = /counter: boot (\d+), web says: (.*)\n/.exec(output);
+      const boot: DeviceBoot = {
+        output,
+        booted: /seal: boot complete/.test(output),
+        ...(failed ? { failed: { step: failed[1]!, message: failed[2]! } } : {}),
+        firmwareRefused: /Access Denied/.test(output),
+        ...(counter
+          ? {
+              counter: {
+                boot: Number(counter[1]),
+                page: counter[2]!,
+                rootfs: /rootfs: (\w+)/.exec(output)?.[1] ?? '',
+                pcr7: /pcr7: ([0-9a-fA-F]{64})/.exec(output)?.[1]?.toLowerCase(),
+              },
+            }
+          : {}),
+        ...(/since the kernel started/.test(output)
+          ? { uptime: Number(/running \(([\d.]+) s since the kernel started/.exec(output)?.[1]) }
+          : {}),
+      };
+      const finished = boot.counter || boot.failed || boot.firmwareRefused;
+      if (finished || attempt === 3 || (!CRASH.test(output) && !result.timedOut)) return boot;
+      bootRetries.count++;
+      console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
     }
-    const output = result.output;
-    const failed = /seal: \[FAIL\] ([^:]+): (.*)\n/.exec(output);
-    const counter = /counter: boot (\d+), web says: (.*)\n/.exec(output);
-    const boot: DeviceBoot = {
-      output,
-      booted: /seal: boot complete/.test(output),
-      ...(failed ? { failed: { step: failed[1]!, message: failed[2]! } } : {}),
-      firmwareRefused: /Access Denied/.test(output),
-      ...(counter
-        ? {
-            counter: {
-              boot: Number(counter[1]),
-              page: counter[2]!,
-              rootfs: /rootfs: (\w+)/.exec(output)?.[1] ?? '',
-              pcr7: /pcr7: ([0-9a-fA-F]{64})/.exec(output)?.[1]?.toLowerCase(),
-            },
-          }
-        : {}),
-      ...(/since the kernel started/.test(output)
-        ? { uptime: Number(/running \(([\d.]+) s since the kernel started/.exec(output)?.[1]) }
-        : {}),
-    };
-    const finished = boot.counter || boot.failed || boot.firmwareRefused;
-    if (finished || attempt === 3 || (!CRASH.test(output) && !result.timedOut)) return boot;
-    bootRetries.count++;
-    console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 }
