@@ -124,6 +124,8 @@ before(async () => {
 });
 
 after(async () => {
+  // The console of the whole run, for a failure's diagnosis.
+  if (process.env.SEAL_TEST_CONSOLE) writeFileSync(process.env.SEAL_TEST_CONSOLE, session?.output ?? '');
   await session?.stop();
   await registry?.stop();
   await rm(work, { recursive: true, force: true });
@@ -180,16 +182,8 @@ test('refused without a change: another product, a rollback, a corrupted layer',
   }
   // The new layer of v9, changed in the registry's storage after it was pushed.
   publish(corrupt);
-  const layer = JSON.parse(
-    readFileSync(
-      join(
-        f.layout,
-        'blobs/sha256',
-        JSON.parse(seal('image', 'inspect', `oci:${f.layout}:${web9}`, '--json')).digest.slice(7),
-      ),
-      'utf8',
-    ),
-  ).layers[0].digest as string;
+  const layer = JSON.parse(seal('image', 'inspect', `oci:${f.layout}:${web9}`, '--json')).manifest.layers[0]
+    .digest as string;
   const stored = join(
     registry.dir,
     'data/docker/registry/v2/blobs/sha256',
