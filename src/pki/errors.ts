@@ -9,6 +9,8 @@ export type PkiErrorCode =
   | 'PKI_EXPIRED'
   | 'PKI_NOT_YET_VALID'
   | 'PKI_BAD_USAGE'
+  /** A CMS / PKCS#7 structure that does not decode. */
+  | 'PKI_BAD_CMS'
   | 'PKI_EXISTS';
 
 export class PkiError extends SealError<PkiErrorCode> {}

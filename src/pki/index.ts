@@ -18,6 +18,19 @@ export {
   privateKeyPem,
 } from './keys.ts';
 export {
+  type CertificateInput,
+  type Pkcs7,
+  type Pkcs7Digest,
+  type Pkcs7Signer,
+  type Pkcs7SignOptions,
+  type Pkcs7Verified,
+  parsePkcs7,
+  signerName,
+  signPkcs7,
+  toNodeCertificate,
+  verifyPkcs7,
+} from './pkcs7.ts';
+export {
   ecdsaSignatureToDer,
   type JwsAlgorithm,
   jwsAlgorithmFor,
