@@ -19,6 +19,8 @@ import {
   COMPOSEFS_LAYER_ANNOTATION,
   COMPOSEFS_MERGED_ANNOTATION,
 } from './formats.ts';
+import type { KernelSigner } from './kernel-signatures.ts';
+import { attachSignature, type SignedEntry } from './sign.ts';
 import { ImageVerifyError, type LayerReport } from './verify.ts';
 
 export interface ComposefsDigests {
@@ -82,10 +84,11 @@ export async function composefsDigests(
 export async function sealComposefs(
   src: ImageSource,
   dst: ImageDestination,
-  options: { tag?: string; onLayer?: (index: number, total: number) => void },
+  options: { tag?: string; onLayer?: (index: number, total: number) => void; signer?: KernelSigner },
 ): Promise<{
   descriptor: Descriptor;
   layers: { digest: string; size: number; rootHash: string; kept: boolean }[];
+  signature?: { artifact: Descriptor; entries: SignedEntry[] };
 }> {
   const docs = await readImage(src);
   const spool = await Spool.create();
@@ -125,8 +128,16 @@ export async function sealComposefs(
       size: bytes.length,
     };
     await dst.putManifest(descriptor, bytes, options.tag);
+    const signature = options.signer
+      ? await attachSignature(
+          dst,
+          { name: dst.name, descriptor, manifest, manifestBytes: bytes, configBytes: docs.configBytes },
+          options.signer,
+        )
+      : undefined;
     await dst.commit();
     return {
+      ...(signature ? { signature } : {}),
       descriptor,
       layers: layers.map((l, i) => ({
         digest: l.digest,

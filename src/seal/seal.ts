@@ -21,6 +21,8 @@ import { applyLayer, emptyDir, layerTree, Spool, type Tree } from '../tree/index
 import { appendVerity } from '../verity/index.ts';
 import { sealComposefs } from './composefs.ts';
 import { isSealedLayer, StackerMediaType, VERITY_ANNOTATION } from './formats.ts';
+import type { KernelSigner } from './kernel-signatures.ts';
+import { attachSignature, type SignedEntry } from './sign.ts';
 
 export class SealingError extends SealError<'SEAL_UNSUPPORTED_LAYER' | 'SEAL_INVALID_OPTION'> {}
 
@@ -35,11 +37,15 @@ export interface SealOptions {
   /** Tag at the destination. */
   tag?: string;
   onLayer?: (index: number, total: number) => void;
+  /** Also sign what the kernel will check (dm-verity root hashes, composefs images) and attach it. */
+  signer?: KernelSigner;
 }
 
 export interface SealResult {
   descriptor: Descriptor;
   layers: { digest: string; size: number; rootHash: string; kept: boolean }[];
+  /** The signature artifact attached, when a signer was given. */
+  signature?: { artifact: Descriptor; entries: SignedEntry[] };
 }
 
 async function fileDigest(path: string): Promise<{ digest: string; size: number }> {
@@ -185,8 +191,15 @@ export async function sealImage(
       size: bytes.length,
     };
     await dst.putManifest(descriptor, bytes, options.tag);
+    const signature = options.signer
+      ? await attachSignature(
+          dst,
+          { name: dst.name, descriptor, manifest, manifestBytes: bytes, configBytes },
+          options.signer,
+        )
+      : undefined;
     await dst.commit();
-    return { descriptor, layers: result };
+    return { descriptor, layers: result, ...(signature ? { signature } : {}) };
   } finally {
     await spool.close();
     await rm(work, { recursive: true, force: true });

@@ -17,7 +17,13 @@ import { verifyComposefs } from './composefs.ts';
 import { isComposefsSealed, layerFilesystem, verityRootHash } from './formats.ts';
 
 export class ImageVerifyError extends SealError<
-  'IMAGE_NOT_SEALED' | 'IMAGE_LAYER_CORRUPT' | 'IMAGE_INCONSISTENT'
+  | 'IMAGE_NOT_SEALED'
+  | 'IMAGE_LAYER_CORRUPT'
+  | 'IMAGE_INCONSISTENT'
+  /** No kernel signature of the image's kind is attached. */
+  | 'IMAGE_UNSIGNED'
+  /** Signatures are attached, none is accepted. */
+  | 'IMAGE_SIGNATURE_INVALID'
 > {}
 
 export interface LayerReport {

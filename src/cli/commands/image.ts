@@ -1,5 +1,12 @@
 import { UsageError } from '../../errors.ts';
-import { mountImage, sealImage, unmountImage, verifyImage } from '../../seal/index.ts';
+import {
+  mountImage,
+  sealImage,
+  signSealedImage,
+  unmountImage,
+  verifyImage,
+  verifyImageSignatures,
+} from '../../seal/index.ts';
 import {
   copyImage,
   defaultStorePath,
@@ -11,6 +18,7 @@ import {
   unpackImage,
 } from '../../store/index.ts';
 import type { Command } from '../command.ts';
+import { readCertificates, readSigner, signerOptions } from './kernel-signer.ts';
 import { registryOptions, SIDE_TRANSPORT_OPTIONS, TRANSPORT_OPTIONS } from './transport-options.ts';
 
 function formatSize(n: number): string {
@@ -153,9 +161,12 @@ export const imageCommands: Command[] = [
       },
       compression: { type: 'string', value: 'zstd|gzip', description: 'squashfs compression (default zstd)' },
       flatten: { type: 'boolean', description: 'one layer of the merged tree instead of one per layer' },
+      ...signerOptions('sign-'),
       ...TRANSPORT_OPTIONS,
       ...SIDE_TRANSPORT_OPTIONS,
     },
+    details:
+      'With --sign-key and --sign-cert the sealed image is also signed for the kernel (see seal image sign-verity).',
     async run(ctx, [srcRef, dstRef], options) {
       const format = (options.format as string | undefined) ?? 'squashfs';
       if (format !== 'squashfs' && format !== 'erofs' && format !== 'composefs')
@@ -165,6 +176,7 @@ export const imageCommands: Command[] = [
       const compression = (options.compression as 'zstd' | 'gzip' | undefined) ?? 'zstd';
       if (compression !== 'zstd' && compression !== 'gzip')
         throw new UsageError('--compression is zstd or gzip');
+      const signer = readSigner(options, 'sign-');
       const src = await openSource(srcRef!, registryOptions(options, 'src'));
       try {
         const dst = await openDestination(dstRef!, registryOptions(options, 'dest'));
@@ -174,6 +186,7 @@ export const imageCommands: Command[] = [
             format,
             compression,
             flatten: options.flatten === true,
+            ...(signer ? { signer } : {}),
             tag: destinationTag(dstRef!),
             onLayer: (i, total) => {
               progress.setTotal(total);
@@ -186,11 +199,17 @@ export const imageCommands: Command[] = [
             destination: dstRef,
             digest: result.descriptor.digest,
             layers: result.layers,
+            ...(result.signature ? { signature: result.signature } : {}),
           });
           ctx.print(`Sealed ${srcRef} as ${dstRef} (${result.descriptor.digest})`);
           for (const [i, l] of result.layers.entries()) {
             ctx.print(
               `  layer ${i + 1}: ${l.digest} ${format === 'composefs' ? 'composefs digest' : 'verity root'} ${l.rootHash}${l.kept && format !== 'composefs' ? ' (already sealed)' : ''}`,
+            );
+          }
+          if (result.signature) {
+            ctx.print(
+              `Signed for the kernel: ${result.signature.entries.map((e) => e.what).join(', ')} (signature ${result.signature.artifact.digest})`,
             );
           }
         } finally {
@@ -207,8 +226,20 @@ export const imageCommands: Command[] = [
     summary: 'Verify a sealed image: digests, then every layer against its dm-verity root hash',
     args: 'REF',
     arity: [1, 1],
-    options: TRANSPORT_OPTIONS,
+    details:
+      'With --cert, the kernel signatures attached to the image (seal image sign-verity) are checked too,\n' +
+      'offline: at least one signer must be trusted (the certificate itself, or one it chains to).',
+    options: {
+      cert: {
+        type: 'string',
+        multiple: true,
+        value: 'CERT',
+        description: 'a trusted signing certificate (PEM; repeatable): also check the kernel signatures',
+      },
+      ...TRANSPORT_OPTIONS,
+    },
     async run(ctx, [ref], options) {
+      const trusted = ((options.cert as string[] | undefined) ?? []).flatMap((c) => readCertificates(c));
       const src = await openSource(ref!, registryOptions(options));
       try {
         const reports = await verifyImage(src, (r) =>
@@ -218,8 +249,53 @@ export const imageCommands: Command[] = [
               : `layer ${r.index + 1}: ${r.digest} ${r.filesystem}, ${r.dataBlocks} blocks verified against ${r.rootHash}`,
           ),
         );
-        ctx.result({ reference: ref, verified: true, layers: reports });
-        ctx.print(`${ref}: verified`);
+        const signatures = trusted.length ? await verifyImageSignatures(src, trusted) : undefined;
+        for (const c of signatures?.checks ?? []) {
+          ctx.print(
+            c.accepted
+              ? `signature ${c.artifact}: accepted, signed by ${c.signer}: ${c.detail}`
+              : `signature ${c.artifact}: not accepted: ${c.detail}`,
+          );
+        }
+        ctx.result({
+          reference: ref,
+          verified: true,
+          layers: reports,
+          ...(signatures ? { signatures: signatures.checks } : {}),
+        });
+        ctx.print(`${ref}: verified${signatures ? ', signed' : ''}`);
+      } finally {
+        await src.close();
+      }
+      return 0;
+    },
+  },
+  {
+    path: ['image', 'sign-verity'],
+    summary: 'Sign a sealed image for the kernel: composefs fs-verity or dm-verity root-hash signatures',
+    args: 'REF',
+    arity: [1, 1],
+    details:
+      'The image is verified, then signed: composefs images get PKCS#7 fs-verity signatures of their\n' +
+      "manifest, config, each layer's EROFS and the merged EROFS (the composefs signature artifact,\n" +
+      'application/vnd.composefs.metadata.v1); squashfs/EROFS images get a dm-verity root-hash signature\n' +
+      'per layer (application/vnd.seal.verity.signatures.v1). The artifact is attached to the image as a\n' +
+      'referrer; other signers may attach their own. See docs/signatures.md.',
+    options: { ...signerOptions(), ...TRANSPORT_OPTIONS },
+    async run(ctx, [ref], options) {
+      const signer = readSigner(options);
+      if (!signer) throw new UsageError('--key and --cert are required');
+      const src = await openSource(ref!, registryOptions(options));
+      try {
+        const dst = await openDestination(ref!, registryOptions(options));
+        try {
+          const result = await signSealedImage(src, dst, signer);
+          ctx.result(result);
+          ctx.print(`Signed ${ref} (${result.image.digest}): signature ${result.artifact.digest}`);
+          for (const e of result.entries) ctx.print(`  ${e.what}: ${e.digest}`);
+        } finally {
+          await dst.close();
+        }
       } finally {
         await src.close();
       }
