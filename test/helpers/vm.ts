@@ -69,6 +69,15 @@ export interface VmOptions {
   timeoutMs?: number;
   /** Guest memory in MiB (default 3072: TCG guests with less were seen corrupting memory under load). */
   memory?: number;
+  /**
+   * Boot through UEFI firmware (OVMF's code and a copy of `vars`, its variable store) instead of
+   * qemu's direct boot, so the kernel sees EFI variables: its `.platform` keyring then holds the
+   * certificates of the store's `db` (what dm-verity root-hash and IPE policy signatures may be
+   * checked against). The kernel and initrd are still handed over by qemu.
+   */
+  uefi?: { code: string; vars: string };
+  /** More kernel command-line words. */
+  append?: string[];
 }
 
 /** Boots the VM, runs `script` (sh) with `files` (VM path under /data → host path), returns its output. */
@@ -135,12 +144,7 @@ poweroff -f
       for (let attempt = 1; ; attempt++) {
         let result: VmResult;
         try {
-          result = await boot(
-            join(kernel, 'vmlinuz'),
-            initrd,
-            options.memory ?? 3072,
-            options.timeoutMs ?? 240_000,
-          );
+          result = await boot(join(kernel, 'vmlinuz'), initrd, options, root);
         } catch (error) {
           const crashed = /Kernel panic|Oops|general protection fault|BUG: |invalid opcode/.test(
             String(error),
@@ -162,14 +166,31 @@ poweroff -f
   }
 }
 
-function boot(kernel: string, initrd: string, memory: number, timeoutMs: number): Promise<VmResult> {
+function boot(kernel: string, initrd: string, options: VmOptions, work: string): Promise<VmResult> {
+  const memory = options.memory ?? 3072;
+  const timeoutMs = options.timeoutMs ?? 240_000;
+  const firmware: string[] = [];
+  if (options.uefi) {
+    // A fresh copy of the variable store for every boot: the firmware writes to it.
+    const vars = join(work, 'OVMF_VARS.fd');
+    copyFileSync(options.uefi.vars, vars);
+    firmware.push(
+      ...['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${options.uefi.code}`],
+      ...['-drive', `if=pflash,format=raw,unit=1,file=${vars}`],
+    );
+  }
+  const append = [
+    'console=ttyS0 quiet loglevel=3 oops=panic panic=-1 rdinit=/init',
+    ...(options.append ?? []),
+  ];
   return new Promise((resolve, reject) => {
     const qemu = spawn(
       'qemu-system-x86_64',
       [
         ...['-accel', 'tcg', '-m', String(memory), '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
+        ...firmware,
         ...['-kernel', kernel, '-initrd', initrd],
-        ...['-append', 'console=ttyS0 quiet loglevel=3 oops=panic panic=-1 rdinit=/init'],
+        ...['-append', append.join(' ')],
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -186,7 +207,15 @@ function boot(kernel: string, initrd: string, memory: number, timeoutMs: number)
       clearTimeout(timer);
       const m = new RegExp(`${MARK} (\\d+)`).exec(output);
       if (!m) reject(new Error(`the VM did not finish its script:\n${output.slice(-3000)}`));
-      else resolve({ status: Number(m[1]), output: output.slice(0, m.index).replace(/\r/g, '') });
+      // The firmware's console clears the screen: its escape sequences are not the script's output.
+      else
+        resolve({
+          status: Number(m[1]),
+          output: output
+            .slice(0, m.index)
+            .replace(/\r/g, '')
+            .replace(/\x1b\[[0-9;=?]*[A-Za-z]/g, ''),
+        });
     });
   });
 }
