@@ -27,6 +27,8 @@ export interface ComposefsDigests {
   layers: string[];
   merged: string;
   config: string;
+  /** Per layer: hardlinks to a lower layer's file that are copies in that layer's own image. */
+  hardlinksCopied: number[];
 }
 
 async function treeDigest(tree: Tree): Promise<string> {
@@ -41,6 +43,7 @@ export async function composefsDigests(
   spool: Spool,
 ): Promise<ComposefsDigests> {
   const layers: string[] = [];
+  const copied: number[] = docs.manifest.layers.map(() => 0);
   const merged: Tree = { root: emptyDir() };
   for (const [index, layer] of docs.manifest.layers.entries()) {
     if (!isTarLayer(layer.mediaType)) {
@@ -58,9 +61,13 @@ export async function composefsDigests(
       const tree = await layerTree(decompress(src.getBlob(layer)), spool, {
         whiteouts: 'overlayfs',
         lower: merged,
+        symlinkModes: 'header',
+        onLowerHardlink: () => {
+          copied[index]!++;
+        },
       });
       layers.push(await treeDigest(tree));
-      await applyLayer(merged, decompress(src.getBlob(layer)), spool);
+      await applyLayer(merged, decompress(src.getBlob(layer)), spool, { symlinkModes: 'header' });
     } catch (error) {
       if (!(error instanceof TreeError)) throw error;
       throw new ImageVerifyError(
@@ -77,6 +84,7 @@ export async function composefsDigests(
     layers,
     merged: await treeDigest(merged),
     config: (await fsverityDigest(docs.configBytes)).toString('hex'),
+    hardlinksCopied: copied,
   };
 }
 
@@ -87,7 +95,7 @@ export async function sealComposefs(
   options: { tag?: string; onLayer?: (index: number, total: number) => void; signer?: KernelSigner },
 ): Promise<{
   descriptor: Descriptor;
-  layers: { digest: string; size: number; rootHash: string; kept: boolean }[];
+  layers: { digest: string; size: number; rootHash: string; kept: boolean; hardlinksCopied?: number }[];
   signature?: { artifact: Descriptor; entries: SignedEntry[] };
 }> {
   const docs = await readImage(src);
@@ -144,6 +152,7 @@ export async function sealComposefs(
         size: l.size,
         rootHash: digests.layers[i]!,
         kept: true,
+        ...(digests.hardlinksCopied[i] ? { hardlinksCopied: digests.hardlinksCopied[i] } : {}),
       })),
     };
   } finally {
@@ -184,6 +193,7 @@ export async function verifyComposefs(
         filesystem: 'composefs',
         rootHash: expected,
         dataBlocks: 0,
+        ...(digests.hardlinksCopied[index] ? { hardlinksCopied: digests.hardlinksCopied[index] } : {}),
       };
       reports.push(report);
       onLayer?.(report);

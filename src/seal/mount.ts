@@ -205,7 +205,7 @@ async function mountComposefsImage(
   const spool = await Spool.create();
   try {
     const objects = join(src.store.dir, 'composefs-objects');
-    const tree = await mergedTree(src, docs, spool);
+    const tree = await mergedTree(src, docs, spool, { symlinkModes: 'header' });
     const { image, digest } = await writeComposefsImage(await composefsTree(tree, { objects }), {
       version: 1,
     });

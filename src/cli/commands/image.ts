@@ -21,6 +21,18 @@ import type { Command } from '../command.ts';
 import { readCertificates, readSigner, signerOptions } from './kernel-signer.ts';
 import { registryOptions, SIDE_TRANSPORT_OPTIONS, TRANSPORT_OPTIONS } from './transport-options.ts';
 
+/**
+ * One line per image when per-layer filesystems hold copies of lower-layer files where the image
+ * had hardlinks (a per-layer filesystem cannot link across layers), so a changed link count
+ * surprises nobody.
+ */
+function hardlinkNote(layers: { hardlinksCopied?: number }[]): string | undefined {
+  const copied = layers.map((l, i) => ({ n: l.hardlinksCopied ?? 0, layer: i + 1 })).filter((x) => x.n > 0);
+  if (copied.length === 0) return undefined;
+  const total = copied.reduce((sum, x) => sum + x.n, 0);
+  return `note: ${total} hardlink${total === 1 ? '' : 's'} to a lower layer's file ${total === 1 ? 'is a copy' : 'are copies'} in the per-layer filesystem${copied.length === 1 ? '' : 's'} of layer${copied.length === 1 ? '' : 's'} ${copied.map((x) => x.layer).join(', ')} (layers cannot link across; the link count differs from the unpacked image's)`;
+}
+
 function formatSize(n: number): string {
   if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
   if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
@@ -207,6 +219,8 @@ export const imageCommands: Command[] = [
               `  layer ${i + 1}: ${l.digest} ${format === 'composefs' ? 'composefs digest' : 'verity root'} ${l.rootHash}${l.kept && format !== 'composefs' ? ' (already sealed)' : ''}`,
             );
           }
+          const note = hardlinkNote(result.layers);
+          if (note) ctx.print(note);
           if (result.signature) {
             ctx.print(
               `Signed for the kernel: ${result.signature.entries.map((e) => e.what).join(', ')} (signature ${result.signature.artifact.digest})`,
@@ -249,6 +263,8 @@ export const imageCommands: Command[] = [
               : `layer ${r.index + 1}: ${r.digest} ${r.filesystem}, ${r.dataBlocks} blocks verified against ${r.rootHash}`,
           ),
         );
+        const note = hardlinkNote(reports);
+        if (note) ctx.print(note);
         const signatures = trusted.length ? await verifyImageSignatures(src, trusted) : undefined;
         for (const c of signatures?.checks ?? []) {
           ctx.print(
