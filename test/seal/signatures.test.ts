@@ -331,6 +331,26 @@ test('refused: signatures of another image, signatures of the wrong digest, a da
   assert.match(stderr, /signature does not verify/);
   assert.match(stderr, /does not sign the merged composefs image/);
   assert.equal(stderr.match(/signature does not verify/g)?.length, 2, stderr);
+  // An artifact signing only the merged image (as composefs-rs's own signing makes them) is enough.
+  const mergedOnly = join(work, 'merged-only');
+  seal('copy', `oci:${layout}:s`, `oci:${mergedOnly}:s`);
+  const only = await openDestination(`oci:${mergedOnly}:s`);
+  try {
+    const merged = json(layout, image.digest).annotations['composefs.merged.erofs.v1.fsverity-sha256-12'];
+    await putSignatureArtifact(
+      only,
+      composefsSignatureArtifact(image, [
+        { role: 'merged', digest: merged, algorithm: 'sha256-12', signature: sign(merged) },
+      ]),
+    );
+    await only.commit();
+  } finally {
+    await only.close();
+  }
+  assert.match(
+    seal('image', 'verify', `oci:${mergedOnly}:s`, '--cert', trusted),
+    /accepted, signed by CN=rsa-signer: signs merged/,
+  );
   // The genuine signature alongside them is enough.
   seal('copy', '--referrers', `oci:${layout}:s`, `oci:${stale}:s`);
   assert.match(
