@@ -15,7 +15,7 @@ export {
   verifyFsveritySignature,
   verifyRootHashSignature,
 } from './kernel-signatures.ts';
-export { MountError, type MountResult, mountImage, unmountImage } from './mount.ts';
+export { MountError, type MountOptions, type MountResult, mountImage, unmountImage } from './mount.ts';
 export { SealingError, type SealOptions, type SealResult, sealImage } from './seal.ts';
 export {
   type ImageSignatures,

@@ -11,6 +11,7 @@ import {
   copyFileSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   realpathSync,
   rmSync,
   symlinkSync,
@@ -55,6 +56,34 @@ function addProgram(root: string, program: string): void {
     if (lib) copy(lib);
   }
 }
+
+/**
+ * Seal itself for a VM: the pinned Node.js, the sources, the addons and the runtime packages,
+ * copied into `dir`, to pass as `directories: { seal: dir }` with `SEAL_IN_VM_PROGRAMS`; the
+ * guest runs it as `SEAL_IN_VM`.
+ */
+export function sealForVm(dir: string): string {
+  const repo = fileURLToPath(new URL('../..', import.meta.url));
+  mkdirSync(join(dir, 'node_modules'), { recursive: true });
+  execFileSync('cp', ['-a', join(repo, 'src'), join(repo, 'build'), join(repo, 'package.json'), dir]);
+  execFileSync('cp', [join(repo, 'node_modules/node/bin/node'), join(dir, 'node')]);
+  for (const dep of readdirSync(join(repo, 'node_modules'))) {
+    if (['node', 'typescript', '@biomejs', '@types', '.bin'].includes(dep) || dep.startsWith('.')) continue;
+    execFileSync('cp', ['-a', join(repo, 'node_modules', dep), join(dir, 'node_modules')]);
+  }
+  return dir;
+}
+
+/** What Seal in a VM needs besides busybox: mount(8) for its mounts, Node's libraries. */
+export const SEAL_IN_VM_PROGRAMS = [
+  '/usr/bin/mount',
+  '/usr/bin/umount',
+  ...['libstdc++.so.6', 'libdl.so.2', 'libpthread.so.0'].map((l) => `/lib/x86_64-linux-gnu/${l}`),
+];
+
+/** The command line that runs Seal in the guest (with sealForVm's tree at /seal). */
+export const SEAL_IN_VM =
+  'HOME=/tmp SEAL_RUNTIME_DIR=/run/seal /seal/node --disable-warning=ExperimentalWarning /seal/src/cli/main.ts';
 
 export interface VmResult {
   status: number;

@@ -325,14 +325,36 @@ export const imageCommands: Command[] = [
     arity: [2, 2],
     options: {
       writable: { type: 'boolean', description: 'add a writable upper layer' },
+      cert: {
+        type: 'string',
+        multiple: true,
+        value: 'CERT',
+        description:
+          'a trusted signing certificate (PEM; repeatable): the kernel signatures are checked, then given to the kernel',
+      },
       ...TRANSPORT_OPTIONS,
     },
+    details:
+      'With --cert, the image must carry an accepted kernel signature (seal image sign-verity); dm-verity\n' +
+      'devices are opened with their root-hash signatures and a composefs image gets fs-verity with its\n' +
+      "signature in the store (where the store's filesystem has fs-verity), so the kernel checks them too.",
     async run(ctx, [ref, dir], options) {
+      const trusted = ((options.cert as string[] | undefined) ?? []).flatMap((c) => readCertificates(c));
       const src = await openSource(ref!, registryOptions(options));
       try {
-        const result = await mountImage(src, dir!, { writable: options.writable === true });
+        const result = await mountImage(src, dir!, {
+          writable: options.writable === true,
+          ...(trusted.length ? { trusted } : {}),
+        });
         ctx.result(result);
         ctx.print(`Mounted ${ref} (${result.layers} layers) at ${result.target}`);
+        if (result.kernelSignatures !== undefined) {
+          ctx.print(
+            result.kernelSignatures
+              ? 'the kernel checked the signatures against its own keys'
+              : 'note: the signatures were checked by Seal only (no device-mapper, or no fs-verity on the store)',
+          );
+        }
         ctx.print(
           result.runtimeEnforcement
             ? 'every read is verified by the kernel'
