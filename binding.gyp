@@ -15,6 +15,11 @@
       "target_name": "fsops",
       "sources": ["native/fsops.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "system",
+      "sources": ["native/system.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -26,20 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static napi_value throw_errno(napi_env env, const char *operation, int error) {
-  const char *name = strerrorname_np(error);
-  char message[256];
-  snprintf(message, sizeof message, "%s: %s", operation, strerror(error));
-  napi_value code, text, object, number;
-  napi_create_string_utf8(env, name ? name : "EIO", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &object);
-  napi_create_int32(env, error, &number);
-  napi_set_named_property(env, object, "errno", number);
-  napi_throw(env, object);
-  return NULL;
-}
-
 /* A NUL-terminated copy of a Buffer argument (free() it); NULL if it is not bytes or holds a NUL. */
 static char *c_string(napi_env env, napi_value value) {
   uint8_t *data;

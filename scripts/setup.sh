@@ -27,9 +27,13 @@ DEBIAN_PACKAGES=(
   # tools the UKI, Secure Boot and TPM code is checked against, and what the device agent calls.
   ovmf            # OVMF_CODE_4M.secboot.fd / OVMF_VARS_4M.fd
   swtpm swtpm-tools tpm2-tools
+  strace          # the TPM tests check at the system-call level that unlock writes no secret anywhere
   sbsigntool osslsigncode efitools binutils # sbsign/sbverify, Authenticode, EFI signature lists, objcopy
   crun            # OCI containers on the device
   dosfstools mtools fdisk # FAT and GPT for device disks
+  kmod cpio       # modinfo and cpio: the initrd's modules and contents checked against them
+  socat           # seal machine --registry: relays each guest connection to the registry on 127.0.0.1
+  time            # /usr/bin/time: the memory bound of the UKI builder's test
 )
 # From bookworm-backports: qemu 10 (bookworm's 7.2 crashed 2 of 8 TCG boots of the test kernel;
 # 10.0 booted 16 of 16) and systemd 254's UEFI stub and boot manager.
@@ -74,10 +78,10 @@ if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.
   npm install --no-audit --no-fund --loglevel=error
 fi
 
-# The addons (native/*.c: block hashing, xz/LZO codecs, the filesystem calls Node lacks), built
+# The addons (native/*.c: block hashing, xz/LZO codecs, the filesystem and init system calls Node lacks), built
 # against the Node-API headers npm is set to use (Debian's nodejs ships them in /usr/include/node).
 stale=false
-for addon in blockhash codecs fsops; do
+for addon in blockhash codecs fsops system; do
   built=build/Release/$addon.node
   if [ ! -f "$built" ] || [ -n "$(find native binding.gyp -newer "$built")" ]; then stale=true; fi
 done

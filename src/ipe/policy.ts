@@ -17,7 +17,7 @@
 
 import type { KeyObject } from 'node:crypto';
 import { SealError } from '../errors.ts';
-import { type CertificateInput, signPkcs7 } from '../pki/index.ts';
+import { type CertificateSource, signPkcs7 } from '../pki/index.ts';
 
 export class IpeError extends SealError<'IPE_INVALID_OPTION'> {}
 
@@ -102,7 +102,7 @@ export function ipePolicy(options: IpePolicyOptions = {}): string {
 /** The signed policy the kernel takes (`/sys/kernel/security/ipe/new_policy`): PKCS#7, content embedded. */
 export function signIpePolicy(
   policy: string | Uint8Array,
-  signer: { key?: KeyObject; certificate: CertificateInput; certificates?: CertificateInput[] },
+  signer: { key?: KeyObject; certificate: CertificateSource; certificates?: CertificateSource[] },
 ): Buffer {
   const text = typeof policy === 'string' ? Buffer.from(policy, 'utf8') : Buffer.from(policy);
   return signPkcs7(text, { ...signer, attached: true });

@@ -11,6 +11,8 @@ export type PkiErrorCode =
   | 'PKI_BAD_USAGE'
   /** A CMS / PKCS#7 structure that does not decode. */
   | 'PKI_BAD_CMS'
+  /** An image or variable that carries no signature where one is required. */
+  | 'PKI_NOT_SIGNED'
   | 'PKI_EXISTS';
 
 export class PkiError extends SealError<PkiErrorCode> {}

@@ -11,16 +11,22 @@
  *   (builtin, secondary and, with DM_VERITY_VERIFY_ROOTHASH_SIG_PLATFORM_KEYRING, the UEFI db).
  */
 import type { KeyObject } from 'node:crypto';
-import { type CertificateInput, type Pkcs7Verified, PkiError, signPkcs7, verifyPkcs7 } from '../pki/index.ts';
+import {
+  type CertificateSource,
+  type Pkcs7Verified,
+  PkiError,
+  signPkcs7,
+  verifyPkcs7,
+} from '../pki/index.ts';
 import { type FsverityAlgorithm, formattedDigest } from '../verity/index.ts';
 
 const DIGEST_SIZES: Record<FsverityAlgorithm, number> = { sha256: 32, sha512: 64 };
 
 export interface KernelSigner {
-  certificate: CertificateInput;
+  certificate: CertificateSource;
   key?: KeyObject;
   /** Certificates to carry in each signature (default none: the kernel's keyring holds the signer). */
-  certificates?: CertificateInput[];
+  certificates?: CertificateSource[];
   /** A signature made elsewhere (TPM, HSM); see Pkcs7SignOptions.signature. */
   signature?: (data: Buffer, digest: 'sha256' | 'sha384' | 'sha512') => Buffer | Uint8Array;
 }
@@ -50,7 +56,7 @@ export function signFsverityDigest(
 export function verifyFsveritySignature(
   signature: Uint8Array,
   digest: Uint8Array,
-  trusted: CertificateInput[],
+  trusted: CertificateSource[],
   algorithm: FsverityAlgorithm = 'sha256',
   what = 'fs-verity signature',
 ): Pkcs7Verified {
@@ -74,7 +80,7 @@ export function signRootHash(rootHash: string | Uint8Array, signer: KernelSigner
 export function verifyRootHashSignature(
   signature: Uint8Array,
   rootHash: string | Uint8Array,
-  trusted: CertificateInput[],
+  trusted: CertificateSource[],
   what = 'root-hash signature',
 ): Pkcs7Verified {
   return verifyPkcs7(signature, rootHashMessage(rootHash), trusted, what);

@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { type CfsNode, composefsTree, mountComposefs, writeComposefsImage } from '../composefs/index.ts';
 import { SealError } from '../errors.ts';
 import type { ImageSource } from '../oci/transport.ts';
-import type { CertificateInput } from '../pki/index.ts';
+import type { CertificateSource } from '../pki/index.ts';
 import { LayoutSource, mergedTree, readImage } from '../store/index.ts';
 import { Spool } from '../tree/index.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
@@ -110,7 +110,7 @@ export interface MountOptions {
    * own keys — dm-verity root-hash signatures to `veritysetup open`, the composefs image's
    * fs-verity signature to FS_IOC_ENABLE_VERITY.
    */
-  trusted?: CertificateInput[];
+  trusted?: CertificateSource[];
 }
 
 export interface MountResult {

@@ -16,7 +16,7 @@ import { SealError } from '../errors.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Manifest } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
-import type { CertificateInput } from '../pki/index.ts';
+import type { CertificateSource } from '../pki/index.ts';
 import { readImage } from '../store/index.ts';
 import { fsverityDigest } from '../verity/index.ts';
 import {
@@ -226,7 +226,7 @@ function oneLine(text: string): string {
  */
 export async function verifyImageSignatures(
   src: ImageSource,
-  trusted: CertificateInput[],
+  trusted: CertificateSource[],
   options: { image?: Descriptor } = {},
 ): Promise<ImageSignatures> {
   const docs = await sealedDocuments(src, options.image);

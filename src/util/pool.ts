@@ -5,6 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { type Transferable, Worker } from 'node:worker_threads';
+import { sourceUrl } from './paths.ts';
 
 interface Task {
   id: number;
@@ -21,7 +22,7 @@ interface Slot {
   busy: Task | undefined;
 }
 
-const workerUrl = new URL('./pool-worker.ts', import.meta.url);
+const workerUrl = sourceUrl('util/pool-worker.ts');
 
 export class WorkerPool {
   readonly size: number;

@@ -7,13 +7,14 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
 import { writeAtomic } from '../util/atomic.ts';
+import { sourceUrl } from '../util/paths.ts';
 import { sharedPool } from '../util/pool.ts';
 import { readFullySync } from '../util/read.ts';
 import { writeFullySync } from '../util/write.ts';
 import { VerityError } from './errors.ts';
 import { type BlockHashing, DIGEST_SIZE, type HashAlgorithm, hashBlocksInto } from './hashing.ts';
 
-const HASHING = new URL('./hashing.ts', import.meta.url).href;
+const HASHING = sourceUrl('verity/hashing.ts').href;
 export const SUPERBLOCK_SIZE = 512;
 const SIGNATURE = Buffer.from('verity\0\0', 'latin1');
 const MAX_SALT = 256;

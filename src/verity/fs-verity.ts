@@ -4,11 +4,12 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync } from 'node:fs';
+import { sourceUrl } from '../util/paths.ts';
 import { sharedPool } from '../util/pool.ts';
 import { VerityError } from './errors.ts';
 import { type BlockHashing, DIGEST_SIZE, hashBlocksInto } from './hashing.ts';
 
-const HASHING = new URL('./hashing.ts', import.meta.url).href;
+const HASHING = sourceUrl('verity/hashing.ts').href;
 const TASK_BLOCKS = 8192;
 
 export type FsverityAlgorithm = 'sha256' | 'sha512';

@@ -43,7 +43,7 @@ export function vmKernel(): string {
 }
 
 /** Copies a dynamically linked program and the libraries `ldd` names into `root`. */
-function addProgram(root: string, program: string): void {
+export function addProgram(root: string, program: string): void {
   const copy = (path: string) => {
     const to = join(root, path);
     mkdirSync(dirname(to), { recursive: true });
@@ -107,6 +107,8 @@ export interface VmOptions {
   uefi?: { code: string; vars: string };
   /** More kernel command-line words. */
   append?: string[];
+  /** The control socket of a qemu-mode swtpm (Swtpm.start mode 'qemu'): the guest gets it as a TIS TPM. */
+  tpm?: string;
 }
 
 /** Boots the VM, runs `script` (sh) with `files` (VM path under /data → host path), returns its output. */
@@ -220,6 +222,16 @@ function boot(kernel: string, initrd: string, options: VmOptions, work: string):
         ...firmware,
         ...['-kernel', kernel, '-initrd', initrd],
         ...['-append', append.join(' ')],
+        ...(options.tpm
+          ? [
+              '-chardev',
+              `socket,id=chrtpm,path=${options.tpm}`,
+              '-tpmdev',
+              'emulator,id=tpm0,chardev=chrtpm',
+              '-device',
+              'tpm-tis,tpmdev=tpm0',
+            ]
+          : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

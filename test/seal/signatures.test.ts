@@ -328,9 +328,9 @@ test('refused: signatures of another image, signatures of the wrong digest, a da
   }
   const stderr = refused(['image', 'verify', `oci:${stale}:s`, '--cert', trusted], 'IMAGE_SIGNATURE_INVALID');
   assert.match(stderr, /its manifest entry \([0-9a-f]{64}\) is not this image's/);
-  assert.match(stderr, /signature does not verify/);
+  assert.match(stderr, /signature value does not verify/);
   assert.match(stderr, /does not sign the merged composefs image/);
-  assert.equal(stderr.match(/signature does not verify/g)?.length, 2, stderr);
+  assert.equal(stderr.match(/signature value does not verify/g)?.length, 2, stderr);
   // An artifact signing only the merged image (as composefs-rs's own signing makes them) is enough.
   const mergedOnly = join(work, 'merged-only');
   seal('copy', `oci:${layout}:s`, `oci:${mergedOnly}:s`);

@@ -1,0 +1,303 @@
+/**
+ * The initrd of a Seal device (`seal initrd build`): a reproducible, zstd-compressed newc cpio
+ * holding the pinned Node.js runtime, the Seal agent (bundled with its production dependencies,
+ * beside the project's sources and addons — no dev dependencies, no tests), the manifest-signing CA, the signed
+ * TPM policy, the kernel modules the agent loads, and the few programs it runs (cryptsetup and
+ * veritysetup, crun, mke2fs) with their shared libraries. `/init` starts the agent as PID 1.
+ *
+ * Everything the agent uses lives under /seal, which stays reachable at the same paths after the
+ * agent switches into the host target's root (it bind-mounts /seal there):
+ *   /init · /seal/node · /seal/app/{package.json,src (+ src/util/agent.mjs, the bundle),build/Release}
+ *   /seal/bin/{cryptsetup,veritysetup,crun,mke2fs} · /seal/lib (every shared library, the loader)
+ *   /seal/etc/{manifest-ca.pem,policy.json,modules,initrd.json} · /lib/modules/VERSION/…
+ * The programs run through /seal/lib's own loader, never the host root's libraries. Node's own
+ * libraries are also at their usual paths (the same inodes), where the kernel's exec looks.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { constants as zlib, zstdCompressSync } from 'node:zlib';
+import { treeToCpio } from '../cpio/index.ts';
+import { parseCertificates } from '../pki/index.ts';
+import { bufferContent, type DirInode, emptyDir, type Inode, type Tree } from '../tree/index.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { projectUrl } from '../util/paths.ts';
+import { AgentError } from './errors.ts';
+import { AGENT_MODULES, resolveModules } from './modules.ts';
+
+/** Where the project is: the agent in the initrd is this very tree's code. */
+const PROJECT = fileURLToPath(projectUrl(''));
+
+/** The programs the agent runs (installed as /seal/bin/NAME), and the Debian package of each. */
+export const AGENT_PROGRAMS: Record<string, string> = {
+  '/usr/sbin/cryptsetup': 'cryptsetup-bin (LUKS2 for the config and data partitions)',
+  '/usr/sbin/veritysetup': 'cryptsetup-bin (dm-verity devices for every layer)',
+  '/usr/bin/crun': 'crun (the services, as OCI containers)',
+  '/usr/sbin/mke2fs': 'e2fsprogs (the data partition filesystem, made on first boot)',
+};
+
+/** The addons the agent loads (native/*.c). */
+const ADDONS = ['blockhash', 'codecs', 'fsops', 'system'];
+
+export interface InitrdOptions {
+  /** PEM file with the manifest-signing CA certificate(s). */
+  manifestCa: string;
+  /** The signed TPM policy the device unlocks with. */
+  policy?: string;
+  /** A kernel package (.deb) or a directory holding `lib/modules/VERSION` (an unpacked package). */
+  kernel: string;
+  /** A directory whose files are added to the initrd root (overriding nothing of Seal's). */
+  extra?: string;
+  /** Further kernel modules to include (names). */
+  modules?: string[];
+  /** zstd level (default 12); 0 writes the cpio uncompressed. */
+  level?: number;
+}
+
+export interface InitrdResult {
+  path: string;
+  size: number;
+  sha256: string;
+  kernelVersion: string;
+  modules: string[];
+  files: number;
+}
+
+const STAMP = { sec: 0, nsec: 0 };
+
+/** The initrd being assembled: a tree, and the shared libraries already in /seal/lib. */
+interface Assembly {
+  root: DirInode;
+  libraries: Map<string, Inode>;
+}
+
+function file(data: Uint8Array, mode = 0o644): Inode {
+  return {
+    type: 'file',
+    mode,
+    uid: 0,
+    gid: 0,
+    mtime: STAMP,
+    xattrs: new Map(),
+    content: bufferContent(data),
+  };
+}
+
+/** Adds `inode` at `path` (`a/b/c`), creating parent directories (0755) as needed. */
+function put(root: DirInode, path: string, inode: Inode): void {
+  const parts = path.split('/').filter(Boolean);
+  let dir = root;
+  for (const part of parts.slice(0, -1)) {
+    let child = dir.children.get(part);
+    if (!child) dir.children.set(part, (child = emptyDir({ mtime: STAMP })));
+    if (child.type !== 'dir') throw new AgentError('AGENT_INITRD', `${path}: ${part} is not a directory`);
+    dir = child;
+  }
+  dir.children.set(parts.at(-1)!, inode);
+}
+
+/** A host file's contents (symlinks resolved) as an inode, keeping its executable bit. */
+function hostFile(path: string): Inode {
+  const real = realpathSync(path);
+  return file(readFileSync(real), lstatSync(real).mode & 0o111 ? 0o755 : 0o644);
+}
+
+/** The shared libraries `ldd` names for a program or addon (with the dynamic loader). */
+function libraries(program: string): string[] {
+  const out = execFileSync('ldd', [program], { encoding: 'utf8' });
+  const found: string[] = [];
+  for (const line of out.split('\n')) {
+    const lib = /=> (\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)/.exec(line)?.[1];
+    if (lib) found.push(lib);
+  }
+  return found;
+}
+
+/** Puts `program`'s libraries into /seal/lib (once each) and returns their inodes by host path. */
+function putLibraries(a: Assembly, program: string): Map<string, Inode> {
+  const out = new Map<string, Inode>();
+  for (const lib of libraries(program)) {
+    const name = lib.slice(lib.lastIndexOf('/') + 1);
+    let inode = a.libraries.get(name);
+    if (!inode) {
+      inode = hostFile(lib);
+      a.libraries.set(name, inode);
+      put(a.root, `seal/lib/${name}`, inode);
+    }
+    out.set(lib, inode);
+  }
+  return out;
+}
+
+/** A program at /seal/bin/NAME, its libraries in /seal/lib. */
+function putProgram(a: Assembly, program: string): void {
+  if (!existsSync(program)) {
+    throw new AgentError(
+      'AGENT_INITRD',
+      `${program} is missing (install ${AGENT_PROGRAMS[program] ?? 'it'})`,
+      {
+        subject: program,
+      },
+    );
+  }
+  put(a.root, `seal/bin/${program.slice(program.lastIndexOf('/') + 1)}`, hostFile(program));
+  putLibraries(a, program);
+}
+
+/** Every file under `dir` (relative paths), sorted. */
+function filesUnder(dir: string, skip: (rel: string) => boolean = () => false): string[] {
+  const out: string[] = [];
+  const visit = (rel: string) => {
+    for (const name of readdirSync(join(dir, rel)).sort()) {
+      const path = rel ? `${rel}/${name}` : name;
+      if (skip(path)) continue;
+      const st = lstatSync(join(dir, path));
+      if (st.isDirectory()) visit(path);
+      else if (st.isFile()) out.push(path);
+    }
+  };
+  visit('');
+  return out;
+}
+
+/** Where the agent's bundle goes: in src/util/, so that paths the code resolves from its own module hold (util/paths.ts). */
+const BUNDLE = 'src/util/agent.mjs';
+
+/**
+ * The agent and everything it imports, Seal's modules and its production dependencies, as one
+ * JavaScript module made by esbuild. Loading ~200 TypeScript modules (each stripped of its types
+ * at load) took 10 s of a TCG boot; the bundle loads in a quarter of that. The sources stay
+ * beside it for worker threads, which load their module by URL.
+ */
+async function bundleAgent(): Promise<Buffer> {
+  const { build } = await import('esbuild');
+  const result = await build({
+    absWorkingDir: PROJECT,
+    entryPoints: ['src/agent/main.ts'],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node24',
+    write: false,
+    logLevel: 'silent',
+    legalComments: 'none',
+    // CommonJS dependencies call require() for Node's built-ins.
+    banner: {
+      js: "import { createRequire as sealCreateRequire } from 'node:module';\nconst require = sealCreateRequire(import.meta.url);",
+    },
+  }).catch((error: Error) => {
+    throw new AgentError('AGENT_INITRD', `bundling the agent failed: ${error.message}`, { cause: error });
+  });
+  return Buffer.from(result.outputFiles[0]!.contents);
+}
+
+/** The agent's own files: its bundle, the sources (no tests) for worker threads, package.json, the addons. */
+async function putAgent(a: Assembly): Promise<number> {
+  let count = 0;
+  const add = (rel: string) => {
+    put(a.root, `seal/app/${rel}`, hostFile(join(PROJECT, rel)));
+    count++;
+  };
+  add('package.json');
+  for (const rel of filesUnder(join(PROJECT, 'src'))) add(`src/${rel}`);
+  put(a.root, `seal/app/${BUNDLE}`, file(await bundleAgent()));
+  for (const addon of ADDONS) {
+    const path = `build/Release/${addon}.node`;
+    if (!existsSync(join(PROJECT, path))) {
+      throw new AgentError('AGENT_INITRD', `the ${addon} addon is not built (run scripts/setup.sh)`, {
+        subject: path,
+      });
+    }
+    add(path);
+    putLibraries(a, join(PROJECT, path));
+  }
+  return count + 1;
+}
+
+/** The modules directory (`lib/modules/VERSION`) of a kernel package or unpacked tree; unpacks a .deb into `scratch`. */
+function modulesDirectory(kernel: string, scratch: string): { dir: string; version: string } {
+  let root = kernel;
+  if (kernel.endsWith('.deb')) {
+    root = join(scratch, 'kernel');
+    execFileSync('dpkg-deb', ['-x', kernel, root]);
+  }
+  const base = existsSync(join(root, 'lib/modules')) ? join(root, 'lib/modules') : root;
+  const versions = existsSync(base)
+    ? readdirSync(base).filter((v) => existsSync(join(base, v, 'kernel')))
+    : [];
+  if (versions.length !== 1) {
+    throw new AgentError(
+      'AGENT_KERNEL',
+      `${kernel}: expected one lib/modules/VERSION with its kernel/ tree, found ${versions.length}`,
+      { subject: kernel },
+    );
+  }
+  return { dir: join(base, versions[0]!), version: versions[0]! };
+}
+
+/** The JavaScript /init: the kernel runs it with the interpreter its first line names. */
+const INIT = `#!/seal/node --disable-warning=ExperimentalWarning
+// The Seal agent, as PID 1.
+import('/seal/app/src/util/agent.mjs');
+`;
+
+export async function buildInitrd(dest: string, options: InitrdOptions): Promise<InitrdResult> {
+  const scratch = mkdtempSync(join(process.env.SEAL_TMPDIR ?? tmpdir(), 'seal-initrd-'));
+  try {
+    const root = emptyDir({ mtime: STAMP });
+    const tree: Tree = { root };
+    const a: Assembly = { root, libraries: new Map() };
+    for (const dir of ['dev', 'proc', 'sys', 'run', 'tmp', 'mnt', 'sysroot'])
+      put(root, `${dir}/`, emptyDir({ mtime: STAMP }));
+    put(root, 'init', file(Buffer.from(INIT), 0o755));
+    const node = join(PROJECT, 'node_modules/node/bin/node');
+    put(root, 'seal/node', hostFile(node));
+    // The kernel's exec of /seal/node finds the loader and libraries at their usual paths.
+    for (const [path, inode] of putLibraries(a, node)) put(root, path, inode);
+    const files = await putAgent(a);
+    for (const program of Object.keys(AGENT_PROGRAMS)) putProgram(a, program);
+
+    const ca = readFileSync(options.manifestCa);
+    parseCertificates(ca.toString('utf8'), options.manifestCa); // a file without a certificate is refused
+    put(root, 'seal/etc/manifest-ca.pem', file(ca));
+    if (options.policy) put(root, 'seal/etc/policy.json', file(readFileSync(options.policy)));
+
+    const { dir: modulesDir, version } = modulesDirectory(options.kernel, scratch);
+    const modules = resolveModules(modulesDir, [...AGENT_MODULES, ...(options.modules ?? [])]);
+    for (const m of modules) put(root, `lib/modules/${version}/${m.path}`, file(m.data));
+    put(
+      root,
+      'seal/etc/modules',
+      file(Buffer.from(modules.map((m) => `/lib/modules/${version}/${m.path}\n`).join(''))),
+    );
+    if (options.extra) {
+      for (const rel of filesUnder(options.extra)) put(root, rel, hostFile(join(options.extra, rel)));
+    }
+    const manifest = {
+      kernelVersion: version,
+      modules: modules.map((m) => m.name),
+      node: process.versions.node,
+      programs: Object.keys(AGENT_PROGRAMS),
+    };
+    put(root, 'seal/etc/initrd.json', file(Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)));
+
+    const cpio = await treeToCpio(tree);
+    const level = options.level ?? 12;
+    const bytes =
+      level === 0 ? cpio : zstdCompressSync(cpio, { params: { [zlib.ZSTD_c_compressionLevel]: level } });
+    await writeFileAtomic(dest, bytes);
+    return {
+      path: dest,
+      size: bytes.length,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      kernelVersion: version,
+      modules: modules.map((m) => m.name),
+      files,
+    };
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
