@@ -28,7 +28,7 @@ import { AgentError } from './errors.ts';
 import { mountOverlay, type OpenedLayers } from './images.ts';
 import { BootLog } from './log.ts';
 import { formatLuks, isLuks, openLuks } from './luks.ts';
-import { loadState, recordEvent, saveState, TRIAL_BOOTS, type TrialState } from './state.ts';
+import { loadState, recordEvent, saveState, type TrialState } from './state.ts';
 import { MS, system } from './system.ts';
 import { runProgram, SEAL_ROOT } from './tools.ts';
 import { follow } from './update.ts';
@@ -158,14 +158,14 @@ async function chooseSystem(device: Device, requested: string): Promise<{ tag: s
     trial.triesLeft--;
     recordEvent(
       state,
-      `trying version ${trial.version} (${TRIAL_BOOTS - trial.triesLeft} of ${TRIAL_BOOTS})`,
+      `trying version ${trial.version} (boot ${trial.tries - trial.triesLeft} of ${trial.tries})`,
     );
     await saveState(`${RUN}/config/device.json`, state);
     return { tag: trial.tag, trial };
   }
   await giveUpTrial(
     device,
-    `did not come up within ${TRIAL_BOOTS} boots${trial.lastFailure ? ` (last: ${trial.lastFailure})` : ''}`,
+    `did not come up within ${trial.tries} boot${trial.tries === 1 ? '' : 's'}${trial.lastFailure ? ` (last: ${trial.lastFailure})` : ''}`,
   );
   return { tag: 'current' };
 }
@@ -332,15 +332,15 @@ export async function boot(): Promise<void> {
     trial = undefined;
     log.record.result = 'running';
     log.save();
+    for (const e of d.state.events.slice(-3)) log.say(`history: ${e.at} ${e.event}`);
     const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0;
     log.say(
       `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
     );
-    for (const e of d.state.events.slice(-3)) log.say(`history: ${e.at} ${e.event}`);
     if (params.follow) {
       const { source, intervalMs, plainHttp } = params.follow;
       log.say(`following ${source} every ${intervalMs / 1000} s`);
-      follow(d, source, intervalMs, { transport: { plainHttp } });
+      follow(d, source, intervalMs, { transport: { plainHttp }, trialBoots: params.trialBoots });
     }
     const stop = async (signal: string) => {
       log.say(`${signal}: stopping the services`);

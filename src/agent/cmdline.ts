@@ -13,6 +13,8 @@
  *                           interval, a new signed system there is fetched, verified and applied
  *   seal.follow-interval=S  seconds between checks (default 300)
  *   seal.follow-insecure=1  speak plain HTTP to the followed registry (a lab registry)
+ *   seal.trial-boots=N      boots a new host may take before the device returns to the good
+ *                           system by itself (default 3)
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
  */
 import { AgentError } from './errors.ts';
@@ -30,6 +32,7 @@ export interface AgentParameters {
   onFailure: 'poweroff' | 'halt' | 'reboot';
   net?: NetworkParameters;
   follow?: { source: string; intervalMs: number; plainHttp: boolean };
+  trialBoots: number;
   test?: string;
 }
 
@@ -41,6 +44,7 @@ const KNOWN = new Set([
   'seal.follow',
   'seal.follow-interval',
   'seal.follow-insecure',
+  'seal.trial-boots',
   'seal.test',
 ]);
 
@@ -73,7 +77,7 @@ function parseNet(value: string): NetworkParameters {
 
 /** Parses /proc/cmdline (space-separated words; "double quotes" group a value with spaces, as the kernel does). */
 export function parseCommandLine(text: string): AgentParameters {
-  const params: AgentParameters = { tag: 'current', debug: false, onFailure: 'poweroff' };
+  const params: AgentParameters = { tag: 'current', debug: false, onFailure: 'poweroff', trialBoots: 3 };
   for (const word of text.trim().match(/(?:[^\s"]+|"[^"]*")+/g) ?? []) {
     const eq = word.indexOf('=');
     const key = eq < 0 ? word : word.slice(0, eq);
@@ -119,6 +123,15 @@ export function parseCommandLine(text: string): AgentParameters {
       case 'seal.follow-insecure':
         params.follow = { source: '', intervalMs: 300_000, ...params.follow, plainHttp: value !== '0' };
         break;
+      case 'seal.trial-boots': {
+        const n = Number(value);
+        if (!Number.isInteger(n) || n < 1 || n > 10)
+          throw new AgentError('AGENT_CMDLINE', `seal.trial-boots is 1 to 10, not ${value}`, {
+            subject: key,
+          });
+        params.trialBoots = n;
+        break;
+      }
       case 'seal.test':
         params.test = value;
         break;

@@ -97,7 +97,13 @@ export class Device {
     const open = this.#images.get(target.image.digest);
     if (open) return open;
     const id = target.image.digest.slice(7, 19);
-    const layers = await openLayers(this.store, target.image, `seal-${id}`, `${RUN}/images/${id}`);
+    const layers = await openLayers(
+      this.store,
+      target.image,
+      target.name,
+      `seal-${id}`,
+      `${RUN}/images/${id}`,
+    );
     this.#images.set(target.image.digest, layers);
     return layers;
   }

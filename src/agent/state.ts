@@ -17,6 +17,8 @@ export interface TrialState extends SystemRef {
   tag: string;
   /** Boots the trial may still take; at 0 the next boot returns to the good system. */
   triesLeft: number;
+  /** Boots it was given. */
+  tries: number;
   /** Why it is tried (the update's source). */
   reason: string;
   /** The last failure of a trial boot, reported when it is given up. */
@@ -34,8 +36,6 @@ export interface DeviceState {
   events: DeviceEvent[];
 }
 
-/** How many trial boots a new host or boot image gets before the device returns to the good system. */
-export const TRIAL_BOOTS = 3;
 const KEEP_EVENTS = 50;
 
 export function loadState(path: string): DeviceState {

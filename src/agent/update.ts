@@ -23,7 +23,7 @@ import type { Device } from './device.ts';
 import { RUN } from './device.ts';
 import { AgentError } from './errors.ts';
 import type { OpenedLayers } from './images.ts';
-import { recordEvent, saveState, TRIAL_BOOTS } from './state.ts';
+import { recordEvent, saveState } from './state.ts';
 import { system } from './system.ts';
 
 export interface UpdateOptions {
@@ -31,6 +31,8 @@ export interface UpdateOptions {
   transport?: { plainHttp?: boolean };
   /** How long new services have to reach running (default 60 s). */
   serviceTimeoutMs?: number;
+  /** Boots a new host gets before the device returns to the good system (default 3). */
+  trialBoots?: number;
 }
 
 export type UpdateOutcome =
@@ -157,16 +159,18 @@ export async function update(
   const host = (doc: SystemManifest) => doc.targets.find((t) => t.role === 'host')?.image.digest;
   if (host(next) !== host(running.document)) {
     // A new host: tried over the next boots; the good system stays `current` until one succeeds.
+    const tries = options.trialBoots ?? 3;
     device.state.trial = {
       digest: report.manifest.digest,
       version: next.version,
       tag: 'next',
-      triesLeft: TRIAL_BOOTS,
+      triesLeft: tries,
+      tries,
       reason: `update from ${source}`,
     };
     recordEvent(device.state, `version ${next.version} staged (new host): rebooting to try it`);
     await saveState(`${RUN}/config/device.json`, device.state);
-    log.say(`update: version ${next.version} changes the host; rebooting to try it (${TRIAL_BOOTS} boots)`);
+    log.say(`update: version ${next.version} changes the host; rebooting to try it (${tries} boots)`);
     for (const name of [...device.services.keys()]) await device.stopService(name);
     system().reboot('reboot');
     return { result: 'staged', from: running.document.version, to: next.version, bytes: fetched.bytes };
