@@ -2,9 +2,9 @@
 # Seal's main job, end to end, on a real Debian root filesystem:
 #   build the root filesystem (cached), import it into a store as an OCI image, inspect it,
 #   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering,
-#   sign a system manifest with a product PKI, refuse a rollback, build and sign the boot image
-#   (a UKI) for Secure Boot and predict its PCRs, publish it through a registry and verify it in a
-#   fresh device store.
+#   sign the composefs image for the kernel, sign a system manifest with a product PKI, refuse a
+#   rollback, build and sign the boot image (a UKI) for Secure Boot and predict its PCRs, publish
+#   it through a registry and verify it in a fresh device store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -103,6 +103,20 @@ seal pki product new "$pki" --name "Demo appliance" --id "$product"
 seal pki device new "$pki" --product "$product" --serial SN0001
 openssl verify -CAfile "$pki/manifest-ca.pem" -purpose any "$pki/products/$product.pem"
 
+step "Sign the sealed composefs image for the kernel with the product key, check the signature offline"
+# fs-verity signatures (what FS_IOC_ENABLE_VERITY takes) of its merged and per-layer EROFS, its
+# manifest and config, attached as the composefs signature artifact (docs/signatures.md).
+seal image sign-verity debian:sealed-composefs --key "$pki/products/$product.key" --cert "$pki/products/$product.pem"
+seal image verify debian:sealed-composefs --cert "$pki/products/$product.pem" | tail -2
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/stranger.key" \
+  -out "$work/stranger.pem" -subj /CN=stranger -days 1 2>/dev/null
+if seal image verify debian:sealed-composefs --cert "$work/stranger.pem" >/dev/null; then
+  echo "a stranger's certificate was accepted" >&2
+  exit 1
+fi
+echo "refused with a stranger's certificate"
+seal ipe policy "$work/ipe-policy" --key "$pki/products/$product.key" --cert "$pki/products/$product.pem"
+
 system_yaml() { # VERSION
   cat <<EOF
 product: $product
@@ -182,6 +196,9 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
 seal sync appliance:7 "docker://127.0.0.1:$port/appliance/system:7"
 SEAL_STORE="$work/device" seal sync "docker://127.0.0.1:$port/appliance/system:7" system:7
 SEAL_STORE="$work/device" seal manifest verify system:7 --ca "$pki/manifest-ca.pem" --product "$product" --deep
+composefs=$(seal image inspect debian:sealed-composefs --json |
+  node_modules/.bin/node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).descriptor.digest))')
+SEAL_STORE="$work/device" seal image verify "shell@$composefs" --cert "$pki/products/$product.pem" | tail -1
 kill $registry_pid
 
 step "The device: initrd with the agent, signed UKI and TPM policy, factory TPM, installed disk; booted in a VM"
