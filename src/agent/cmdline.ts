@@ -14,7 +14,14 @@
  *   seal.follow-interval=S  seconds between checks (default 300)
  *   seal.boot=REF           network boot: no disk; the system at REF (docker://HOST:PORT/REPO:TAG)
  *                           is fetched into memory, verified as from disk, and run
- *   seal.registry-insecure=1  speak plain HTTP to the registry of seal.boot and seal.follow (a lab)
+ *   seal.registry-insecure=1  speak plain HTTP to the registry of seal.boot, seal.follow and
+ *                           seal.install (a lab)
+ *   seal.install-disk=NAME  the disk an installer writes (vda, nvme0n1), whatever it holds
+ *   seal.management         the management image (seal uki build --management): revoke older
+ *                           UKIs and install the system at seal.install, then power off
+ *   seal.install=REF        the system the management image installs (docker://HOST:PORT/REPO:TAG);
+ *                           without seal.management, an installer: the system and its UKI written
+ *                           onto a blank disk (seal.install-disk=NAME chooses one), then power off
  *   seal.trial-boots=N      boots a new host may take before the device returns to the good
  *                           system by itself (default 3)
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
@@ -36,6 +43,11 @@ export interface AgentParameters {
   follow?: { source: string; intervalMs: number };
   /** Network boot from this reference. */
   boot?: string;
+  /** The management image: revoke and install `install`. */
+  management: boolean;
+  install?: string;
+  /** The disk an installer writes. */
+  installDisk?: string;
   /** Plain HTTP to the registries of `boot` and `follow`. */
   registryInsecure: boolean;
   trialBoots: number;
@@ -51,6 +63,9 @@ const KNOWN = new Set([
   'seal.follow-interval',
   'seal.boot',
   'seal.registry-insecure',
+  'seal.management',
+  'seal.install',
+  'seal.install-disk',
   'seal.trial-boots',
   'seal.test',
 ]);
@@ -90,6 +105,7 @@ export function parseCommandLine(text: string): AgentParameters {
     onFailure: 'poweroff',
     trialBoots: 3,
     registryInsecure: false,
+    management: false,
   };
   for (const word of text.trim().match(/(?:[^\s"]+|"[^"]*")+/g) ?? []) {
     const eq = word.indexOf('=');
@@ -119,11 +135,13 @@ export function parseCommandLine(text: string): AgentParameters {
         break;
       case 'seal.follow':
       case 'seal.boot':
+      case 'seal.install':
         if (!/^(docker|oci):[!-~]+$/.test(value))
           throw new AgentError('AGENT_CMDLINE', `${key}=${value} is not an image reference`, {
             subject: key,
           });
         if (key === 'seal.boot') params.boot = value;
+        else if (key === 'seal.install') params.install = value;
         else params.follow = { intervalMs: 300_000, ...params.follow, source: value };
         break;
       case 'seal.follow-interval': {
@@ -135,6 +153,16 @@ export function parseCommandLine(text: string): AgentParameters {
         params.follow = { source: '', ...params.follow, intervalMs: seconds * 1000 };
         break;
       }
+      case 'seal.install-disk':
+        if (!/^[a-z][a-z0-9]{0,31}$/.test(value))
+          throw new AgentError('AGENT_CMDLINE', `seal.install-disk=${value} is not a disk name such as vda`, {
+            subject: key,
+          });
+        params.installDisk = value;
+        break;
+      case 'seal.management':
+        params.management = value !== '0';
+        break;
       case 'seal.registry-insecure':
         params.registryInsecure = value !== '0';
         break;
@@ -152,6 +180,34 @@ export function parseCommandLine(text: string): AgentParameters {
         break;
     }
   }
+  if (params.management && params.install === undefined)
+    throw new AgentError('AGENT_CMDLINE', 'seal.management needs seal.install (the system to install)', {
+      subject: 'seal.management',
+    });
+  if (params.installDisk !== undefined && (params.install === undefined || params.management))
+    throw new AgentError(
+      'AGENT_CMDLINE',
+      'seal.install-disk is for an installer (seal.install without seal.management)',
+      {
+        subject: 'seal.install-disk',
+      },
+    );
+  if (params.install !== undefined && !params.management && (params.boot || params.follow))
+    throw new AgentError(
+      'AGENT_CMDLINE',
+      'seal.install excludes seal.boot and seal.follow: an installer installs and powers off',
+      {
+        subject: 'seal.install',
+      },
+    );
+  if (params.management && (params.boot || params.follow))
+    throw new AgentError(
+      'AGENT_CMDLINE',
+      'seal.management excludes seal.boot and seal.follow: the management image neither network-boots nor follows',
+      {
+        subject: 'seal.management',
+      },
+    );
   if (params.follow && !params.follow.source)
     throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval needs seal.follow', {
       subject: 'seal.follow',

@@ -21,7 +21,7 @@ const FILES: [words: string[], load: Loader][] = [
   ],
   [['pki'], async () => (await import('./pki.ts')).pkiCommands],
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
-  [['initrd'], async () => (await import('./agent.ts')).agentCommands],
+  [['initrd', 'status'], async () => (await import('./agent.ts')).agentCommands],
   [['install', 'machine'], async () => (await import('./machine.ts')).machineCommands],
   [['uki'], async () => (await import('./uki.ts')).ukiCommands],
   [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
