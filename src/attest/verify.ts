@@ -89,6 +89,8 @@ interface ChainVerdict {
   /** The leaf's SubjectPublicKeyInfo (DER). */
   spki: Buffer;
   key: KeyObject;
+  /** The attestation key's public area (TPMT_PUBLIC) found to hold this key with the right attributes. */
+  attestationKey?: Buffer;
   notBefore: number;
   notAfter: number;
 }
@@ -306,11 +308,8 @@ function parseLog(evidence: Evidence): EventLog {
   }
 }
 
-/** Verifies `evidence`; returns what it proves, or throws the AttestError of the first check that fails. */
-export async function verifyEvidence(evidence: Evidence, options: VerifyOptions): Promise<Verdict> {
-  const { reference } = options;
-  // 1. The key: certified by the device CA, the key that quoted, TPM-resident.
-  const chain = await checkChain(evidence, options);
+/** The key that quoted is the certified key, a TPM-resident restricted signing key. */
+function checkAttestationKey(evidence: Evidence, chain: ChainVerdict): void {
   let akKey: KeyObject;
   try {
     akKey = keyObjectOf(evidence.attestationKey);
@@ -334,6 +333,16 @@ export async function verifyEvidence(evidence: Evidence, options: VerifyOptions)
       'ATTEST_UNTRUSTED_KEY',
       `the attestation key (attributes 0x${attributes.toString(16)}) is not a TPM-resident restricted signing key`,
     );
+  chain.attestationKey = evidence.attestationKeyBytes;
+}
+
+/** Verifies `evidence`; returns what it proves, or throws the AttestError of the first check that fails. */
+export async function verifyEvidence(evidence: Evidence, options: VerifyOptions): Promise<Verdict> {
+  const { reference } = options;
+  // 1. The key: certified by the device CA, the key that quoted, TPM-resident.
+  const chain = await checkChain(evidence, options);
+  // The attestation key: the certificate's key (remembered with a cached chain: checked once).
+  if (!chain.attestationKey?.equals(evidence.attestationKeyBytes)) checkAttestationKey(evidence, chain);
   // 2. The quote: signed by it, made by the TPM.
   checkSignature(chain.key, evidence.quote, 'quote');
   const attest = evidence.quote.attest;
