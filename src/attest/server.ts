@@ -224,7 +224,12 @@ export async function startVerifier(options: VerifierOptions): Promise<Verifier>
       if (request.method !== 'POST') throw new HttpError(405, 'ATTEST_PROTOCOL', `${path} takes POST`);
       const body = await readBody(request, MAX_EVIDENCE + 4096);
       if (path === '/v1/challenge') {
-        const nonce = nonces.issue();
+        let nonce: Buffer;
+        try {
+          nonce = nonces.issue();
+        } catch (error) {
+          throw new HttpError(503, 'ATTEST_CHALLENGE', (error as Error).message);
+        }
         send(
           response,
           200,
