@@ -1,6 +1,7 @@
 /**
  * The verifier service and its client against swtpm: the good device (a boot of the reference
- * UKI played into its TPM) fetches the secret; nothing is released to a device that booted
+ * UKI played into its TPM) fetches the secret — also provisioned as the factory does, with the
+ * certificate unlock() releases, as the agent would, until it locks PCR 7; nothing is released to a device that booted
  * another UKI, of another product, with a key the device CA did not certify, or without a binding
  * key; a captured exchange replayed gets nothing (the nonce is spent), and the captured answer
  * cannot be opened once the device's PCRs moved, nor by another TPM; a stale nonce and a nonce
@@ -9,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -28,7 +29,17 @@ import {
   type Verifier,
 } from '../../src/attest/index.ts';
 import { initPki, newDevice, parseCertificate } from '../../src/pki/index.ts';
-import { createIdentity, hash, IDENTITY_HANDLE, SRK_HANDLE, TpmResponseError } from '../../src/tpm/index.ts';
+import {
+  createIdentity,
+  hash,
+  IDENTITY_HANDLE,
+  lockPcr7,
+  provision,
+  SRK_HANDLE,
+  signPolicy,
+  TpmResponseError,
+  unlock,
+} from '../../src/tpm/index.ts';
 import {
   type AttestFixture,
   bootEvents,
@@ -117,6 +128,37 @@ test('the good device fetches the secret; the verifier logs what it released to 
   assert.equal(last.verdict.system, 'good.efi');
   // The binding key was flushed: no transient object is left in the TPM.
   assert.deepEqual(await t.tpm.handles(0x80000000), []);
+});
+
+test('as the agent would: a provisioned device unlocks, fetches with the certificate its TPM released, then locks PCR 7 and gets nothing more', async () => {
+  const device = await startTestTpm();
+  stopLater.push(() => device.stop());
+  const { der } = await certifyDevice(device.tpm, fx.pki, 'SN-0300');
+  const policyKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  await provision(device.tpm, { policyKey: policyKey.publicKey, deviceCert: der, deviceKeyInTpm: true });
+  const bootLog = await playBoot(device.tpm, await bootEvents(fx.good, fx.vars));
+  const [pcr7] = await device.tpm.pcrRead([{ hash: 'sha256', pcrs: [7] }]);
+  const policy = signPolicy({
+    key: policyKey.privateKey,
+    role: 'production',
+    version: 1,
+    pcrs: [[7, pcr7!.value]],
+  });
+  const unlocked = await unlock(device.tpm, { policy, lockPcr7: false });
+  const secret = await fetchSecret(verifier.url, device.tpm, 'join-token', {
+    certificates: [unlocked.secrets.deviceCert!],
+    eventLog: bootLog,
+  });
+  assert.deepEqual(secret, SECRET);
+  await lockPcr7(device.tpm);
+  await refused(
+    fetchSecret(verifier.url, device.tpm, 'join-token', {
+      certificates: [unlocked.secrets.deviceCert!],
+      eventLog: bootLog,
+    }),
+    'ATTEST_EVENT_LOG',
+  );
+  unlocked.wipe();
 });
 
 test('a captured exchange replayed gets nothing, and its captured answer opens nowhere else', async () => {
