@@ -36,6 +36,7 @@ import { type Certificate, deviceIdOf, PkiError, parseCertificate, verifyChain }
 import {
   hashNameOf,
   keyObjectOf,
+  lockDigest,
   OBJECT,
   policy,
   qualifiedName,
@@ -439,12 +440,19 @@ export async function verifyEvidence(evidence: Evidence, options: VerifyOptions)
       unlogged.push(pcr);
       continue;
     }
-    if (!value.equals(evidence.pcrs.get(pcr)!)) {
+    const quotedValue = evidence.pcrs.get(pcr)!;
+    if (!value.equals(quotedValue)) {
+      // Seal's agent locks PCR 7 once the device secrets are read; that extension is not logged.
+      if (pcr === 7 && extend(evidence.bank, value, lockDigest(evidence.bank)).equals(quotedValue))
+        throw new AttestError(
+          'ATTEST_EVENT_LOG',
+          'PCR 7 was locked after the boot (the agent locks it once the device secrets are read): attest before the lock',
+        );
       // Name the event the reference disagrees with, when the PCR is one it governs.
       const { diff } = reference.pcrs.includes(pcr) ? closestDifference(log, reference) : {};
       throw new AttestError(
         'ATTEST_EVENT_LOG',
-        `the event log does not replay to the quoted PCR ${pcr} (it gives ${hex(value)}, the TPM quoted ${hex(evidence.pcrs.get(pcr)!)}): the log was altered${diff ? `; ${diff.message}` : ''}`,
+        `the event log does not replay to the quoted PCR ${pcr} (it gives ${hex(value)}, the TPM quoted ${hex(quotedValue)}): the log was altered, or the PCR extended without a log entry${diff ? `; ${diff.message}` : ''}`,
         diff?.event ? { event: diff.event } : {},
       );
     }

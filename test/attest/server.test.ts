@@ -151,13 +151,14 @@ test('as the agent would: a provisioned device unlocks, fetches with the certifi
   });
   assert.deepEqual(secret, SECRET);
   await lockPcr7(device.tpm);
-  await refused(
+  const locked = await refused(
     fetchSecret(verifier.url, device.tpm, 'join-token', {
       certificates: [unlocked.secrets.deviceCert!],
       eventLog: bootLog,
     }),
     'ATTEST_EVENT_LOG',
   );
+  assert.match(locked.message, /PCR 7 was locked after the boot/);
   unlocked.wipe();
 });
 
