@@ -28,6 +28,7 @@ const FILES: [words: string[], load: Loader][] = [
   [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
   [['measure'], async () => (await import('./cvm.ts')).cvmCommands],
   [['ipe'], async () => (await import('./ipe.ts')).ipeCommands],
+  [['attest'], async () => (await import('./attest.ts')).attestCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */
