@@ -18,13 +18,13 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type SystemManifest, type SystemTarget, securityVersionOf } from '../manifest/spec.ts';
 import type { VerifyReport } from '../manifest/verify.ts';
-import { deviceIdOf, parseCertificates, x509 } from '../pki/index.ts';
+import { deviceIdOf, x509 } from '../pki/index.ts';
 import { syncImage } from '../registry/sync.ts';
 import { LayoutStore, openDestination, openSource } from '../store/index.ts';
 import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
 import { type BootEntries, type LoaderReport, loaderReport, mountEsp } from './boot-entries.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
-import { Device, RUN } from './device.ts';
+import { Device, initrdCa, mountStore, RUN } from './device.ts';
 import { type DeviceDisk, findDeviceDisk } from './disk.ts';
 import { AgentError } from './errors.ts';
 import { mountOverlay, type OpenedLayers } from './images.ts';
@@ -367,16 +367,7 @@ export async function boot(): Promise<void> {
         () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
         (how) => how,
       );
-      await log.step('mount the store', () => {
-        mkdirSync(`${RUN}/store`, { recursive: true });
-        system().mount(
-          disk.partitions.store.device,
-          `${RUN}/store`,
-          'ext4',
-          MS.RDONLY | MS.NOSUID | MS.NODEV,
-          null,
-        );
-      });
+      await log.step('mount the store', () => mountStore(disk.partitions.store.device));
       esp = await log.step(
         'read the boot entries',
         () => mountBootEntries(disk.partitions.esp.device),
@@ -402,10 +393,7 @@ export async function boot(): Promise<void> {
     secrets.luksPassphrase.fill(0);
     device = new Device({
       store: await LayoutStore.open(`${RUN}/store`),
-      ca: parseCertificates(
-        readFileSync(`${SEAL_ROOT}/etc/manifest-ca.pem`, 'utf8'),
-        'the manifest CA of the initrd',
-      )[0]!,
+      ca: initrdCa(),
       product: secrets.product,
       tpm,
       versionAuth: secrets.versionAuth,

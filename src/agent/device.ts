@@ -4,11 +4,11 @@
  * its services. Boot and updates both work through it, so a system is verified, mounted and run
  * the same way whichever brought it.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
 import { securityVersionOf } from '../manifest/spec.ts';
 import { type VerifyReport, verifySystem } from '../manifest/verify.ts';
-import type { Certificate } from '../pki/index.ts';
+import { type Certificate, parseCertificates } from '../pki/index.ts';
 import type { LayoutStore } from '../store/index.ts';
 import { raiseAcceptedVersion, readAcceptedVersion, type Tpm } from '../tpm/index.ts';
 import { type BootEntries, ESP_MOUNT, type LoaderReport } from './boot-entries.ts';
@@ -18,9 +18,23 @@ import type { BootLog } from './log.ts';
 import { type ServiceHandle, superviseService } from './services.ts';
 import { type DeviceState, recordEvent, saveState } from './state.ts';
 import { MS, system } from './system.ts';
-import { runProgram } from './tools.ts';
+import { runProgram, SEAL_ROOT } from './tools.ts';
 
 export const RUN = '/run/seal';
+
+/** Mounts the store partition read-only at RUN/store (a change remounts it: `writingStore`). */
+export function mountStore(partition: string): void {
+  mkdirSync(`${RUN}/store`, { recursive: true });
+  system().mount(partition, `${RUN}/store`, 'ext4', MS.RDONLY | MS.NOSUID | MS.NODEV, null);
+}
+
+/** The manifest CA the initrd carries: the one signer of systems this device accepts. */
+export function initrdCa(): Certificate {
+  return parseCertificates(
+    readFileSync(`${SEAL_ROOT}/etc/manifest-ca.pem`, 'utf8'),
+    'the manifest CA of the initrd',
+  )[0]!;
+}
 
 /** Mounts `at` read-write for a change, and back read-only after it, whatever happened. */
 async function writing<T>(at: string, change: () => Promise<T>): Promise<T> {

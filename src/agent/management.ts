@@ -15,11 +15,10 @@
  * Interrupted anywhere, it can run again: a stage repeats, and the version is raised only while
  * it is below the new UKI's.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SystemManifest } from '../manifest/spec.ts';
 import { verifySystem } from '../manifest/verify.ts';
-import { parseCertificates } from '../pki/index.ts';
 import { LayoutStore } from '../store/index.ts';
 import {
   checkPolicy,
@@ -32,11 +31,10 @@ import {
 import { BOOT_IMAGE_POLICY, BOOT_IMAGE_UKI } from '../uki/boot-image.ts';
 import { bootEntryName, ENTRIES_DIR, mountEsp } from './boot-entries.ts';
 import type { AgentParameters } from './cmdline.ts';
-import { Device, RUN } from './device.ts';
+import { Device, initrdCa, mountStore, RUN } from './device.ts';
 import type { DeviceDisk } from './disk.ts';
 import { AgentError } from './errors.ts';
 import type { BootLog } from './log.ts';
-import { MS, system } from './system.ts';
 import { SEAL_ROOT } from './tools.ts';
 import { downgradeProblem, fetchSystem } from './update.ts';
 
@@ -66,20 +64,8 @@ export async function manage(
     },
     (p) => `policy version ${p.policyVersion}`,
   );
-  const ca = parseCertificates(
-    readFileSync(`${SEAL_ROOT}/etc/manifest-ca.pem`, 'utf8'),
-    'the manifest CA of the initrd',
-  )[0]!;
-  await log.step('mount the store', () => {
-    mkdirSync(`${RUN}/store`, { recursive: true });
-    system().mount(
-      disk.partitions.store.device,
-      `${RUN}/store`,
-      'ext4',
-      MS.RDONLY | MS.NOSUID | MS.NODEV,
-      null,
-    );
-  });
+  const ca = initrdCa();
+  await log.step('mount the store', () => mountStore(disk.partitions.store.device));
   const entries = await log.step(
     'mount the ESP',
     () => mountEsp(disk.partitions.esp.device),

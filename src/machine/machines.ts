@@ -548,6 +548,14 @@ export class Machine {
         'MACHINE_INVALID_OPTION',
         'a machine gets an installed disk or an existing one, not both',
       );
+    if (
+      options.diskSize !== undefined &&
+      !(Number.isSafeInteger(options.diskSize) && options.diskSize >= MiB)
+    )
+      throw new MachineError(
+        'MACHINE_INVALID_OPTION',
+        `a disk of ${options.diskSize} bytes: give 1 MiB or more`,
+      );
     if (options.disk && options.diskSize !== undefined)
       throw new MachineError('MACHINE_INVALID_OPTION', 'an existing disk keeps its size');
     if (!options.disk && !options.uki && !options.install)

@@ -11,7 +11,7 @@
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Machine } from '../../src/machine/index.ts';
+import { Machine, Swtpm } from '../../src/machine/index.ts';
 import { runSeal } from './cli.ts';
 import { BOOT_MANAGER_254, opensslCertificate } from './efi.ts';
 import { opensslKeyPair } from './keys.ts';
@@ -206,6 +206,31 @@ export function installDisk(
     '--size',
     '2G',
   ]);
+}
+
+/**
+ * The factory step on a device's TPM (a swtpm state directory): provisioned under the product's
+ * policy-signing key with the identity of device `serial` (made in the PKI when it is not SN0001).
+ */
+export async function provisionTpm(f: DeviceFixture, stateDir: string, serial = 'SN0001'): Promise<void> {
+  if (serial !== 'SN0001') seal(['pki', 'device', 'new', f.pki, '--product', PRODUCT, '--serial', serial]);
+  const tpm = await Swtpm.start({ stateDir, mode: 'tcp' });
+  try {
+    seal([
+      'tpm',
+      'provision',
+      '--tpm',
+      tpm.address,
+      '--product-policy-key',
+      f.policyPub,
+      '--device-cert',
+      join(f.pki, 'devices', `${serial}.pem`),
+      '--device-key',
+      join(f.pki, 'devices', `${serial}.key`),
+    ]);
+  } finally {
+    await tpm.stop();
+  }
 }
 
 /** The product's Secure Boot keys and kernel signer, and a varstore enrolled with them. */

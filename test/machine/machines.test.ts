@@ -196,6 +196,8 @@ test('create refuses, and a refused or failed creation leaves nothing behind', a
       /not both/,
     ],
     [{ ...base, name: 'x', disk: { path: UKI } }, 'MACHINE_INVALID_OPTION', /keeps its size/],
+    [{ ...base, name: 'x', diskSize: 3 << 30 }, 'MACHINE_INVALID_OPTION', /a disk of -1073741824 bytes/],
+    [{ ...base, name: 'x', diskSize: 4096 }, 'MACHINE_INVALID_OPTION', /give 1 MiB or more/],
     [{ ...base, name: 'x', registry: 0 }, 'MACHINE_INVALID_OPTION', /registry port 0 is not a TCP port/],
     [
       { ...base, name: 'x', forwards: [{ hostPort: 70000, guestPort: 1 }] },

@@ -49,6 +49,7 @@ import {
   installDisk,
   PRODUCT,
   predictPcr7,
+  provisionTpm,
 } from '../helpers/device.ts';
 import { vmKernel } from '../helpers/vm.ts';
 
@@ -71,28 +72,6 @@ let uki: string;
 let v7: string;
 /** The device under test: its disk, varstore and TPM state. */
 const device = { disk: join(work, 'disk.img'), vars: join(work, 'vars.fd'), tpm: join(work, 'tpm') };
-
-async function provision(stateDir: string, serial: string): Promise<void> {
-  const cert = join(f.pki, 'devices', `${serial}.pem`);
-  if (serial !== 'SN0001') seal('pki', 'device', 'new', f.pki, '--product', PRODUCT, '--serial', serial);
-  const tpm = await Swtpm.start({ stateDir, mode: 'tcp' });
-  try {
-    seal(
-      'tpm',
-      'provision',
-      '--tpm',
-      tpm.address,
-      '--product-policy-key',
-      f.policyPub,
-      '--device-cert',
-      cert,
-      '--device-key',
-      join(f.pki, 'devices', `${serial}.key`),
-    );
-  } finally {
-    await tpm.stop();
-  }
-}
 
 /** A copy of the device whose disk holds `system` (and `bootImage` on its ESP); same TPM state copied. */
 function variant(name: string, system: string, bootImage = uki): typeof device {
@@ -179,7 +158,7 @@ before(async () => {
   installDisk(f, v7, device.disk, uki);
   copyFileSync(kit.vars, device.vars);
   mkdirSync(device.tpm);
-  await provision(device.tpm, 'SN0001');
+  await provisionTpm(f, device.tpm);
 });
 
 test('first boot: LUKS made, system verified, host switched into, both services running, PCR 7 locked', async () => {
@@ -310,7 +289,7 @@ describe('tampered devices, two booted at a time, each refused at its step', { c
     const moved = variant('moved', v7);
     rmSync(moved.tpm, { recursive: true, force: true });
     mkdirSync(moved.tpm);
-    await provision(moved.tpm, 'SN0002');
+    await provisionTpm(f, moved.tpm, 'SN0002');
     execFileSync('cp', ['--sparse=always', device.disk, moved.disk]);
     cases.set('moved', moved);
   });

@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readTable } from '../../src/gpt/index.ts';
-import { Machine, Swtpm } from '../../src/machine/index.ts';
+import { Machine } from '../../src/machine/index.ts';
 import { runSeal } from '../helpers/cli.ts';
 import {
   buildBootKit,
@@ -38,6 +38,7 @@ import {
   type DeviceFixture,
   DeviceSession,
   installDisk,
+  provisionTpm,
   sealedImage,
 } from '../helpers/device.ts';
 import { vmKernel } from '../helpers/vm.ts';
@@ -121,23 +122,7 @@ before(async () => {
   const device = { disk: join(work, 'disk.img'), vars: join(work, 'vars.fd'), tpm: join(work, 'tpm') };
   installDisk(f, stable, device.disk, undefined, { bootManager: kit.bootManager });
   writeFileSync(device.vars, readFileSync(kit.vars));
-  const tpm = await Swtpm.start({ stateDir: device.tpm, mode: 'tcp' });
-  try {
-    seal(
-      'tpm',
-      'provision',
-      '--tpm',
-      tpm.address,
-      '--product-policy-key',
-      f.policyPub,
-      '--device-cert',
-      f.deviceCert,
-      '--device-key',
-      f.deviceKey,
-    );
-  } finally {
-    await tpm.stop();
-  }
+  await provisionTpm(f, device.tpm);
   machine = await Machine.create({
     root: join(work, 'machines'),
     name: 'updating',
@@ -294,16 +279,17 @@ function bootsOf(output: string): { entry?: string; host?: string; version?: num
 test('version 12 brings a new UKI and host, the power cut after its fetch, after its UKI is staged and during its confirmation: every boot is whole 10 or whole 12, and 12 ends confirmed with its UKI alone', async () => {
   const host12 = sealedImage(f, 'host12', { 'etc/os-release': 'PRETTY_NAME="Seal test host 12"\n' });
   const v12 = buildSystem(f, 12, { boot: bootImage(12), host: host12, web: { image: 'web8-sealed' } });
+  const from = session.mark();
   publish(v12);
   const outputs: string[] = [];
-  // The power is cut (qemu ends at once) when the console shows `at`, and comes back.
-  const cut = async (at: RegExp) => {
-    await session.waitFor(at);
-    outputs.push(session.output);
+  // The power is cut (qemu ends at once) when the console shows `at` after `since`, and comes back.
+  const cut = async (at: RegExp, since = 0) => {
+    await session.waitFor(at, since);
+    outputs.push(session.output.slice(since));
     await session.stop();
     session = new DeviceSession(machine);
   };
-  await cut(/seal: \[ ok \] fetch the update docker:\S+ \(\d+ ms\): \d+ new blobs/);
+  await cut(/seal: \[ ok \] fetch the update docker:\S+ \(\d+ ms\): \d+ new blobs/, from);
   await cut(/seal: \[ ok \] stage the UKI of version 12 \(\d+ ms\): EFI\/Linux\/seal-12\+1\.efi/);
   await cut(/seal: \[ \.\. \] confirm the system/);
   await session.waitFor(/seal: boot complete: \S+ version 12 is running/);
@@ -437,7 +423,7 @@ test('an installer UKI writes version 12 from the registry onto a blank disk, wh
       name: 'installed',
       uki: installer,
       vars: { path: kit.vars },
-      diskSize: 3 << 30,
+      diskSize: 3 * 2 ** 30,
       provision: { policyKey: f.policyPub, deviceCert: f.deviceCert, deviceKey: f.deviceKey },
       registry: Number(port),
       memory: 2048,
