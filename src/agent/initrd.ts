@@ -42,6 +42,9 @@ export const AGENT_PROGRAMS: Record<string, string> = {
   '/usr/bin/mcopy': "mtools (the ESP's files, written by an installer boot)",
 };
 
+/** glibc's iconv modules (the codepage mtools needs). */
+const GCONV = '/usr/lib/x86_64-linux-gnu/gconv';
+
 /** The addons the agent loads (native/*.c). */
 const ADDONS = ['blockhash', 'codecs', 'fsops', 'system'];
 
@@ -284,6 +287,14 @@ export async function buildInitrd(dest: string, options: InitrdOptions): Promise
     for (const [path, inode] of putLibraries(a, node)) put(root, path, inode);
     const files = await putAgent(a);
     for (const program of Object.keys(AGENT_PROGRAMS)) putProgram(a, program);
+    // mtools converts FAT short names through iconv's codepage 850; glibc looks for that
+    // module at its compiled-in path, so it goes there (without it every mtools call fails).
+    for (const name of ['gconv-modules.cache', 'IBM850.so']) {
+      const path = `${GCONV}/${name}`;
+      if (!existsSync(path))
+        throw new AgentError('AGENT_INITRD', `${path} is missing (install libc6)`, { subject: path });
+      put(root, path.slice(1), hostFile(path));
+    }
 
     const ca = readFileSync(options.manifestCa);
     parseCertificates(ca.toString('utf8'), options.manifestCa); // a file without a certificate is refused

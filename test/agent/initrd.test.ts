@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -121,6 +121,34 @@ test('the initrd: reproducible, what cpio lists is the runtime, the agent bundle
     'no tests, no node_modules',
   );
   assert.ok(!list.includes('seal/etc/policy.json'), 'no policy unless given');
+
+  // The installer's tools run inside the initrd alone, through its own loader: a FAT made and
+  // written there (mtools needs glibc's codepage module, which lives outside /seal).
+  const root = join(work, 'root');
+  mkdirSync(root);
+  execFileSync('cpio', ['-id', '--quiet'], { cwd: root, input: cpio, maxBuffer: 1 << 28 });
+  writeFileSync(join(root, 'tmp/hello'), 'hello\n');
+  const inInitrd = (program: string, ...args: string[]) =>
+    execFileSync(
+      'chroot',
+      [
+        root,
+        '/seal/lib/ld-linux-x86-64.so.2',
+        '--library-path',
+        '/seal/lib',
+        `/seal/bin/${program}`,
+        ...args,
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+  inInitrd('mkfs.vfat', '-C', '-F', '32', '/tmp/esp.img', '65536');
+  inInitrd('mmd', '-i', '/tmp/esp.img', '::/EFI', '::/EFI/BOOT');
+  inInitrd('mcopy', '-i', '/tmp/esp.img', '/tmp/hello', '::/EFI/BOOT/HELLO.TXT');
+  assert.equal(
+    execFileSync('mtype', ['-i', join(root, 'tmp/esp.img'), '::/EFI/BOOT/HELLO.TXT'], { encoding: 'utf8' }),
+    'hello\n',
+    'the FAT the initrd wrote reads back with the host mtools',
+  );
   const listed = execFileSync('cpio', ['-i', '--quiet', '--to-stdout', 'seal/etc/modules'], {
     input: cpio,
     maxBuffer: 1 << 28,

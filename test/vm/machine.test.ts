@@ -208,7 +208,11 @@ test('create, start --detach, console --follow to both services, stop, list, rm:
       /^user,id=net0,restrict=on,hostfwd=tcp:127\.0\.0\.1:\d+-:8080,guestfwd=tcp:10\.0\.2\.100:/,
     );
     assert.deepEqual(listeners(webPort), ['0100007F']);
-    boot = await follow('dev1', /counter: boot \d+.*\n|seal: the boot ends|Access Denied/);
+    // Until the agent says the boot is complete and the counter has spoken (in either order).
+    boot = await follow(
+      'dev1',
+      /^(?=[\s\S]*counter: boot \d+.*\n)[\s\S]*seal: boot complete.*\n|seal: the boot ends|Access Denied/,
+    );
     if (!CRASH.test(boot.text) || attempt === 3) break;
     retries++;
     console.error(`the machine's guest crashed; booting it again (attempt ${attempt + 1})`);
