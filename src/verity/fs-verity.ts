@@ -1,15 +1,16 @@
 /**
  * fs-verity file digests (the kernel's and `fsverity digest`'s): a Merkle tree over the file's
- * blocks, the root hash in a 256-byte descriptor, the digest = hash of the descriptor.
+ * blocks, the root hash in a 256-byte descriptor, the digest = hash of the descriptor. The tree
+ * is folded as the digests arrive, one pending block per level, so its memory is a few blocks
+ * whatever the size of the file.
  */
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import { sharedPool } from '../util/pool.ts';
 import { VerityError } from './errors.ts';
-import { type BlockHashing, DIGEST_SIZE, hashBlocksInto } from './hashing.ts';
+import { type BlockHashing, DIGEST_SIZE, fileBlockDigests, hashBlocksInto } from './hashing.ts';
 
-const HASHING = new URL('./hashing.ts', import.meta.url).href;
-const TASK_BLOCKS = 8192;
+/** Bytes hashed per step when the data is in memory or streamed. */
+const STEP_BYTES = 1 << 20;
 
 export type FsverityAlgorithm = 'sha256' | 'sha512';
 const ALGORITHM_ID: Record<FsverityAlgorithm, number> = { sha256: 1, sha512: 2 };
@@ -65,20 +66,62 @@ function resolve(o: FsverityOptions): Resolved {
   };
 }
 
-/** From the leaf digests up to the root hash; a one-block file's root is its block's digest. */
-function rootOf(leaves: Buffer, r: Resolved): Buffer {
-  const size = DIGEST_SIZE[r.algorithm];
-  const perBlock = r.blockSize / size;
-  let level = leaves;
-  while (level.length > size) {
-    const blocks = Math.ceil(level.length / size / perBlock);
-    const packed = Buffer.alloc(blocks * r.blockSize);
-    level.copy(packed);
-    const next = Buffer.alloc(blocks * size);
-    hashBlocksInto(r.hashing, packed, next, 0, size);
-    level = next;
+/**
+ * The Merkle tree folded as the leaf digests arrive: each level keeps one block; a full block
+ * is hashed into the level above. At the end every partial block, zero-padded, is hashed upward
+ * until a level holds a single digest: the root (a one-block file's root is its block's digest).
+ */
+class MerkleFold {
+  readonly #r: Resolved;
+  readonly #size: number;
+  readonly #perBlock: number;
+  readonly #blocks: Buffer[] = [];
+  /** Digests in each level's pending block, and in the level altogether. */
+  readonly #pending: number[] = [];
+  readonly #total: number[] = [];
+  readonly #digest: Buffer;
+
+  constructor(r: Resolved) {
+    this.#r = r;
+    this.#size = DIGEST_SIZE[r.algorithm];
+    this.#perBlock = r.blockSize / this.#size;
+    this.#digest = Buffer.alloc(this.#size);
   }
-  return level;
+
+  /** Adds `count` digests (packed, no padding) to `level` (0: the file's blocks). */
+  add(digests: Uint8Array, count: number, level = 0): void {
+    while (this.#blocks.length <= level) {
+      this.#blocks.push(Buffer.alloc(this.#r.blockSize));
+      this.#pending.push(0);
+      this.#total.push(0);
+    }
+    const block = this.#blocks[level]!;
+    for (let i = 0; i < count; ) {
+      const n = Math.min(count - i, this.#perBlock - this.#pending[level]!);
+      block.set(digests.subarray(i * this.#size, (i + n) * this.#size), this.#pending[level]! * this.#size);
+      this.#pending[level]! += n;
+      this.#total[level]! += n;
+      i += n;
+      if (this.#pending[level] === this.#perBlock) this.#up(level);
+    }
+  }
+
+  #up(level: number): void {
+    const block = this.#blocks[level]!;
+    hashBlocksInto(this.#r.hashing, block, this.#digest, 0, this.#size);
+    block.fill(0);
+    this.#pending[level] = 0;
+    this.add(this.#digest, 1, level + 1);
+  }
+
+  /** The root hash; zeros when no block was added (an empty file). */
+  root(): Buffer {
+    for (let level = 0; level < this.#blocks.length; level++) {
+      if (this.#total[level] === 1) return Buffer.from(this.#blocks[level]!.subarray(0, this.#size));
+      if (this.#pending[level]! > 0) this.#up(level);
+    }
+    return Buffer.alloc(this.#size);
+  }
 }
 
 function descriptorDigest(root: Buffer, dataSize: number, r: Resolved): Buffer {
@@ -100,38 +143,56 @@ export async function fsverityDigest(
 ): Promise<Buffer> {
   const r = resolve(options);
   const size = DIGEST_SIZE[r.algorithm];
-  const leaves: Buffer[] = [];
-  let total = 0;
-  let pending = Buffer.alloc(0);
-  const take = (chunk: Uint8Array, final: boolean) => {
-    let buf = pending.length
-      ? Buffer.concat([pending, chunk])
-      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-    if (final && buf.length % r.blockSize !== 0)
-      buf = Buffer.concat([buf, Buffer.alloc(r.blockSize - (buf.length % r.blockSize))]);
-    const whole = buf.length - (buf.length % r.blockSize);
-    if (whole > 0) {
-      const out = Buffer.alloc((whole / r.blockSize) * size);
-      hashBlocksInto(r.hashing, buf.subarray(0, whole), out, 0, size);
-      leaves.push(out);
+  const tree = new MerkleFold(r);
+  const step = Math.max(1, Math.floor(STEP_BYTES / r.blockSize)) * r.blockSize;
+  const out = Buffer.alloc((step / r.blockSize) * size);
+  /** Hashes whole blocks of `bytes` (the last zero-padded when `final`); returns what is left. */
+  const hashWhole = (bytes: Uint8Array, final: boolean): number => {
+    let at = 0;
+    for (; bytes.length - at >= r.blockSize || (final && at < bytes.length); ) {
+      const whole = Math.min(step, bytes.length - at - ((bytes.length - at) % r.blockSize));
+      if (whole === 0) {
+        const last = Buffer.alloc(r.blockSize);
+        last.set(bytes.subarray(at));
+        hashBlocksInto(r.hashing, last, out, 0, size);
+        tree.add(out, 1);
+        return bytes.length;
+      }
+      hashBlocksInto(r.hashing, bytes.subarray(at, at + whole), out, 0, size);
+      tree.add(out, whole / r.blockSize);
+      at += whole;
     }
-    pending = Buffer.from(buf.subarray(whole));
+    return at;
   };
+  let total = 0;
   if (data instanceof Uint8Array) {
     total = data.length;
-    take(data, true);
+    hashWhole(data, true);
   } else {
+    // Less than a block carried from one chunk to the next.
+    const carry = Buffer.alloc(r.blockSize);
+    let carried = 0;
     for await (const chunk of data) {
       total += chunk.length;
-      take(chunk, false);
+      let at = 0;
+      if (carried > 0) {
+        at = Math.min(chunk.length, r.blockSize - carried);
+        carry.set(chunk.subarray(0, at), carried);
+        carried += at;
+        if (carried < r.blockSize) continue;
+        hashWhole(carry, false);
+        carried = 0;
+      }
+      at += hashWhole(chunk.subarray(at), false);
+      carry.set(chunk.subarray(at));
+      carried = chunk.length - at;
     }
-    take(new Uint8Array(0), true);
+    hashWhole(carry.subarray(0, carried), true);
   }
-  const root = total === 0 ? Buffer.alloc(size) : rootOf(Buffer.concat(leaves), r);
-  return descriptorDigest(root, total, r);
+  return descriptorDigest(tree.root(), total, r);
 }
 
-/** The fs-verity digest of a file, its blocks hashed on the worker pool. */
+/** The fs-verity digest of a file, its blocks read and hashed on every core. */
 export async function fsverityDigestFile(path: string, options: FsverityOptions = {}): Promise<Buffer> {
   const r = resolve(options);
   const fd = openSync(path, 'r');
@@ -141,23 +202,12 @@ export async function fsverityDigestFile(path: string, options: FsverityOptions 
   } finally {
     closeSync(fd);
   }
+  const tree = new MerkleFold(r);
   const digestSize = DIGEST_SIZE[r.algorithm];
-  if (size === 0) return descriptorDigest(Buffer.alloc(digestSize), 0, r);
   const blocks = Math.ceil(size / r.blockSize);
-  const tasks: Promise<Uint8Array>[] = [];
-  for (let b = 0; b < blocks; b += TASK_BLOCKS) {
-    const n = Math.min(TASK_BLOCKS, blocks - b);
-    tasks.push(
-      sharedPool().run<Uint8Array>(HASHING, 'hashFileBlocks', [
-        path,
-        b * r.blockSize,
-        n,
-        r.hashing,
-        digestSize,
-      ]),
-    );
-  }
-  return descriptorDigest(rootOf(Buffer.concat(await Promise.all(tasks)), r), size, r);
+  for await (const run of fileBlockDigests(path, 0, 0, blocks, r.hashing, digestSize))
+    tree.add(run.digests, run.count);
+  return descriptorDigest(tree.root(), size, r);
 }
 
 /** What kernel fs-verity signatures sign: "FSVerity", u16 algorithm, u16 digest size, digest. */

@@ -151,6 +151,25 @@ test('a few hundred MiB, through the CLI, in the same file at a hash offset', as
   rmSync(copy);
 });
 
+test('a tree into an existing hash file at an offset keeps the bytes around it, as veritysetup does', async () => {
+  const data = join(work, 'offset-data.img');
+  writeFileSync(data, pattern(4096 * 700));
+  const before = Buffer.alloc(20_000, 0xa5);
+  const ours = join(work, 'offset-ours.hash');
+  const theirs = join(work, 'offset-theirs.hash');
+  writeFileSync(ours, before);
+  writeFileSync(theirs, before);
+  const r = await formatVerity(data, ours, { hashOffset: 16384, salt: Buffer.from('77', 'hex'), uuid: UUID });
+  const out = execFileSync(
+    'veritysetup',
+    ['format', data, theirs, '--hash-offset=16384', '--salt=77', `--uuid=${UUID}`],
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.rootHash.toString('hex'), /Root hash:\s+(\S+)/.exec(out)![1]);
+  assert.ok(readFileSync(ours).equals(readFileSync(theirs)));
+  await verifyVerity(data, theirs, r.rootHash.toString('hex'), { hashOffset: 16384 });
+});
+
 test('seal verity format prints what veritysetup prints; fsverity digest output is identical', () => {
   const data = join(work, 'cli.img');
   writeFileSync(data, pattern(4096 * 10));
@@ -198,11 +217,13 @@ test('fs-verity digests: the public vectors and fsverity digest on many sizes', 
         .split(':')[1];
       const options = { algorithm, blockSize, salt: Buffer.from(salt, 'hex') };
       assert.equal((await fsverityDigestFile(file, options)).toString('hex'), expected, `${size} ${args}`);
-      // Streamed in odd-sized chunks: the same digest.
-      const chunks = (async function* () {
-        for (let i = 0; i < data.length; i += 7777) yield data.subarray(i, i + 7777);
-      })();
-      assert.equal((await fsverityDigest(chunks, options)).toString('hex'), expected);
+      // Streamed in chunks of odd and whole-block sizes: the same digest.
+      for (const step of size < 100_000 ? [1, 7777, blockSize, blockSize + 1] : [7777, (1 << 20) + 3]) {
+        const chunks = (async function* () {
+          for (let i = 0; i < data.length; i += step) yield data.subarray(i, i + step);
+        })();
+        assert.equal((await fsverityDigest(chunks, options)).toString('hex'), expected, `${size} by ${step}`);
+      }
     }
   }
 });
