@@ -66,59 +66,78 @@ function resolve(o: FsverityOptions): Resolved {
   };
 }
 
+/** Bytes of blocks each level of the tree keeps before hashing them in one call. */
+const LEVEL_BUFFER = 128 << 10;
+
+interface FoldLevel {
+  /** Whole blocks of digests, zero-padded; `filled` digests so far. */
+  blocks: Buffer;
+  filled: number;
+  /** The digests of those blocks, on their way to the level above. */
+  digests: Buffer;
+  /** Digests this level received in all. */
+  total: number;
+}
+
 /**
- * The Merkle tree folded as the leaf digests arrive: each level keeps one block; a full block
- * is hashed into the level above. At the end every partial block, zero-padded, is hashed upward
- * until a level holds a single digest: the root (a one-block file's root is its block's digest).
+ * The Merkle tree folded as the leaf digests arrive: each level keeps a few blocks of digests
+ * and, when they are full, hashes them in one call into the level above. At the end every
+ * level's last blocks, zero-padded, are hashed upward until a level holds a single digest: the
+ * root (a one-block file's root is its block's digest).
  */
 class MerkleFold {
   readonly #r: Resolved;
   readonly #size: number;
   readonly #perBlock: number;
-  readonly #blocks: Buffer[] = [];
-  /** Digests in each level's pending block, and in the level altogether. */
-  readonly #pending: number[] = [];
-  readonly #total: number[] = [];
-  readonly #digest: Buffer;
+  readonly #capacity: number;
+  readonly #levels: FoldLevel[] = [];
 
   constructor(r: Resolved) {
     this.#r = r;
     this.#size = DIGEST_SIZE[r.algorithm];
     this.#perBlock = r.blockSize / this.#size;
-    this.#digest = Buffer.alloc(this.#size);
+    this.#capacity = Math.max(1, Math.floor(LEVEL_BUFFER / r.blockSize));
   }
 
   /** Adds `count` digests (packed, no padding) to `level` (0: the file's blocks). */
   add(digests: Uint8Array, count: number, level = 0): void {
-    while (this.#blocks.length <= level) {
-      this.#blocks.push(Buffer.alloc(this.#r.blockSize));
-      this.#pending.push(0);
-      this.#total.push(0);
+    while (this.#levels.length <= level) {
+      this.#levels.push({
+        blocks: Buffer.alloc(this.#capacity * this.#r.blockSize),
+        filled: 0,
+        digests: Buffer.alloc(this.#capacity * this.#size),
+        total: 0,
+      });
     }
-    const block = this.#blocks[level]!;
+    const l = this.#levels[level]!;
+    const room = this.#capacity * this.#perBlock;
     for (let i = 0; i < count; ) {
-      const n = Math.min(count - i, this.#perBlock - this.#pending[level]!);
-      block.set(digests.subarray(i * this.#size, (i + n) * this.#size), this.#pending[level]! * this.#size);
-      this.#pending[level]! += n;
-      this.#total[level]! += n;
+      const n = Math.min(count - i, room - l.filled);
+      l.blocks.set(digests.subarray(i * this.#size, (i + n) * this.#size), l.filled * this.#size);
+      l.filled += n;
+      l.total += n;
       i += n;
-      if (this.#pending[level] === this.#perBlock) this.#up(level);
+      if (l.filled === room) this.#up(level);
     }
   }
 
+  /** Hashes the level's filled blocks (the last zero-padded) into the level above. */
   #up(level: number): void {
-    const block = this.#blocks[level]!;
-    hashBlocksInto(this.#r.hashing, block, this.#digest, 0, this.#size);
-    block.fill(0);
-    this.#pending[level] = 0;
-    this.add(this.#digest, 1, level + 1);
+    const l = this.#levels[level]!;
+    const blocks = Math.ceil(l.filled / this.#perBlock);
+    const bytes = l.blocks.subarray(0, blocks * this.#r.blockSize);
+    hashBlocksInto(this.#r.hashing, bytes, l.digests, 0, this.#size);
+    bytes.fill(0);
+    l.filled = 0;
+    this.add(l.digests, blocks, level + 1);
   }
 
   /** The root hash; zeros when no block was added (an empty file). */
   root(): Buffer {
-    for (let level = 0; level < this.#blocks.length; level++) {
-      if (this.#total[level] === 1) return Buffer.from(this.#blocks[level]!.subarray(0, this.#size));
-      if (this.#pending[level]! > 0) this.#up(level);
+    for (let level = 0; level < this.#levels.length; level++) {
+      const l = this.#levels[level]!;
+      if (l.total === 1) return Buffer.from(l.blocks.subarray(0, this.#size));
+      if (l.filled > 0) this.#up(level);
     }
     return Buffer.alloc(this.#size);
   }

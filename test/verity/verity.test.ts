@@ -151,6 +151,41 @@ test('a few hundred MiB, through the CLI, in the same file at a hash offset', as
   rmSync(copy);
 });
 
+test('trees whose upper levels outgrow the buffers they are built in equal the reference tools', async () => {
+  // Small blocks make many levels and many hash blocks per level from a few tens of MiB.
+  const data = join(work, 'levels.img');
+  const random = prng(11);
+  const bytes = Buffer.alloc(80 << 20);
+  for (let i = 0; i < bytes.length; i += 4096) bytes.writeUInt32LE(Math.floor(random() * 2 ** 32), i);
+  writeFileSync(data, bytes);
+  const theirs = join(work, 'levels-theirs.hash');
+  rmSync(theirs, { force: true });
+  const r = await formatVerity(data, join(work, 'levels-ours.hash'), {
+    dataBlockSize: 512,
+    hashBlockSize: 512,
+    salt: Buffer.from('0a', 'hex'),
+    uuid: UUID,
+  });
+  execFileSync('veritysetup', [
+    'format',
+    data,
+    theirs,
+    '--data-block-size=512',
+    '--hash-block-size=512',
+    '--salt=0a',
+    `--uuid=${UUID}`,
+  ]);
+  assert.ok(readFileSync(join(work, 'levels-ours.hash')).equals(readFileSync(theirs)));
+  assert.ok(geometry(r).levelBlocks[1]! > 512, 'level 1 spans more than one buffer of 512 blocks');
+  await verifyVerity(data, theirs, r.rootHash.toString('hex'));
+  const args = ['--hash-alg=sha512', '--block-size=1024'];
+  const expected = execFileSync('fsverity', ['digest', data, ...args], { encoding: 'utf8' }).split(/[: ]/)[1];
+  const options = { algorithm: 'sha512', blockSize: 1024 } as const;
+  assert.equal((await fsverityDigestFile(data, options)).toString('hex'), expected);
+  assert.equal((await fsverityDigest(bytes, options)).toString('hex'), expected);
+  rmSync(data);
+});
+
 test('a tree into an existing hash file at an offset keeps the bytes around it, as veritysetup does', async () => {
   const data = join(work, 'offset-data.img');
   writeFileSync(data, pattern(4096 * 700));

@@ -1,0 +1,81 @@
+/**
+ * The verity commands in bounded memory: the peak resident set of `seal verity format`,
+ * `seal verity verify` and `seal fsverity digest` stays within the device budget on a 1 GiB and
+ * a 4 GiB file, and does not grow with the file (the 4 GiB peak within 10% of the 1 GiB one).
+ * Measured from outside (the kernel's accounting of the child), never timed.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { accessSync, closeSync, constants, openSync, rmSync, truncateSync, writeSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { DEVICE_MEMORY_BUDGET, megabytes, runSealMeasured } from '../helpers/memory.ts';
+
+/** Sparse files on tmpfs cost neither disk nor time to read; elsewhere the first read fills holes. */
+function scratchRoot(): string {
+  try {
+    accessSync('/dev/shm', constants.W_OK);
+    return '/dev/shm';
+  } catch {
+    return tmpdir();
+  }
+}
+
+const work = await mkdtemp(join(scratchRoot(), 'seal-verity-memory-'));
+after(() => rm(work, { recursive: true, force: true }));
+
+/** A sparse file of `size` bytes with random stretches at its start, middle and end. */
+function makeData(path: string, size: number): void {
+  const fd = openSync(path, 'w');
+  try {
+    for (const at of [0, size / 2, size - (1 << 20)]) writeSync(fd, randomBytes(1 << 20), 0, 1 << 20, at);
+  } finally {
+    closeSync(fd);
+  }
+  truncateSync(path, size);
+}
+
+type Peaks = Record<'format' | 'verify' | 'digest', number>;
+
+function measure(size: number): Peaks {
+  const data = join(work, `data-${size}`);
+  const hash = join(work, `hash-${size}`);
+  makeData(data, size);
+  try {
+    const format = runSealMeasured(['verity', 'format', data, hash, '--json']);
+    assert.equal(format.status, 0, format.stderr);
+    const root = JSON.parse(format.stdout).rootHash as string;
+    const verify = runSealMeasured(['verity', 'verify', data, hash, root]);
+    assert.equal(verify.status, 0, verify.stderr);
+    const digest = runSealMeasured(['fsverity', 'digest', data]);
+    assert.equal(digest.status, 0, digest.stderr);
+    assert.match(digest.stdout, /^sha256:[0-9a-f]{64} /);
+    return { format: format.peakBytes, verify: verify.peakBytes, digest: digest.peakBytes };
+  } finally {
+    rmSync(data, { force: true });
+    rmSync(hash, { force: true });
+  }
+}
+
+test('verity format, verify and fsverity digest: peak memory within budget, flat from 1 to 4 GiB', (t) => {
+  const small = measure(2 ** 30);
+  const large = measure(4 * 2 ** 30);
+  for (const command of Object.keys(small) as (keyof Peaks)[]) {
+    t.diagnostic(`${command}: ${megabytes(small[command])} on 1 GiB, ${megabytes(large[command])} on 4 GiB`);
+    for (const [label, peak] of [
+      ['1 GiB', small[command]],
+      ['4 GiB', large[command]],
+    ] as const) {
+      assert.ok(
+        peak <= DEVICE_MEMORY_BUDGET,
+        `${command} on ${label} peaked at ${megabytes(peak)}, over ${megabytes(DEVICE_MEMORY_BUDGET)}`,
+      );
+    }
+    assert.ok(
+      Math.abs(large[command] - small[command]) <= small[command] * 0.1,
+      `${command} grew with the input: ${megabytes(small[command])} on 1 GiB, ${megabytes(large[command])} on 4 GiB`,
+    );
+  }
+});
