@@ -66,7 +66,7 @@ function resolve(o: FsverityOptions): Resolved {
   };
 }
 
-/** Bytes of blocks each level of the tree keeps before hashing them in one call. */
+/** Bytes of blocks each level of the tree keeps, at most, before hashing them in one call. */
 const LEVEL_BUFFER = 128 << 10;
 
 interface FoldLevel {
@@ -83,7 +83,8 @@ interface FoldLevel {
  * The Merkle tree folded as the leaf digests arrive: each level keeps a few blocks of digests
  * and, when they are full, hashes them in one call into the level above. At the end every
  * level's last blocks, zero-padded, are hashed upward until a level holds a single digest: the
- * root (a one-block file's root is its block's digest).
+ * root (a one-block file's root is its block's digest). A level's buffer starts at one block
+ * and doubles up to LEVEL_BUFFER, so a small file costs a few KiB.
  */
 class MerkleFold {
   readonly #r: Resolved;
@@ -103,21 +104,28 @@ class MerkleFold {
   add(digests: Uint8Array, count: number, level = 0): void {
     while (this.#levels.length <= level) {
       this.#levels.push({
-        blocks: Buffer.alloc(this.#capacity * this.#r.blockSize),
+        blocks: Buffer.alloc(this.#r.blockSize),
         filled: 0,
-        digests: Buffer.alloc(this.#capacity * this.#size),
+        digests: Buffer.alloc(this.#size),
         total: 0,
       });
     }
     const l = this.#levels[level]!;
-    const room = this.#capacity * this.#perBlock;
     for (let i = 0; i < count; ) {
+      const room = (l.blocks.length / this.#r.blockSize) * this.#perBlock;
       const n = Math.min(count - i, room - l.filled);
       l.blocks.set(digests.subarray(i * this.#size, (i + n) * this.#size), l.filled * this.#size);
       l.filled += n;
       l.total += n;
       i += n;
-      if (l.filled === room) this.#up(level);
+      if (l.filled < room) continue;
+      const held = l.blocks.length / this.#r.blockSize;
+      if (held < this.#capacity) {
+        const grown = Buffer.alloc(Math.min(held * 2, this.#capacity) * this.#r.blockSize);
+        grown.set(l.blocks);
+        l.blocks = grown;
+        l.digests = Buffer.alloc((grown.length / this.#r.blockSize) * this.#size);
+      } else this.#up(level);
     }
   }
 
@@ -155,6 +163,17 @@ function descriptorDigest(root: Buffer, dataSize: number, r: Resolved): Buffer {
   return createHash(r.algorithm).update(d).digest();
 }
 
+let shared = Buffer.alloc(0);
+
+/**
+ * Leaf digests' scratch, shared by every digest in progress: it is filled and emptied into the
+ * tree with no await in between, and composefs digests thousands of small files.
+ */
+function scratch(size: number): Buffer {
+  if (shared.length < size) shared = Buffer.alloc(size);
+  return shared;
+}
+
 /** The fs-verity digest of data held in memory or streamed (hashed on this thread). */
 export async function fsverityDigest(
   data: Uint8Array | AsyncIterable<Uint8Array>,
@@ -164,7 +183,7 @@ export async function fsverityDigest(
   const size = DIGEST_SIZE[r.algorithm];
   const tree = new MerkleFold(r);
   const step = Math.max(1, Math.floor(STEP_BYTES / r.blockSize)) * r.blockSize;
-  const out = Buffer.alloc((step / r.blockSize) * size);
+  const out = scratch((step / r.blockSize) * size);
   /** Hashes whole blocks of `bytes` (the last zero-padded when `final`); returns what is left. */
   const hashWhole = (bytes: Uint8Array, final: boolean): number => {
     let at = 0;
