@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type RunResult, SEAL_BIN } from './cli.ts';
+import { type RunResult, runSeal, SEAL_BIN } from './cli.ts';
 
 /**
  * What a `seal` process may hold resident on a device at its peak: Node.js alone is about
@@ -50,12 +50,40 @@ export function runMeasured(
   }
 }
 
-/** The real `seal` executable, measured. */
+/**
+ * Node.js compiles Seal's TypeScript on first use and keeps the result in its compile cache
+ * (bin/seal turns it on); a run that fills the cache holds some 20-40 MB more than one that
+ * reads it. Measured runs get a cache of their own, filled by an unmeasured warm-up, so that
+ * they measure what an installed Seal costs, the same on every machine.
+ */
+let compileCache: string | undefined;
+function measuredEnv(env: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
+  if (!compileCache) {
+    const dir = mkdtempSync(join(tmpdir(), 'seal-measure-cache-'));
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    compileCache = dir;
+  }
+  return { ...env, NODE_COMPILE_CACHE: compileCache };
+}
+
+/**
+ * The real `seal` executable, measured. `warmup` (arguments of a cheap run of the same command,
+ * on a small input) runs first, unmeasured, to fill the compile cache with the modules the
+ * command loads; it must succeed.
+ */
 export function runSealMeasured(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; input?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; input?: string; warmup?: string[] } = {},
 ): MeasuredRun {
-  return runMeasured(SEAL_BIN, args, options);
+  const env = measuredEnv(options.env);
+  if (options.warmup) {
+    const w = runSeal(options.warmup, { env });
+    if (w.status !== 0) throw new Error(`warm-up seal ${options.warmup.join(' ')} failed: ${w.stderr}`);
+  }
+  return runMeasured(SEAL_BIN, args, {
+    env,
+    ...(options.input === undefined ? {} : { input: options.input }),
+  });
 }
 
 export const megabytes = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
