@@ -72,6 +72,8 @@ export class TreeWriter {
       this.#root = Buffer.from(digests.subarray(0, this.#digestSize));
       return;
     }
+    // Where the slots fill their blocks exactly (the usual geometry), a run is one copy.
+    const packed = slot * hashesPerBlock === this.#blockSize;
     for (let i = 0; i < count; ) {
       const block = Math.floor(l.received / hashesPerBlock) - l.base;
       if (block >= l.capacity) {
@@ -79,7 +81,8 @@ export class TreeWriter {
         continue;
       }
       const within = l.received % hashesPerBlock;
-      const n = Math.min(count - i, hashesPerBlock - within);
+      const room = packed ? (l.capacity - block) * hashesPerBlock - within : hashesPerBlock - within;
+      const n = Math.min(count - i, room);
       l.buffer.set(digests.subarray(i * slot, (i + n) * slot), block * this.#blockSize + within * slot);
       l.received += n;
       i += n;
@@ -160,10 +163,12 @@ export class TreeReader {
     const firstBlock = Math.floor(first / hashesPerBlock);
     const lastBlock = Math.floor((first + count - 1) / hashesPerBlock);
     const stored = this.#load('entries', level, firstBlock, lastBlock - firstBlock + 1);
+    // Where the slots fill their blocks exactly (the usual geometry), the entries are one run.
+    const packed = slot * hashesPerBlock === this.#blockSize;
     for (let i = 0; i < count; ) {
       const entry = first + i;
       const within = entry % hashesPerBlock;
-      const n = Math.min(count - i, hashesPerBlock - within);
+      const n = packed ? count - i : Math.min(count - i, hashesPerBlock - within);
       const at = (Math.floor(entry / hashesPerBlock) - firstBlock) * this.#blockSize + within * slot;
       // A whole run at once; entry by entry only to find the culprit (slot padding is not compared).
       if (stored.compare(digests, i * slot, (i + n) * slot, at, at + n * slot) !== 0) {

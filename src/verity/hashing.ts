@@ -1,15 +1,14 @@
 /**
  * Block hashing, the hot loop of both dm-verity and fs-verity: the digests of a buffer's blocks,
- * and of a file's blocks streamed in order through a fixed window of reusable buffers. With the
- * addon, reading and hashing run on libuv's threads (one per core) straight into those buffers;
- * without it, on the worker pool, which reads its ranges itself. Either way the memory in use
- * is the window, whatever the size of the file.
+ * and of a file's blocks streamed in order, a fixed window of steps in flight. With the addon,
+ * reading and hashing run on libuv's threads (one step per core at a time, each thread reading
+ * into a buffer of its own); without it, on the worker pool, which reads its ranges itself.
+ * Either way the memory in use is fixed, whatever the size of the file.
  */
 import { hash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { loadAddon } from '../util/native.ts';
-import { sharedPool } from '../util/pool.ts';
 import { readFullySync } from '../util/read.ts';
 
 export type HashAlgorithm = 'sha1' | 'sha256' | 'sha512';
@@ -49,7 +48,7 @@ type NativeHashFileBlocks = (
   algorithm: string,
   prefix: Uint8Array,
   suffix: Uint8Array,
-  buffer: Uint8Array,
+  count: number,
   out: Uint8Array,
   stride: number,
 ) => Promise<number>;
@@ -122,13 +121,20 @@ export interface DigestRun {
   digests: Uint8Array;
 }
 
-/** Bytes of a file read and hashed per step (rounded to whole blocks). */
-const CHUNK_BYTES = 1 << 20;
-/** The same for the worker pool, whose every task costs a message each way. */
-const POOL_CHUNK_BYTES = 8 << 20;
+/**
+ * Bytes of a file per step on the addon's threads: a quarter of each thread's share of what is
+ * left, so that the steps shrink towards the end and the cores finish together, within bounds
+ * that keep the steps few (each costs a round trip through the event loop and some JavaScript)
+ * and the first ones quick. A thread reads a step 256 KiB at a time into a buffer of its own;
+ * what a step holds in JavaScript is only its digests (1/128 of it for SHA-256).
+ */
+const MIN_STEP = 256 << 10;
+const MAX_STEP = 32 << 20;
+/** The same on the worker pool, whose every task costs a message each way. */
+const POOL_STEP = 8 << 20;
 
 export interface FileDigestOptions {
-  /** Bytes per step (default 1 MiB, 8 MiB on the worker pool). */
+  /** Bytes per step, all alike (default: see MIN_STEP/MAX_STEP; 8 MiB on the worker pool). */
   chunkBytes?: number;
   /** Use the addon (default: when it is built); false hashes on the worker pool. */
   native?: boolean;
@@ -153,15 +159,17 @@ export async function* fileBlockDigests(
 ): AsyncGenerator<DigestRun> {
   if (count <= 0) return;
   const native = options.native === false ? undefined : addon;
-  const chunkBytes = options.chunkBytes ?? (native ? CHUNK_BYTES : POOL_CHUNK_BYTES);
-  const perRun = Math.min(count, Math.max(1, Math.floor(chunkBytes / h.blockSize)));
-  const runs = Math.ceil(count / perRun);
-  const window = Math.min(runs, Math.max(1, options.window ?? defaultWindow()));
-  const step = native ? nativeStep(native, path, h, stride, perRun) : poolStep(path, h, stride);
+  const threads = parallelism();
+  const blocksOf = (bytes: number) => Math.max(1, Math.floor(bytes / h.blockSize));
+  const minRun = blocksOf(options.chunkBytes ?? (native ? MIN_STEP : POOL_STEP));
+  const maxRun = Math.min(count, blocksOf(options.chunkBytes ?? (native ? MAX_STEP : POOL_STEP)));
+  const window = Math.min(Math.ceil(count / minRun), Math.max(1, options.window ?? threads + 1));
+  const step = native ? nativeStep(native, path, h, stride, maxRun) : poolStep(path, h, stride);
   const inFlight: { first: number; count: number; slot: number; done: Promise<Uint8Array> }[] = [];
   let next = first;
   const issue = (slot: number) => {
-    const n = Math.min(perRun, first + count - next);
+    const left = first + count - next;
+    const n = Math.min(left, Math.max(minRun, Math.min(maxRun, Math.floor(left / (threads * 4)))));
     const done = step.run(slot, offset + next * h.blockSize, n);
     // Settled later, in order; a failure is seen then, not reported as unhandled now.
     done.catch(() => {});
@@ -184,9 +192,10 @@ export async function* fileBlockDigests(
   }
 }
 
-function defaultWindow(): number {
+/** Threads that hash at once: SEAL_THREADS, else one per core. */
+function parallelism(): number {
   const env = Number(process.env.SEAL_THREADS);
-  return (Number.isInteger(env) && env > 0 ? env : availableParallelism()) + 1;
+  return Number.isInteger(env) && env > 0 ? env : availableParallelism();
 }
 
 interface Step {
@@ -204,15 +213,11 @@ function nativeStep(
 ): Step {
   const fd = openSync(path, 'r');
   native.adviseSequential(fd);
-  const slots: { buffer: Uint8Array; out: Uint8Array }[] = [];
+  // Each slot's digests, allocated on first use and reused for every later step.
+  const outs: Uint8Array[] = [];
   return {
     async run(slot, position, count) {
-      // Allocated once per slot, on first use, and reused for every later run.
-      slots[slot] ??= {
-        buffer: new Uint8Array(perRun * h.blockSize),
-        out: new Uint8Array(perRun * stride),
-      };
-      const { buffer, out } = slots[slot]!;
+      const out = (outs[slot] ??= new Uint8Array(perRun * stride));
       await native.hashFileBlocks(
         fd,
         position,
@@ -220,7 +225,7 @@ function nativeStep(
         h.algorithm,
         h.prefix,
         h.suffix,
-        buffer.subarray(0, count * h.blockSize),
+        count,
         out,
         stride,
       );
@@ -233,9 +238,11 @@ function nativeStep(
 const HASHING = new URL(import.meta.url).href;
 
 function poolStep(path: string, h: BlockHashing, stride: number): Step {
+  // Loaded on use: with the addon, no worker thread is ever started.
+  const pool = import('../util/pool.ts').then(({ sharedPool }) => sharedPool());
   return {
-    run: (_slot, position, count) =>
-      sharedPool().run<Uint8Array>(HASHING, 'hashFileRange', [path, position, count, h, stride]),
+    run: async (_slot, position, count) =>
+      (await pool).run<Uint8Array>(HASHING, 'hashFileRange', [path, position, count, h, stride]),
     close: () => {},
   };
 }
@@ -255,7 +262,7 @@ export function hashFileRange(
   stride: number,
 ): Uint8Array {
   const out = new Uint8Array(count * stride);
-  const perRead = Math.max(1, Math.floor(CHUNK_BYTES / h.blockSize));
+  const perRead = Math.max(1, Math.floor((1 << 20) / h.blockSize));
   if (!rangeBuffer || rangeBuffer.length < perRead * h.blockSize)
     rangeBuffer = Buffer.alloc(perRead * h.blockSize);
   const fd = openSync(path, 'r');

@@ -175,31 +175,39 @@ test('file blocks: a read error rejects the iteration', async () => {
 test('the file hashing call refuses bad arguments', async () => {
   const { hashFileBlocks } = createRequire(import.meta.url)('../../build/Release/blockhash.node');
   const none = new Uint8Array(0);
-  const buffer = new Uint8Array(8192);
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, buffer, new Uint8Array(63), 32),
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(63), 32),
     /too small/,
   );
   assert.throws(
-    () => hashFileBlocks(0, 0, 3000, 'sha256', none, none, buffer, new Uint8Array(64), 32),
-    /whole blocks/,
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 16),
+    /too small/,
   );
   assert.throws(
-    () => hashFileBlocks(-1, 0, 4096, 'sha256', none, none, buffer, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2 ** 32 - 1, new Uint8Array(64), 32),
+    /too small/,
+  );
+  assert.throws(() => hashFileBlocks(0, 0, 0, 'sha256', none, none, 2, new Uint8Array(64), 32), /block size/);
+  assert.throws(
+    () => hashFileBlocks(-1, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
     /bad file/,
   );
   assert.throws(
-    () => hashFileBlocks(0, -5, 4096, 'sha256', none, none, buffer, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, -5, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
     /bad file/,
   );
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'md-none', none, none, buffer, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, 0, 4096, 'md-none', none, none, 2, new Uint8Array(64), 32),
     /unknown hash/,
+  );
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 'two', new Uint8Array(64), 32),
+    /argument/,
   );
   assert.throws(() => hashFileBlocks(0, 0), /9 arguments/);
   // A descriptor that is not open: the error comes back through the promise.
   await assert.rejects(
-    hashFileBlocks(1 << 20, 0, 4096, 'sha256', none, none, buffer, new Uint8Array(64), 32),
+    hashFileBlocks(1 << 20, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
     /EBADF|bad file/i,
   );
 });

@@ -312,6 +312,33 @@ test('any flipped byte of data, tree or superblock fails verification and names 
   const cli = runSeal(['verity', 'verify', data, data, root, '--hash-offset', String(r.hashOffset)]);
   assert.equal(cli.status, 1);
   assert.match(cli.stderr, /data block 42 is corrupt/);
+  // Slots that do not fill their blocks (format 0, SHA-1: 128 of 20 bytes in 4096) are
+  // compared block by block: the culprit is still named.
+  writeFileSync(data, pattern(4096 * 300));
+  const hash = join(work, 'tamper-sha1.hash');
+  const v0 = await formatVerity(data, hash, { algorithm: 'sha1', version: 0, uuid: UUID });
+  for (const [at, expected] of [
+    [4096 * 255 + 9, { kind: 'data', index: 255 }],
+    [4096 * 299, { kind: 'data', index: 299 }],
+  ] as const) {
+    const bytes = pattern(4096 * 300);
+    bytes[at]! ^= 0x10;
+    writeFileSync(data, bytes);
+    await assert.rejects(verifyVerity(data, hash, v0.rootHash.toString('hex')), (e: unknown) => {
+      assert.ok(e instanceof VerityError, String(e));
+      assert.deepEqual(e.block, expected);
+      return true;
+    });
+  }
+  const tree = readFileSync(hash);
+  tree[4096 + 4096 * 1 + 7]! ^= 1; // the first of the three leaf-level hash blocks
+  writeFileSync(hash, tree);
+  writeFileSync(data, pattern(4096 * 300));
+  await assert.rejects(verifyVerity(data, hash, v0.rootHash.toString('hex')), (e: unknown) => {
+    assert.ok(e instanceof VerityError, String(e));
+    assert.deepEqual(e.block, { kind: 'hash', level: 0, index: 0 });
+    return true;
+  });
 });
 
 test('bad input: truncated tree, absurd superblock, long salt, wrong root length, too little data', async () => {
