@@ -23,4 +23,22 @@ static inline int bytes(napi_env env, napi_value value, uint8_t **data, size_t *
   *data = raw;
   return 1;
 }
+#ifdef _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+/* Throws an Error like Node's fs errors: `code` the errno name ("ENOENT"), `errno` its number. */
+static inline napi_value throw_errno(napi_env env, const char *operation, int error) {
+  const char *name = strerrorname_np(error);
+  char message[512];
+  snprintf(message, sizeof message, "%s: %s", operation, strerror(error));
+  napi_value code, text, object, number;
+  napi_create_string_utf8(env, name ? name : "EIO", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &object);
+  napi_create_int32(env, error, &number);
+  napi_set_named_property(env, object, "errno", number);
+  napi_throw(env, object);
+  return NULL;
+}
+#endif
 #endif

@@ -74,10 +74,10 @@ if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.
   npm install --no-audit --no-fund --loglevel=error
 fi
 
-# The addons (native/*.c: block hashing, xz/LZO codecs), built against the Node-API headers npm
-# is set to use (Debian's nodejs ships them in /usr/include/node).
+# The addons (native/*.c: block hashing, xz/LZO codecs, the filesystem and init system calls Node lacks), built
+# against the Node-API headers npm is set to use (Debian's nodejs ships them in /usr/include/node).
 stale=false
-for addon in blockhash codecs; do
+for addon in blockhash codecs fsops system; do
   built=build/Release/$addon.node
   if [ ! -f "$built" ] || [ -n "$(find native binding.gyp -newer "$built")" ]; then stale=true; fi
 done

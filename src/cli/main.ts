@@ -3,7 +3,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type * as Util from 'node:util';
-import { isSealError, UsageError } from '../errors.ts';
+import { escapeControls, isSealError, UsageError } from '../errors.ts';
 import type { Command, CommandContext, OptionSpec } from './command.ts';
 import { loadCommands } from './commands/index.ts';
 import { createProgress } from './progress.ts';
@@ -186,14 +186,15 @@ function reportFailure(error: unknown, debug: boolean): number {
     process.stderr.write(`seal: ${error.message}${error.code === 'USAGE' ? '' : ` [${error.code}]`}\n`);
     return error.code === 'USAGE' ? 2 : 1;
   }
+  // Anything else is escaped here: its message may quote an input too.
   const e = error as NodeJS.ErrnoException;
   if (e && typeof e === 'object' && typeof e.code === 'string' && e.path) {
-    process.stderr.write(`seal: ${e.path}: ${e.message.replace(/^[A-Z]+: /, '')}\n`);
+    process.stderr.write(`seal: ${escapeControls(`${e.path}: ${e.message.replace(/^[A-Z]+: /, '')}`)}\n`);
   } else if (e?.code?.startsWith?.('ERR_PARSE_ARGS')) {
-    process.stderr.write(`seal: ${e.message}\n`);
+    process.stderr.write(`seal: ${escapeControls(e.message)}\n`);
     return 2;
   } else {
-    process.stderr.write(`seal: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`seal: ${escapeControls(error instanceof Error ? error.message : String(error))}\n`);
   }
   return 1;
 }

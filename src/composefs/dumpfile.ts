@@ -2,8 +2,10 @@
  * composefs dumpfiles (composefs-dump(5)): one entry per line,
  * `PATH SIZE MODE NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST [XATTR...]`.
  * The parser accepts what `mkcomposefs --from-file` accepts; the formatter prints what
- * `composefs-info dump` prints, byte for byte.
+ * `composefs-info dump` prints, byte for byte. Names and xattr names no filesystem may hold
+ * (control characters, NUL, unknown xattr namespaces) are refused.
  */
+import { entryNameProblem, quoteBytes, xattrNameProblem } from '../tree/names.ts';
 import {
   type CfsEntry,
   type CfsNode,
@@ -20,7 +22,6 @@ import {
 } from './model.ts';
 
 const VALID_TYPES = new Set([0o140000, 0o120000, 0o100000, 0o060000, 0o040000, 0o020000, 0o010000]);
-const XATTR_NAME_MAX = 255;
 const XATTR_VALUE_MAX = 0xffff;
 
 // ---------------------------------------------------------------------------------------------
@@ -151,8 +152,9 @@ function parseLine(state: Pending, text: string, line: number): void {
     if (!parent) throw bad(line, `parent directory missing for ${path}`);
     const siblings = state.dirs.get(parent.node);
     if (!siblings || parent.link) throw bad(line, `parent of ${path} is not a directory`);
-    if (name === '.' || name === '..') throw bad(line, `invalid . or .. in ${path}`);
-    if (name.length > 255) throw bad(line, `name longer than 255 bytes in ${path}`);
+    const problem = entryNameProblem(name);
+    if (problem) throw bad(line, `${problem} in ${quoteBytes(path)}`);
+    if (name.length > 255) throw bad(line, `name longer than 255 bytes in ${quoteBytes(path)}`);
     if (siblings.has(name)) throw bad(line, `${path} already exists`);
     entry.name = name;
     siblings.set(name, entry);
@@ -221,9 +223,8 @@ function parseLine(state: Pending, text: string, line: number): void {
     if (eq < 0) throw bad(line, 'xattr without =');
     const name = unescapeField(field.slice(0, eq), 'xattr name', line).toString('latin1');
     const value = unescapeField(field.slice(eq + 1), 'xattr value', line);
-    if (name.length === 0 || name.length > XATTR_NAME_MAX || name.includes('\0')) {
-      throw bad(line, `invalid xattr name ${JSON.stringify(name)}`);
-    }
+    const problem = xattrNameProblem(name);
+    if (problem) throw bad(line, `${problem}: ${quoteBytes(name)}`);
     if (value.length > XATTR_VALUE_MAX) throw bad(line, `xattr ${name} value too long`);
     xattrBytes += name.length + value.length + 8;
     if (xattrBytes > XATTR_VALUE_MAX / 2) throw bad(line, 'too many xattrs');

@@ -16,6 +16,7 @@ import {
   type Tree,
   typeFromMode,
 } from '../tree/model.ts';
+import { entryNameProblem, quoteBytes, xattrNameProblem } from '../tree/names.ts';
 import { readFullySync } from '../util/read.ts';
 import { readCompressed } from './decompress.ts';
 import {
@@ -357,8 +358,11 @@ export class ErofsImage {
           this.corrupt(`directory ${inode.nid} has a bad name at entry ${i}`);
         }
         const nid = Number(block.readBigUInt64LE(i * DIRENT_SIZE));
+        const name = block.toString('latin1', nameStart, nameEnd);
+        const problem = name === '.' || name === '..' ? undefined : entryNameProblem(name);
+        if (problem) this.corrupt(`directory ${inode.nid}, entry ${i}: ${problem}: ${quoteBytes(name)}`);
         entries.push({
-          name: block.toString('latin1', nameStart, nameEnd),
+          name,
           nid,
           fileType: block[i * DIRENT_SIZE + 10]!,
         });
@@ -388,6 +392,8 @@ export class ErofsImage {
       if (prefix === undefined) this.corrupt(`inode ${inode.nid}: unknown xattr name index ${index}`);
       const suffix = b.toString('latin1', at + XATTR_ENTRY_SIZE, at + XATTR_ENTRY_SIZE + nameLength);
       const value = Buffer.from(b.subarray(at + XATTR_ENTRY_SIZE + nameLength, end));
+      const problem = xattrNameProblem(prefix + suffix);
+      if (problem) this.corrupt(`inode ${inode.nid}: ${problem}: ${quoteBytes(prefix + suffix)}`);
       return [prefix + suffix, value, Math.ceil(end / 4) * 4];
     };
     let at = XATTR_IBODY_HEADER_SIZE + sharedCount * 4;

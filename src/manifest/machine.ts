@@ -6,6 +6,7 @@
  * accept what mosb publishes.
  */
 import { createPublicKey, verify } from 'node:crypto';
+import { isDigest } from '../oci/digest.ts';
 import type { ImageSource } from '../oci/transport.ts';
 import type { Descriptor } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
@@ -29,7 +30,13 @@ export function parseMachineInstall(bytes: Uint8Array, subject: string): Machine
   } catch {
     throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${subject}: install.json is not JSON`, { subject });
   }
-  if (!Number.isSafeInteger(doc.version) || typeof doc.product !== 'string' || !Array.isArray(doc.targets)) {
+  if (
+    typeof doc !== 'object' ||
+    doc === null ||
+    !Number.isSafeInteger(doc.version) ||
+    typeof doc.product !== 'string' ||
+    !Array.isArray(doc.targets)
+  ) {
     throw new ManifestError(
       'MANIFEST_NOT_A_SYSTEM',
       `${subject}: install.json lacks version, product or targets`,
@@ -39,7 +46,7 @@ export function parseMachineInstall(bytes: Uint8Array, subject: string): Machine
     );
   }
   const targets = doc.targets.map((t: Record<string, unknown>, i) => {
-    if (typeof t?.digest !== 'string' || !Number.isSafeInteger(t.size)) {
+    if (typeof t?.digest !== 'string' || !isDigest(t.digest) || !Number.isSafeInteger(t.size)) {
       throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${subject}: target ${i} has no digest and size`, {
         subject,
       });

@@ -1,11 +1,13 @@
 /**
  * Authentication against a registry: `WWW-Authenticate` challenges, Basic, and Bearer tokens
  * fetched from the realm for a set of scopes (several at once for cross-repository mounts),
- * cached until shortly before they expire.
+ * cached until shortly before they expire. The client takes challenges only from the registry's
+ * own origin and attaches the resulting header only to requests for that origin; an HTTPS
+ * registry's realm must be HTTPS too, so credentials never cross the network in the clear.
  */
 
 import type { Credentials } from './credentials.ts';
-import { RegistryError } from './errors.ts';
+import { quoted, RegistryError } from './errors.ts';
 import { type HttpTransport, readBody } from './http.ts';
 
 export interface Challenge {
@@ -17,7 +19,7 @@ export interface Challenge {
 export function parseChallenges(text: string): Challenge[] {
   const challenges: Challenge[] = [];
   const token = /[A-Za-z0-9!#$%&'*+.^_`|~-]+/y;
-  const quoted = /"((?:[^"\\]|\\.)*)"/y;
+  const quotedString = /"((?:[^"\\]|\\.)*)"/y;
   const unquoted = /[^,\s]*/y;
   let pos = 0;
   const read = (re: RegExp): RegExpExecArray | null => {
@@ -38,7 +40,7 @@ export function parseChallenges(text: string): Challenge[] {
     if (text[pos] === '=' && current) {
       pos++;
       skip(/\s/);
-      const q = read(quoted);
+      const q = read(quotedString);
       const value = q ? (q[1] as string).replace(/\\(.)/g, '$1') : (read(unquoted)?.[0] ?? '');
       current.params[name[0].toLowerCase()] = value;
     } else {
@@ -66,8 +68,11 @@ export class Authenticator {
     this.#credentials = credentials;
   }
 
-  /** The `Authorization` header for a request needing `scopes`, if the registry asked for one. */
-  async header(scopes: string[]): Promise<string | undefined> {
+  /**
+   * The `Authorization` header for a request needing `scopes`, if the registry asked for one;
+   * a token fetched for it must come by `deadline` (limits.ts).
+   */
+  async header(scopes: string[], deadline?: number): Promise<string | undefined> {
     const challenge = this.#challenge;
     if (!challenge) return undefined;
     if (challenge.scheme === 'basic') {
@@ -82,7 +87,7 @@ export class Authenticator {
     if (cached && cached.expires > Date.now()) return `Bearer ${cached.value}`;
     let pending = this.#pending.get(key);
     if (!pending) {
-      pending = this.#fetchToken(challenge, key ? key.split(' ') : []).finally(() =>
+      pending = this.#fetchToken(challenge, key ? key.split(' ') : [], deadline).finally(() =>
         this.#pending.delete(key),
       );
       this.#pending.set(key, pending);
@@ -90,19 +95,37 @@ export class Authenticator {
     return `Bearer ${await pending}`;
   }
 
-  /** Records a 401's challenge; returns whether a retry with credentials can be attempted. */
-  onUnauthorized(wwwAuthenticate: string | undefined, scopes: string[]): boolean {
+  /**
+   * Records the challenge of a 401 the registry itself (at `registry`) answered; returns whether
+   * a retry with credentials can be attempted. A Bearer realm in plain HTTP is refused when the
+   * registry speaks HTTPS: credentials and tokens would cross the network in the clear.
+   */
+  onUnauthorized(wwwAuthenticate: string | undefined, scopes: string[], registry: URL): boolean {
     const challenges = parseChallenges(wwwAuthenticate ?? '');
     const chosen =
       challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
     if (!chosen) return false;
+    const realm = chosen.params.realm;
+    if (chosen.scheme === 'bearer' && registry.protocol === 'https:' && realm !== undefined) {
+      let protocol: string | undefined;
+      try {
+        protocol = new URL(realm).protocol;
+      } catch {}
+      if (protocol === 'http:') {
+        throw new RegistryError(
+          'PROTOCOL',
+          `${registry.host} (HTTPS) names a token realm in plain HTTP, ${quoted(realm)}: refusing to send credentials in the clear`,
+          { subject: realm },
+        );
+      }
+    }
     this.#challenge = chosen;
     // A 401 with a token we already hold means it expired or lacks a scope: forget it.
     this.#tokens.delete([...new Set(scopes)].sort().join(' '));
     return true;
   }
 
-  async #fetchToken(challenge: Challenge, scopes: string[]): Promise<string> {
+  async #fetchToken(challenge: Challenge, scopes: string[], deadline: number | undefined): Promise<string> {
     const realm = challenge.params.realm;
     let url: URL;
     try {
@@ -111,7 +134,7 @@ export class Authenticator {
     } catch (cause) {
       throw new RegistryError(
         'PROTOCOL',
-        `Bearer challenge with an unusable realm ${JSON.stringify(realm)}`,
+        `Bearer challenge with an unusable realm ${quoted(String(realm))}`,
         {
           subject: String(realm),
           cause,
@@ -124,7 +147,8 @@ export class Authenticator {
     const creds = await this.#credentials();
     if (creds)
       headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
-    const res = await this.#transport.request({ method: 'GET', url, headers });
+    // Redirects from the realm to another origin go there without the credentials (http.ts).
+    const res = await this.#transport.request({ method: 'GET', url, headers, deadline });
     const body = await readBody(res, 1 << 20);
     if (res.status === 401 || res.status === 403) {
       throw new RegistryError(

@@ -1,7 +1,12 @@
 /**
  * The OCI distribution-spec client for one registry host: manifests, blobs (resumed downloads,
  * monolithic and chunked uploads, cross-repository mounts), tags and referrers, with retries on
- * connection failures, 429 and 5xx, and authentication on demand.
+ * connection failures, 429, 5xx and stalls, authentication on demand, and transfer limits.
+ *
+ * Credentials (Basic, or a Bearer token got with them) go only to the registry's own origin —
+ * scheme, host and port — whatever URL a server hands over: an upload `Location` or a redirect
+ * to another origin is followed without them, a 401 from another origin is a failure whose
+ * challenge is not followed, and `Link` pagination to another origin is refused.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, isDigest, parseDigest } from '../oci/digest.ts';
@@ -10,7 +15,14 @@ import type { Descriptor, Index } from '../oci/types.ts';
 import { verifiedStream } from '../oci/verify.ts';
 import { Authenticator } from './auth.ts';
 import { type Credentials, loadCredentials } from './credentials.ts';
-import { isRetryable, RegistryError, type RegistryErrorCode } from './errors.ts';
+import {
+  isRetryable,
+  isTimeout,
+  printable,
+  quoted,
+  RegistryError,
+  type RegistryErrorCode,
+} from './errors.ts';
 import {
   defaultCertDir,
   type HttpResponse,
@@ -19,6 +31,7 @@ import {
   readBody,
   type TlsOptions,
 } from './http.ts';
+import { deadlineError, type LowSpeed, now } from './limits.ts';
 import { apiHost, isLoopback } from './reference.ts';
 
 export interface RegistryOptions extends TlsOptions {
@@ -36,6 +49,16 @@ export interface RegistryOptions extends TlsOptions {
   chunkSize?: number;
   /** Try cross-repository mounts from repositories known to hold a blob (default true). */
   mount?: boolean;
+  /**
+   * Gives up on a request that is not done after this long, its body and its retries included
+   * (a blob download with all its resumes counts as one); default: no deadline.
+   */
+  timeoutMs?: number | undefined;
+  /**
+   * Fails an exchange when fewer than `bytes` move within `ms` of waiting on the server
+   * (default DEFAULT_LOW_SPEED, 16 KiB per minute); false: no minimum.
+   */
+  lowSpeed?: LowSpeed | false | undefined;
 }
 
 export const MANIFEST_ACCEPT = [
@@ -54,6 +77,8 @@ interface CallOptions {
   body?: Uint8Array | AsyncIterable<Uint8Array>;
   /** Statuses that are answers, not failures. */
   ok: number[];
+  /** `now()` by which the call must be done (default: the `timeoutMs` from now). */
+  deadline?: number | undefined;
 }
 
 export interface ManifestResponse {
@@ -131,6 +156,17 @@ export class RegistryClient {
     return new URL(path, this.#base);
   }
 
+  /** When an operation starting now must be done by, if there is a deadline. */
+  #deadline(): number | undefined {
+    const ms = this.options.timeoutMs;
+    return ms !== undefined && ms > 0 ? now() + ms : undefined;
+  }
+
+  /** Whether a (settled) URL is on the registry's own origin: scheme, host and port. */
+  #own(url: URL): boolean {
+    return url.origin === this.#base.origin;
+  }
+
   /**
    * A registry on loopback usually speaks plain HTTP, but may have TLS: only a plain HTTP
    * answer moves it to http (otherwise TLS, and a certificate problem stays an error). URLs made
@@ -146,30 +182,49 @@ export class RegistryClient {
     return url;
   }
 
-  /** One request with authentication, retries and backoff; statuses outside `ok` become typed errors. */
+  /**
+   * One request with authentication, retries and backoff; statuses outside `ok` become typed
+   * errors. `Authorization` is attached only when `target` is on the registry's own origin, and
+   * a 401 is taken as a challenge only when the registry's own origin answered it.
+   */
   async #call(method: string, target: URL, options: CallOptions): Promise<HttpResponse> {
     const url = await this.#settled(target);
+    const own = this.#own(url);
+    const deadline = options.deadline ?? this.#deadline();
     const attempts = Math.max(1, this.options.retries ?? 5);
     const replayable = options.body === undefined || options.body instanceof Uint8Array;
     let reauthenticated = false;
+    let stalled = false;
     for (let attempt = 1; ; attempt++) {
       const headers: Record<string, string> = { 'user-agent': 'seal', ...options.headers };
-      const authorization = await this.#auth.header(options.scopes);
-      if (authorization) headers.authorization = authorization;
+      if (own) {
+        const authorization = await this.#auth.header(options.scopes, deadline);
+        if (authorization) headers.authorization = authorization;
+      }
       let res: HttpResponse;
       try {
-        res = await this.#transport.request({ method, url, headers, body: options.body });
+        res = await this.#transport.request({ method, url, headers, body: options.body, deadline });
       } catch (error) {
-        // TLS and protocol failures will not go away by asking again.
-        if (!replayable || attempt >= attempts || !isRetryable(error)) throw error;
-        await this.#backoff(attempt);
+        // TLS and protocol failures will not go away by asking again; a stall gets one fresh try.
+        const again = isRetryable(error) || (isTimeout(error) && !stalled && !expired(deadline));
+        if (!replayable || attempt >= attempts || !again) throw error;
+        if (isTimeout(error)) stalled = true;
+        await this.#backoff(attempt, undefined, deadline, `${method} ${url}`);
         continue;
       }
       if (options.ok.includes(res.status)) return res;
+      if (res.status === 401 && (!own || !this.#own(res.url))) {
+        throw await this.#failure(
+          res,
+          method,
+          url,
+          `answered by ${res.url.origin}, not by the registry: its challenge is not followed`,
+        );
+      }
       if (res.status === 401 && !reauthenticated && replayable) {
-        res.body.resume();
         reauthenticated = true;
-        if (this.#auth.onUnauthorized(header(res, 'www-authenticate'), options.scopes)) {
+        res.body.resume();
+        if (this.#auth.onUnauthorized(header(res, 'www-authenticate'), options.scopes, this.#base)) {
           attempt--;
           continue;
         }
@@ -178,14 +233,20 @@ export class RegistryClient {
       const transient = res.status === 429 || res.status >= 500;
       if (transient && replayable && attempt < attempts) {
         res.body.resume();
-        await this.#backoff(attempt, header(res, 'retry-after'));
+        await this.#backoff(attempt, header(res, 'retry-after'), deadline, `${method} ${url}`);
         continue;
       }
       throw await this.#failure(res, method, url);
     }
   }
 
-  async #backoff(attempt: number, retryAfter?: string): Promise<void> {
+  /** Waits before a retry; fails at once with TIMEOUT if the wait would outlast the deadline. */
+  async #backoff(
+    attempt: number,
+    retryAfter?: string,
+    deadline?: number,
+    what = this.registry,
+  ): Promise<void> {
     let delay = (this.options.retryDelayMs ?? 250) * 2 ** (attempt - 1);
     if (retryAfter) {
       const seconds = Number(retryAfter);
@@ -193,10 +254,12 @@ export class RegistryClient {
       if (Number.isFinite(seconds)) delay = seconds * 1000;
       else if (Number.isFinite(at)) delay = at - Date.now();
     }
-    await sleep(Math.min(MAX_RETRY_AFTER_MS, Math.max(0, delay)));
+    delay = Math.min(MAX_RETRY_AFTER_MS, Math.max(0, delay));
+    if (deadline !== undefined && now() + delay >= deadline) throw deadlineError(what);
+    await sleep(delay);
   }
 
-  async #failure(res: HttpResponse, method: string, url: URL): Promise<RegistryError> {
+  async #failure(res: HttpResponse, method: string, url: URL, note?: string): Promise<RegistryError> {
     let detail = '';
     try {
       const body = await readBody(res, 64 << 10);
@@ -221,7 +284,7 @@ export class RegistryClient {
                 : 'PROTOCOL';
     return new RegistryError(
       code,
-      `${method} ${url.pathname}${url.search} on ${this.registry}: ${res.status}${detail ? ` (${detail})` : ''}`,
+      `${method} ${url.pathname}${url.search} on ${this.registry}: ${res.status}${note ? ` ${note}` : ''}${detail ? ` (${printable(detail)})` : ''}`,
       {
         subject: `${this.registry}${url.pathname}`,
         status: res.status,
@@ -334,19 +397,25 @@ export class RegistryClient {
     );
   }
 
-  /** The bytes of a blob, resumed where a connection broke; getBlob's stream checks them. */
+  /**
+   * The bytes of a blob, resumed where a connection broke or stalled; getBlob's stream checks
+   * them. The whole download, resumes included, keeps within one deadline.
+   */
   async *#download(repo: string, desc: Descriptor, subject: string): AsyncGenerator<Uint8Array> {
     const url = this.#url(`/v2/${repo}/blobs/${desc.digest}`);
     const attempts = Math.max(1, this.options.retries ?? 5);
+    const deadline = this.#deadline();
     let received = 0;
+    let stalls = 0;
     let lastError: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       const offset = received;
-      if (attempt > 1) await this.#backoff(attempt - 1);
+      if (attempt > 1) await this.#backoff(attempt - 1, undefined, deadline, `GET ${url}`);
       const res = await this.#call('GET', url, {
         scopes: [pull(repo)],
         headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
         ok: [200, 206],
+        deadline,
       });
       // A server that ignores Range sends everything again: skip what we already have.
       let skip = 0;
@@ -360,7 +429,7 @@ export class RegistryClient {
         );
       }
       try {
-        for await (const raw of res.body as AsyncIterable<Buffer>) {
+        for await (const raw of res.body) {
           let chunk = raw;
           if (skip > 0) {
             const n = Math.min(skip, chunk.length);
@@ -373,6 +442,8 @@ export class RegistryClient {
         }
       } catch (error) {
         lastError = error;
+        // A stalled body is resumed once on a fresh connection; a second stall ends the download.
+        if (isTimeout(error) && (++stalls > 1 || expired(deadline))) break;
         continue;
       } finally {
         res.body.destroy();
@@ -383,8 +454,9 @@ export class RegistryClient {
       }
       return;
     }
+    // A stall stays a TIMEOUT; anything else that broke the connection is a NETWORK failure.
     throw new RegistryError(
-      'NETWORK',
+      isTimeout(lastError) ? 'TIMEOUT' : 'NETWORK',
       `download of ${desc.digest} from ${this.registry} failed: ${(lastError as Error)?.message}`,
       {
         subject,
@@ -476,13 +548,44 @@ export class RegistryClient {
     return 'uploaded';
   }
 
+  /**
+   * The upload URL a response names. It may be on another origin (a storage service): the
+   * upload goes there without credentials. From an HTTPS registry it must be HTTPS: the blob
+   * is not sent in the clear.
+   */
   #location(res: HttpResponse): URL {
     const location = header(res, 'location');
     if (!location)
       throw new RegistryError('PROTOCOL', `${this.registry} started an upload without a Location`, {
         subject: this.registry,
       });
-    return resolveUrl(location, res.url);
+    const url = resolveUrl(location, res.url);
+    if (this.#base.protocol === 'https:' && url.protocol === 'http:') {
+      throw new RegistryError(
+        'PROTOCOL',
+        `${this.registry} (HTTPS) sent an upload Location in plain HTTP, ${quoted(location)}: refusing to upload in the clear`,
+        { subject: String(res.url) },
+      );
+    }
+    return url;
+  }
+
+  /**
+   * The next page a `Link: <...>; rel="next"` names: only on the registry's own origin, since a
+   * page is sent credentials and its answer is taken as the registry's.
+   */
+  async #nextPage(res: HttpResponse, what: string): Promise<URL | undefined> {
+    const link = nextLink(header(res, 'link'), res.url);
+    if (!link) return undefined;
+    const next = await this.#settled(link);
+    if (!this.#own(next)) {
+      throw new RegistryError(
+        'PROTOCOL',
+        `${what} on ${this.registry} continues on another origin, ${next.origin}: refused`,
+        { subject: String(next) },
+      );
+    }
+    return next;
   }
 
   /** PATCHes `data` in chunks, always following the newest `Location`; returns the final one. */
@@ -538,7 +641,7 @@ export class RegistryClient {
         });
       }
       for (const tag of (body.tags ?? []) as string[]) tags.add(tag);
-      url = nextLink(header(res, 'link'), res.url);
+      url = await this.#nextPage(res, `tag list of ${repo}`);
     }
     return [...tags].sort();
   }
@@ -562,7 +665,7 @@ export class RegistryClient {
       let page: HttpResponse | undefined = res;
       while (page) {
         found.push(...referrerList(await readBody(page), `${this.registry}/${repo}@${digest}`));
-        const next = nextLink(header(page, 'link'), page.url);
+        const next = await this.#nextPage(page, `referrers of ${repo}@${digest}`);
         page = next
           ? await this.#call('GET', next, {
               scopes: [pull(repo)],
@@ -614,6 +717,8 @@ export class RegistryClient {
     await next;
   }
 }
+
+const expired = (deadline: number | undefined) => deadline !== undefined && now() >= deadline;
 
 /** Parses a JSON object from a registry, turning garbage into a typed error. */
 function parseJson<T>(bytes: Uint8Array, what: string, subject: string): T {
@@ -667,7 +772,7 @@ function resolveUrl(text: string, base: URL): URL {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)');
     return url;
   } catch (cause) {
-    throw new RegistryError('PROTOCOL', `${base.host} sent an unusable URL ${JSON.stringify(text)}`, {
+    throw new RegistryError('PROTOCOL', `${base.host} sent an unusable URL ${quoted(text)}`, {
       subject: String(base),
       cause,
     });

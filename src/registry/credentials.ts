@@ -54,16 +54,54 @@ async function readConfig(path: string): Promise<ConfigFile> {
       subject: path,
     });
   }
+  let value: unknown;
   try {
-    const value = JSON.parse(text) as unknown;
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as ConfigFile;
+    value = JSON.parse(text);
   } catch (cause) {
-    throw new RegistryError('CREDENTIALS', `${path} is not a valid credentials file`, {
+    throw new RegistryError('CREDENTIALS', `${path} is not a valid credentials file (not JSON)`, {
       subject: path,
       cause,
     });
   }
+  const problem = configProblem(value);
+  if (problem) {
+    throw new RegistryError('CREDENTIALS', `${path} is not a valid credentials file: ${problem}`, {
+      subject: path,
+    });
+  }
+  return value as ConfigFile;
+}
+
+/** A helper is a program named `docker-credential-NAME` found on PATH: NAME is a plain word. */
+const HELPER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** What is wrong with the shape of a credentials file, or undefined. */
+function configProblem(value: unknown): string | undefined {
+  if (!isObject(value)) return 'not a JSON object';
+  if (value.auths !== undefined) {
+    if (!isObject(value.auths)) return '"auths" is not an object';
+    for (const [key, entry] of Object.entries(value.auths)) {
+      if (!isObject(entry)) return `the entry for ${JSON.stringify(key)} is not an object`;
+      for (const field of ['auth', 'username', 'password', 'identitytoken'])
+        if (entry[field] !== undefined && typeof entry[field] !== 'string')
+          return `"${field}" of ${JSON.stringify(key)} is not a string`;
+    }
+  }
+  if (value.credHelpers !== undefined) {
+    if (!isObject(value.credHelpers)) return '"credHelpers" is not an object';
+    for (const [key, helper] of Object.entries(value.credHelpers))
+      if (typeof helper !== 'string' || !HELPER_NAME.test(helper))
+        return `the helper of ${JSON.stringify(key)} is not a helper name`;
+  }
+  if (
+    value.credsStore !== undefined &&
+    (typeof value.credsStore !== 'string' || !HELPER_NAME.test(value.credsStore))
+  )
+    return '"credsStore" is not a helper name';
+  return undefined;
 }
 
 function runHelper(helper: string, verb: 'get' | 'store' | 'erase', input: string): Promise<string> {
@@ -140,9 +178,23 @@ export async function loadCredentials(registry: string, authFile?: string): Prom
     if (/not found/i.test((error as Error).message)) return undefined;
     throw error;
   }
-  const parsed = JSON.parse(text) as { Username?: string; Secret?: string };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (!isObject(parsed) || (parsed.Secret !== undefined && typeof parsed.Secret !== 'string')) {
+    throw new RegistryError(
+      'CREDENTIALS',
+      `docker-credential-${helper} answered with something other than credentials`,
+      {
+        subject: `docker-credential-${helper}`,
+      },
+    );
+  }
   if (!parsed.Secret) return undefined;
-  return { username: parsed.Username ?? '', password: parsed.Secret };
+  return { username: typeof parsed.Username === 'string' ? parsed.Username : '', password: parsed.Secret };
 }
 
 /** Stores credentials for `registry` (in its helper if one is configured, else in the file, mode 0600). */

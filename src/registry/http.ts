@@ -1,8 +1,9 @@
 /**
  * The HTTP layer of the registry client: keep-alive connections, TLS with the system CAs plus
  * a containers-style certificate directory (extra CAs, a client certificate), TLS failures
- * reported as such, redirects that never carry `Authorization` to another origin, and
- * streamed request and response bodies.
+ * reported as such, redirects that never carry `Authorization` to another origin (nor back
+ * from there), streamed request and response bodies, and transfer limits (limits.ts): a
+ * deadline and a minimum progress rate while waiting on the server.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import type * as Http from 'node:http';
@@ -10,7 +11,8 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type * as Https from 'node:https';
 import { join } from 'node:path';
 import type * as Tls from 'node:tls';
-import { RegistryError } from './errors.ts';
+import { quoted, RegistryError } from './errors.ts';
+import { DEFAULT_LOW_SPEED, deadlineError, type LowSpeed, now, TransferWatch } from './limits.ts';
 
 export interface TlsOptions {
   /** Verify server certificates (default true). */
@@ -25,6 +27,15 @@ export interface HttpRequest {
   headers?: Record<string, string>;
   /** A replayable buffer or a one-shot stream (then `Content-Length` should be set by the caller). */
   body?: Uint8Array | AsyncIterable<Uint8Array>;
+  /** `now()` (limits.ts) by which the exchange, response body included, must be over. */
+  deadline?: number | undefined;
+}
+
+/** A response body: read it (async iteration), discard it, or give it up. */
+export interface ResponseBody extends AsyncIterable<Buffer> {
+  /** Reads and drops the rest, so that the connection can serve another request. */
+  resume(): void;
+  destroy(error?: Error): void;
 }
 
 export interface HttpResponse {
@@ -32,7 +43,7 @@ export interface HttpResponse {
   headers: IncomingHttpHeaders;
   /** The URL that answered, after redirects. */
   url: URL;
-  body: IncomingMessage;
+  body: ResponseBody;
 }
 
 // Taken as CommonJS modules: the ESM facade of node:http evaluates every lazy export, which
@@ -201,15 +212,23 @@ function tlsFailure(
   return undefined;
 }
 
+export interface TransportOptions extends TlsOptions {
+  maxSockets?: number;
+  /** The minimum progress rate while waiting on a server (default DEFAULT_LOW_SPEED); false: none. */
+  lowSpeed?: LowSpeed | false | undefined;
+}
+
 export class HttpTransport {
   readonly #options: TlsOptions;
   readonly #common: Http.AgentOptions;
+  readonly #lowSpeed: LowSpeed | undefined;
   #http: Http.Agent;
   #https: Https.Agent | undefined;
 
-  constructor(options: TlsOptions & { maxSockets?: number } = {}) {
+  constructor(options: TransportOptions = {}) {
     this.#options = options;
     this.#common = { keepAlive: true, maxSockets: options.maxSockets ?? 16 };
+    this.#lowSpeed = options.lowSpeed === false ? undefined : (options.lowSpeed ?? DEFAULT_LOW_SPEED);
     this.#http = new http.Agent(this.#common);
   }
 
@@ -219,12 +238,19 @@ export class HttpTransport {
     return this.#https;
   }
 
-  /** Sends one request, following redirects for GET and HEAD. */
+  /**
+   * Sends one request, following redirects for GET and HEAD. `Authorization` is dropped at the
+   * first hop to another origin and not restored if a later hop comes back: the credentials
+   * go only where the caller itself sent them, never to a URL another origin chose.
+   */
   async request(req: HttpRequest): Promise<HttpResponse> {
     let url = req.url;
     let headers = { ...req.headers };
     for (let hop = 0; ; hop++) {
-      const res = await this.#send(req.method, url, headers, req.body);
+      if (req.deadline !== undefined && now() >= req.deadline) {
+        throw deadlineError(`${req.method} ${url}`);
+      }
+      const res = await this.#send(req.method, url, headers, req.body, req.deadline);
       const location = res.headers.location;
       if (!REDIRECTS.has(res.status) || !location || (req.method !== 'GET' && req.method !== 'HEAD'))
         return res;
@@ -239,11 +265,10 @@ export class HttpTransport {
         next = new URL(location, url);
         if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new Error('not http(s)');
       } catch (cause) {
-        throw new RegistryError(
-          'PROTOCOL',
-          `${url.host} redirected to an unusable URL ${JSON.stringify(location)}`,
-          { subject: String(url), cause },
-        );
+        throw new RegistryError('PROTOCOL', `${url.host} redirected to an unusable URL ${quoted(location)}`, {
+          subject: String(url),
+          cause,
+        });
       }
       // Credentials are for the registry: never hand them to a storage backend on another origin.
       if (next.origin !== url.origin) {
@@ -256,14 +281,27 @@ export class HttpTransport {
 
   #send(
     method: string,
-    url: URL,
+    target: URL,
     headers: Record<string, string>,
     body: Uint8Array | AsyncIterable<Uint8Array> | undefined,
+    deadline: number | undefined,
   ): Promise<HttpResponse> {
+    // User info in a URL a server handed over would become an `Authorization` header of its choosing.
+    const url = new URL(target);
+    url.username = '';
+    url.password = '';
     const secure = url.protocol === 'https:';
     const lib = secure ? https() : http;
     return new Promise((resolve, reject) => {
-      const fail = (cause: unknown) =>
+      let request: Http.ClientRequest | undefined;
+      let response: IncomingMessage | undefined;
+      // Aborts the exchange with a TIMEOUT error: the pending request, or the body being read.
+      const watch = new TransferWatch(`${method} ${url}`, { deadline, lowSpeed: this.#lowSpeed }, (error) =>
+        response ? response.destroy(error) : request?.destroy(error),
+      );
+      const fail = (failure: unknown) => {
+        watch.stop();
+        const cause = watch.error ?? failure;
         reject(
           cause instanceof RegistryError
             ? cause
@@ -273,27 +311,43 @@ export class HttpTransport {
                   cause,
                 })),
         );
-      let request: Http.ClientRequest;
+      };
       try {
         request = lib.request(
           url,
           { method, headers, agent: secure ? this.#httpsAgent() : this.#http, timeout: IDLE_TIMEOUT_MS },
-          (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, url, body: res }),
+          (res) => {
+            response = res;
+            watch.idle();
+            // Failures surface through the body's iteration; none may go unhandled meanwhile.
+            res.on('error', () => {});
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              url,
+              body: watchedBody(res, watch),
+            });
+          },
         );
       } catch (cause) {
         // Header values a server handed us (tokens, locations) can be unsendable.
         fail(cause);
         return;
       }
-      request.on('error', fail);
-      request.on('timeout', () => request.destroy(new Error('connection idle for too long')));
+      const sending = request;
+      // Time spent in the agent's queue for a free connection is Seal's own, not the server's.
+      sending.once('socket', () => watch.started());
+      sending.on('error', fail);
+      sending.on('timeout', () => sending.destroy(new Error('connection idle for too long')));
       if (body === undefined) {
-        request.end();
+        watch.waiting();
+        sending.end();
       } else if (body instanceof Uint8Array) {
-        request.end(body);
+        watch.waiting();
+        sending.end(body, () => watch.moved(body.length));
       } else {
-        pump(body, request).catch((error) => {
-          request.destroy(error);
+        pump(body, sending, watch).catch((error) => {
+          sending.destroy(error);
           fail(error);
         });
       }
@@ -308,7 +362,7 @@ export class HttpTransport {
    */
   async speaksPlainHttp(origin: URL): Promise<boolean> {
     try {
-      const res = await this.#send('GET', new URL('/v2/', origin), {}, undefined);
+      const res = await this.#send('GET', new URL('/v2/', origin), {}, undefined, undefined);
       res.body.resume();
       return res.status !== 400;
     } catch {
@@ -322,10 +376,24 @@ export class HttpTransport {
   }
 }
 
-async function pump(source: AsyncIterable<Uint8Array>, request: Http.ClientRequest): Promise<void> {
+/**
+ * Streams a request body. The clock of the progress rate runs only while the socket does not
+ * take more (and while the answer is awaited), never while the source is producing: a slow
+ * source is Seal's side, not the server's.
+ */
+async function pump(
+  source: AsyncIterable<Uint8Array>,
+  request: Http.ClientRequest,
+  watch: TransferWatch,
+): Promise<void> {
+  watch.idle();
   for await (const chunk of source) {
     if (request.destroyed) throw new Error('request closed by the server');
-    if (!request.write(chunk)) {
+    const accepted = request.write(chunk, (error) => {
+      if (!error) watch.moved(chunk.length);
+    });
+    if (!accepted) {
+      watch.waiting();
       await new Promise<void>((resolve, reject) => {
         const done = (error?: Error) => {
           request.off('drain', done);
@@ -337,8 +405,45 @@ async function pump(source: AsyncIterable<Uint8Array>, request: Http.ClientReque
         request.once('close', closed);
       });
     }
+    watch.idle();
   }
+  watch.waiting();
   request.end();
+}
+
+/**
+ * The body of `res` as Seal reads it: the clock of the progress rate runs while the reader
+ * awaits the next bytes, and stops while the reader is busy with the last ones.
+ */
+function watchedBody(res: IncomingMessage, watch: TransferWatch): ResponseBody {
+  res.once('close', () => watch.stop());
+  return {
+    async *[Symbol.asyncIterator]() {
+      const chunks = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      try {
+        for (;;) {
+          watch.waiting();
+          const next = await chunks.next();
+          watch.idle();
+          if (next.done) return;
+          watch.moved(next.value.length);
+          yield next.value;
+        }
+      } finally {
+        watch.stop();
+        await chunks.return?.();
+      }
+    },
+    resume() {
+      res.on('data', (chunk: Buffer) => watch.moved(chunk.length));
+      watch.waiting();
+      res.resume();
+    },
+    destroy(error?: Error) {
+      watch.stop();
+      res.destroy(error);
+    },
+  };
 }
 
 /** Reads a whole (small) response body, refusing more than `limit` bytes. */
@@ -353,7 +458,7 @@ export async function readBody(res: HttpResponse, limit = 8 << 20): Promise<Buff
   const chunks: Buffer[] = [];
   let size = 0;
   try {
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    for await (const chunk of res.body) {
       size += chunk.length;
       if (size > limit) {
         res.body.destroy();

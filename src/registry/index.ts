@@ -10,6 +10,7 @@ export {
 } from './credentials.ts';
 export { isRetryable, RegistryError, type RegistryErrorCode } from './errors.ts';
 export type { TlsOptions } from './http.ts';
+export { DEFAULT_LOW_SPEED, type LowSpeed } from './limits.ts';
 export {
   type MirrorEvent,
   type MirrorOptions,

@@ -7,8 +7,8 @@
  * These functions are pure so they run in workers.
  */
 import { constants, inflateSync, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { type Codecs, loadCodecs } from '../util/codecs.ts';
 import { decompressLz4Block } from '../util/lz4.ts';
-import { loadAddon } from '../util/native.ts';
 import { Compressor, type CompressorName, METADATA_SIZE, SquashfsError } from './format.ts';
 
 export type WriteCompression = 'none' | 'gzip' | 'zstd' | 'xz';
@@ -48,18 +48,9 @@ export interface BlockCodec {
   filters: number[];
 }
 
-interface Codecs {
-  deflateCompress(data: Uint8Array, level: number): Buffer | undefined;
-  xzCompress(data: Uint8Array, preset: number, dictSize: number, filters: number[]): Buffer | undefined;
-  xzDecompress(data: Uint8Array, limit: number): Buffer;
-  lzoDecompress(data: Uint8Array, limit: number): Buffer;
-}
-
-let codecs: Codecs | Error | undefined;
-
 /** The codecs addon, or a typed error saying why xz/LZO are unavailable. */
 function nativeCodecs(what: string, subject?: string): Codecs {
-  codecs ??= loadAddon<Codecs>('codecs');
+  const codecs = loadCodecs();
   if (codecs instanceof Error) {
     throw new SquashfsError(
       'SQUASHFS_UNSUPPORTED',

@@ -16,6 +16,7 @@ import {
   type Tree,
   type InodeType as TreeType,
 } from '../tree/model.ts';
+import { entryNameProblem, quoteBytes, xattrNameProblem } from '../tree/names.ts';
 import { readFullySync } from '../util/read.ts';
 import { blockDecoder } from './compression.ts';
 import {
@@ -373,8 +374,9 @@ export class SquashfsImage {
         if (pos + nameSize > listing || nameSize > 256) this.#corrupt('directory entry name out of bounds');
         const name = data.toString('latin1', pos, pos + nameSize);
         pos += nameSize;
-        if (name.includes('/') || name === '.' || name === '..' || name.includes('\0')) {
-          this.#corrupt(`directory entry with the invalid name ${JSON.stringify(name)}`);
+        const problem = entryNameProblem(name);
+        if (problem) {
+          this.#corrupt(`directory entry with an invalid name: ${problem}: ${quoteBytes(name)}`);
         }
         entries.push({ name, ref: (BigInt(start) << 16n) | BigInt(offset), number: base + delta });
       }
@@ -407,6 +409,8 @@ export class SquashfsImage {
       const prefix = XATTR_PREFIXES[type & 0xff];
       if (!prefix) this.#corrupt(`unknown xattr type ${type}`);
       const name = prefix + c.take(head.readUInt16LE(2)).toString('latin1');
+      const problem = xattrNameProblem(name);
+      if (problem) this.#corrupt(`${problem}: ${quoteBytes(name)}`);
       const vsize = c.take(4).readUInt32LE(0);
       if (vsize > 1 << 20) this.#corrupt(`xattr value of ${vsize} bytes`);
       let value = c.take(vsize);

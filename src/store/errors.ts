@@ -7,6 +7,8 @@ export type StoreErrorCode =
   | 'STORE_INVALID_REFERENCE'
   | 'STORE_INVALID_DOCUMENT'
   | 'STORE_LOCKED'
-  | 'STORE_UNSUPPORTED';
+  | 'STORE_UNSUPPORTED'
+  /** A path of a layout that is a symlink, leads outside it, or is not a regular file. */
+  | 'STORE_UNSAFE_PATH';
 
 export class StoreError extends SealError<StoreErrorCode> {}

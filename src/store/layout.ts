@@ -3,8 +3,8 @@
  * written streamed and verified under a temporary name, then renamed into place, so a bad or
  * interrupted write leaves nothing; index.json is replaced atomically under a lock file.
  */
-import { constants, createReadStream, readFileSync, statSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { closeSync, constants, createReadStream, lstatSync } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DigestError, Digester, digestOf, parseDigest } from '../oci/digest.ts';
 import { ANNOTATION_REF_NAME, MediaType } from '../oci/mediatypes.ts';
@@ -13,7 +13,8 @@ import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
 import { verifiedStream } from '../oci/verify.ts';
 import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
-import { readHeadSync } from '../util/read.ts';
+import { type ConfinedFile, openFileBeneath, readFileBeneath } from '../util/fsops.ts';
+import { readFullySync } from '../util/read.ts';
 import { writeFully } from '../util/write.ts';
 import { StoreError } from './errors.ts';
 
@@ -22,6 +23,8 @@ const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
 const WRITE_BATCH = 1 << 20;
 /** Every so many bytes written, the disk is asked to catch up (a datasync in the background). */
 const FLUSH_EVERY = 8 << 20;
+/** index.json and other small documents are refused above this size. */
+const DOCUMENT_LIMIT = 64 << 20;
 
 export interface FsckReport {
   blobs: number;
@@ -44,9 +47,9 @@ export class LayoutStore {
     const store = new LayoutStore(dir);
     let layout: string | undefined;
     try {
-      layout = readFileSync(join(dir, 'oci-layout'), 'utf8');
+      layout = readFileBeneath(dir, 'oci-layout', 4096).toString('utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw store.#unreadable('oci-layout', error);
     }
     if (layout === undefined) {
       const entries = await readdir(dir).catch(() => undefined);
@@ -72,7 +75,63 @@ export class LayoutStore {
         subject: dir,
       });
     }
+    store.#realDirectory('blobs');
     return store;
+  }
+
+  /**
+   * The typed error for a path of the layout that could not be read (as openFileBeneath reports
+   * it): missing, or not a plain file inside the layout.
+   */
+  #unreadable(rel: string, error: unknown, what = rel): Error {
+    const code = (error as NodeJS.ErrnoException).code;
+    const subject = join(this.dir, rel);
+    switch (code) {
+      case 'ENOENT':
+        return new StoreError('STORE_NOT_FOUND', `${what} is not in ${this.dir}`, { subject });
+      case 'ELOOP':
+      case 'EXDEV':
+      case 'ENOTDIR':
+        return new StoreError('STORE_UNSAFE_PATH', `${what} in ${this.dir} is reached through a symlink`, {
+          subject,
+        });
+      case 'ENOTREG':
+        return new StoreError('STORE_UNSAFE_PATH', `${what} in ${this.dir} is not a regular file`, {
+          subject,
+        });
+      case 'EFBIG':
+        return new StoreError('STORE_INVALID_DOCUMENT', `${what} in ${this.dir} is too large to read`, {
+          subject,
+        });
+      default:
+        return error instanceof Error ? error : new Error(String(error));
+    }
+  }
+
+  /** Refuses a directory of the layout that is a symlink or not a directory (absent is fine). */
+  #realDirectory(rel: string): void {
+    let st: ReturnType<typeof lstatSync> | undefined;
+    try {
+      st = lstatSync(join(this.dir, rel));
+    } catch {
+      return;
+    }
+    if (!st.isDirectory()) {
+      throw new StoreError('STORE_UNSAFE_PATH', `${join(this.dir, rel)} is not a directory of the layout`, {
+        subject: join(this.dir, rel),
+      });
+    }
+  }
+
+  /** Opens a blob: a regular file at its place in the layout, reached without symlinks. */
+  #openBlob(digest: string): ConfinedFile {
+    const { algorithm, hex } = parseDigest(digest);
+    const rel = `blobs/${algorithm}/${hex}`;
+    try {
+      return openFileBeneath(this.dir, rel);
+    } catch (error) {
+      throw this.#unreadable(rel, error, `blob ${digest}`);
+    }
   }
 
   blobPath(digest: string): string {
@@ -80,12 +139,14 @@ export class LayoutStore {
     return join(this.dir, 'blobs', algorithm, hex);
   }
 
+  /** Whether the blob is present as a regular file (a symlink or a FIFO in its place is not a blob). */
   async hasBlob(digest: string): Promise<boolean> {
     try {
-      statSync(this.blobPath(digest));
+      closeSync(this.#openBlob(digest).fd);
       return true;
-    } catch {
-      return false;
+    } catch (error) {
+      if (error instanceof StoreError) return false;
+      throw error;
     }
   }
 
@@ -103,6 +164,7 @@ export class LayoutStore {
     const algorithm = expected ? parseDigest(expected.digest).algorithm : 'sha256';
     const dir = join(this.dir, 'blobs', algorithm);
     await mkdir(dir, { recursive: true });
+    this.#realDirectory(`blobs/${algorithm}`);
     // With a whole descriptor the stream is checked on the way (and not hashed a second time if
     // it already verifies itself); with a digest alone it is hashed and compared at the end.
     const known = expected?.size !== undefined ? { digest: expected.digest, size: expected.size } : undefined;
@@ -179,21 +241,14 @@ export class LayoutStore {
 
   /** Streams a blob, verified against the descriptor as it is read. */
   getBlob(desc: { digest: string; size: number }): AsyncIterable<Uint8Array> {
-    const path = this.blobPath(desc.digest);
-    const dir = this.dir;
+    const open = () => this.#openBlob(desc.digest);
     return verifiedStream(
       (async function* () {
-        try {
-          await stat(path);
-        } catch {
-          throw new StoreError('STORE_NOT_FOUND', `blob ${desc.digest} is not in ${dir}`, {
-            subject: desc.digest,
-          });
-        }
-        yield* createReadStream(path, { highWaterMark: 1 << 20 });
+        const { fd } = open();
+        yield* createReadStream('', { fd, highWaterMark: 1 << 20 });
       })(),
       desc,
-      `blob ${desc.digest} in ${dir}`,
+      `blob ${desc.digest} in ${this.dir}`,
     );
   }
 
@@ -205,14 +260,13 @@ export class LayoutStore {
   async readBlob(desc: { digest: string; size: number }, limit = 64 << 20): Promise<Buffer> {
     if (desc.size > limit)
       throw new StoreError('STORE_INVALID_DOCUMENT', `blob ${desc.digest} is too large to read`);
+    const { fd } = this.#openBlob(desc.digest);
     let bytes: Buffer;
     try {
-      bytes = readHeadSync(this.blobPath(desc.digest), desc.size + 1);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      throw new StoreError('STORE_NOT_FOUND', `blob ${desc.digest} is not in ${this.dir}`, {
-        subject: desc.digest,
-      });
+      const buffer = Buffer.allocUnsafe(desc.size + 1);
+      bytes = buffer.subarray(0, readFullySync(fd, buffer, 0));
+    } finally {
+      closeSync(fd);
     }
     // Size and digest both: a descriptor may declare the wrong size for the right bytes.
     const whole = verifiedStream(
@@ -228,7 +282,19 @@ export class LayoutStore {
 
   async index(): Promise<Index> {
     const path = join(this.dir, 'index.json');
-    return validateIndex(JSON.parse(readFileSync(path, 'utf8')), path);
+    let text: string;
+    try {
+      text = readFileBeneath(this.dir, 'index.json', DOCUMENT_LIMIT).toString('utf8');
+    } catch (error) {
+      throw this.#unreadable('index.json', error);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new StoreError('STORE_INVALID_DOCUMENT', `${path} is not valid JSON`, { subject: path });
+    }
+    return validateIndex(parsed, path);
   }
 
   /** Runs `change` on index.json under an in-process queue and a lock file, then writes it atomically. */
@@ -308,7 +374,13 @@ export class LayoutStore {
     } else if (nameOrDigest.includes(':') && /^sha(256|512):/.test(nameOrDigest)) {
       found = manifests.find((m) => m.digest === nameOrDigest);
       if (!found && (await this.hasBlob(nameOrDigest))) {
-        const bytes = await readFile(this.blobPath(nameOrDigest));
+        const { algorithm, hex } = parseDigest(nameOrDigest);
+        let bytes: Buffer;
+        try {
+          bytes = readFileBeneath(this.dir, `blobs/${algorithm}/${hex}`, 16 << 20);
+        } catch (error) {
+          throw this.#unreadable(`blobs/${algorithm}/${hex}`, error, `blob ${nameOrDigest}`);
+        }
         const doc = parseManifestOrIndex(bytes, nameOrDigest);
         const mediaType =
           doc.mediaType ?? ('manifests' in doc ? MediaType.ImageIndex : MediaType.ImageManifest);
@@ -362,8 +434,11 @@ export class LayoutStore {
     return seen;
   }
 
+  /** Every blob file's digest; the blob directories must be real directories of the layout. */
   async *#allBlobs(): AsyncGenerator<string> {
+    this.#realDirectory('blobs');
     for (const algorithm of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
+      this.#realDirectory(`blobs/${algorithm}`);
       for (const hex of await readdir(join(this.dir, 'blobs', algorithm))) {
         if (hex.startsWith('.')) continue;
         yield `${algorithm}:${hex}`;
@@ -379,7 +454,7 @@ export class LayoutStore {
     for await (const digest of this.#allBlobs()) {
       if (keep.has(digest)) continue;
       const path = this.blobPath(digest);
-      freed += (await stat(path)).size;
+      freed += (await lstat(path)).size;
       await rm(path);
       removed.push(digest);
     }
@@ -400,7 +475,7 @@ export class LayoutStore {
       onBlob?.(digest);
       try {
         parseDigest(digest);
-        const size = (await stat(this.blobPath(digest))).size;
+        const size = (await lstat(this.blobPath(digest))).size;
         for await (const _ of this.getBlob({ digest, size })) void _;
       } catch {
         report.corrupt.push(digest);

@@ -4,7 +4,7 @@
  * (read, as a one-layer image); `docker://` is served by the registry module.
  */
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Digester } from '../oci/digest.ts';
@@ -13,6 +13,8 @@ import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Manifest } from '../oci/types.ts';
 import { parseManifestOrIndex } from '../oci/validate.ts';
+import type { FileInode, Tree } from '../tree/model.ts';
+import { toByteString } from '../tree/model.ts';
 import { writeAtomic } from '../util/atomic.ts';
 import { StoreError } from './errors.ts';
 import { LayoutStore } from './layout.ts';
@@ -160,37 +162,121 @@ async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(process.env.SEAL_TMPDIR ?? tmpdir(), prefix));
 }
 
-/** Unpacks a tar archive (a layout or a docker save) into a temporary directory. */
-async function unpackArchive(file: string): Promise<string> {
-  const [{ decompress }, { Spool, treeFromTar, writeTreeToDirectory }] = await Promise.all([
-    tarModule(),
-    treeModule(),
-  ]);
+/** Archive members read whole (manifest.json, a config) are refused above this size. */
+const ARCHIVE_DOCUMENT_LIMIT = 16 << 20;
+
+/**
+ * Reads a tar archive into a tree whose file contents are spooled; `dir` is a fresh private
+ * temporary directory for whatever the caller derives from it. `cleanup` releases both. Nothing
+ * of the archive is written anywhere else.
+ */
+async function readArchive(file: string): Promise<{ dir: string; tree: Tree; cleanup: () => Promise<void> }> {
+  const [{ decompress }, { Spool, treeFromTar }] = await Promise.all([tarModule(), treeModule()]);
   const dir = await tempDir('seal-archive-');
   const spool = await Spool.create(dir);
-  try {
-    const tree = await treeFromTar(decompress(createReadStream(file)), spool);
-    await writeTreeToDirectory(tree, join(dir, 'x'));
-  } catch (error) {
-    await rm(dir, { recursive: true, force: true });
-    throw error;
-  } finally {
+  const cleanup = async () => {
     await spool.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    return { dir, tree: await treeFromTar(decompress(createReadStream(file)), spool), cleanup };
+  } catch (error) {
+    await cleanup();
+    throw error;
   }
-  return dir;
 }
 
-/** A docker-save archive as an OCI image: its layer tars become uncompressed OCI layers. */
-async function dockerArchiveSource(ref: { path: string; tag?: string; text: string }): Promise<ImageSource> {
-  const dir = await unpackArchive(ref.path);
-  const root = join(dir, 'x');
-  const cleanup = () => rm(dir, { recursive: true, force: true });
+/**
+ * An OCI layout archive as a layout in a temporary directory: only its directories and regular
+ * files are written (no symlinks, devices, owners, modes or xattrs from the archive), so the
+ * store's own checks see a plain layout.
+ */
+async function unpackLayoutArchive(file: string): Promise<{ root: string; cleanup: () => Promise<void> }> {
+  const { dir, tree, cleanup } = await readArchive(file);
   try {
-    const manifests = JSON.parse(await readFile(join(root, 'manifest.json'), 'utf8')) as {
-      Config: string;
-      RepoTags?: string[];
-      Layers: string[];
-    }[];
+    const root = join(dir, 'x');
+    await (await treeModule()).writeTreeToDirectory(tree, root, { contentsOnly: true });
+    return { root, cleanup };
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+}
+
+/** The regular file at `path` (from manifest.json) inside the archive's tree; symlinks resolve inside it. */
+async function archiveFile(
+  tree: Tree,
+  path: unknown,
+  ref: { path: string; text: string },
+): Promise<FileInode> {
+  const { lookupFollowing } = await treeModule();
+  const inode = typeof path === 'string' ? lookupFollowing(tree, toByteString(path)) : undefined;
+  if (inode?.type !== 'file') {
+    throw new StoreError(
+      'STORE_INVALID_DOCUMENT',
+      `${ref.path}: manifest.json names ${JSON.stringify(path)}, which is ${inode ? `a ${inode.type}` : 'not a file of the archive'}`,
+      { subject: ref.text },
+    );
+  }
+  return inode;
+}
+
+async function archiveDocument(inode: FileInode, what: string, ref: { path: string; text: string }) {
+  if (inode.content.size > ARCHIVE_DOCUMENT_LIMIT) {
+    throw new StoreError('STORE_INVALID_DOCUMENT', `${ref.path}: ${what} is too large`, {
+      subject: ref.text,
+    });
+  }
+  return readAll(inode.content.read());
+}
+
+interface DockerArchiveImage {
+  Config: string;
+  RepoTags?: string[];
+  Layers: string[];
+}
+
+function parseDockerManifest(bytes: Buffer, ref: { path: string; text: string }): DockerArchiveImage[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    parsed = undefined;
+  }
+  const valid =
+    Array.isArray(parsed) &&
+    parsed.every(
+      (m) =>
+        typeof m === 'object' &&
+        m !== null &&
+        typeof m.Config === 'string' &&
+        Array.isArray(m.Layers) &&
+        m.Layers.every((l: unknown) => typeof l === 'string') &&
+        (m.RepoTags == null ||
+          (Array.isArray(m.RepoTags) && m.RepoTags.every((t: unknown) => typeof t === 'string'))),
+    );
+  if (!valid) {
+    throw new StoreError(
+      'STORE_INVALID_DOCUMENT',
+      `${ref.path}: manifest.json is not a docker-save manifest`,
+      {
+        subject: ref.text,
+      },
+    );
+  }
+  return parsed as DockerArchiveImage[];
+}
+
+/**
+ * A docker-save archive as an OCI image: its layer tars become uncompressed OCI layers. The
+ * paths manifest.json names are looked up in the archive itself (its symlinks followed inside
+ * it), never on the host.
+ */
+async function dockerArchiveSource(ref: { path: string; tag?: string; text: string }): Promise<ImageSource> {
+  const { dir, tree, cleanup } = await readArchive(ref.path);
+  try {
+    const manifestFile = await archiveFile(tree, 'manifest.json', ref);
+    const manifests = parseDockerManifest(await archiveDocument(manifestFile, 'manifest.json', ref), ref);
     const chosen = ref.tag
       ? manifests.find((m) => m.RepoTags?.some((t) => t === ref.tag || t.endsWith(`:${ref.tag}`)))
       : manifests.length === 1
@@ -206,13 +292,21 @@ async function dockerArchiveSource(ref: { path: string; tag?: string; text: stri
       );
     }
     const store = await LayoutStore.open(join(dir, 'layout'), { create: true });
-    const configBytes = await readFile(join(root, chosen.Config));
-    const config = await store.putBytes(configBytes, MediaType.ImageConfig);
+    const configFile = await archiveFile(tree, chosen.Config, ref);
+    const config = await store.putBytes(
+      await archiveDocument(configFile, 'the image config', ref),
+      MediaType.ImageConfig,
+    );
     const layers: Descriptor[] = [];
-    for (const layer of chosen.Layers) {
-      const head = await readAll(createReadStream(join(root, layer), { start: 0, end: 3 }));
+    for (const path of chosen.Layers) {
+      const layer = await archiveFile(tree, path, ref);
+      let head = Buffer.alloc(0);
+      for await (const chunk of layer.content.read()) {
+        head = Buffer.from(chunk.subarray(0, 4));
+        break;
+      }
       const kind = (await tarModule()).sniffCompression(head);
-      const { digest, size } = await store.putBlob(createReadStream(join(root, layer)));
+      const { digest, size } = await store.putBlob(layer.content.read());
       const mediaType =
         kind === 'gzip' ? MediaType.LayerGzip : kind === 'zstd' ? MediaType.LayerZstd : MediaType.Layer;
       layers.push({ mediaType, digest, size });
@@ -284,13 +378,11 @@ export async function openSource(
     case 'store':
       return new LayoutSource(ref.text, await LayoutStore.open(ref.store), layoutName(ref));
     case 'oci-archive': {
-      const dir = await unpackArchive(ref.path);
+      const { root, cleanup } = await unpackLayoutArchive(ref.path);
       try {
-        return new LayoutSource(ref.text, await LayoutStore.open(join(dir, 'x')), ref.tag, () =>
-          rm(dir, { recursive: true, force: true }),
-        );
+        return new LayoutSource(ref.text, await LayoutStore.open(root), ref.tag, cleanup);
       } catch (error) {
-        await rm(dir, { recursive: true, force: true });
+        await cleanup();
         throw error;
       }
     }

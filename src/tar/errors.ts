@@ -6,6 +6,8 @@ export type TarErrorCode =
   | 'TAR_CHECKSUM'
   | 'TAR_UNSUPPORTED'
   | 'TAR_TOO_LARGE'
+  /** A path with a NUL byte, or an xattr name or value no filesystem may hold. */
+  | 'TAR_INVALID_NAME'
   | 'COMPRESSION_TRUNCATED'
   | 'COMPRESSION_CORRUPT';
 

@@ -4,6 +4,7 @@
  * Entry bodies are streamed; memory stays bounded by the largest metadata record.
  */
 import type { Timestamp } from '../tree/model.ts';
+import { quoteBytes, xattrsProblem } from '../tree/names.ts';
 import { ChunkReader } from './bytes.ts';
 import { TarError } from './errors.ts';
 import { BLOCK, isZeroBlock, parseHeader, parsePax, TYPEFLAG } from './header.ts';
@@ -123,15 +124,18 @@ export async function* readTar(input: AsyncIterable<Uint8Array>): AsyncGenerator
     const merged = new Map([...global, ...(pax ?? [])]);
     // Empty values cancel a keyword, except for xattrs, whose values may be empty.
     const records = new Map([...merged].filter(([k, v]) => v !== '' || k.includes('.xattr.')));
-    const xattrs = new Map<string, Uint8Array>();
-    for (const [key, value] of records) {
-      if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice(13), Buffer.from(value, 'latin1'));
-      else if (key.startsWith('LIBARCHIVE.xattr.')) {
-        xattrs.set(decodeURIComponent(key.slice(17)), Buffer.from(value, 'base64'));
-      }
-    }
     let path = records.get('path') ?? longName ?? (h.prefix ? `${h.prefix}/${h.name}` : h.name);
     const linkname = records.get('linkpath') ?? longLink ?? h.linkname;
+    if (path.includes('\0') || linkname.includes('\0')) {
+      throw new TarError(
+        'TAR_INVALID_NAME',
+        `a name holding a NUL byte at offset ${offset}: ${quoteBytes(path)}`,
+      );
+    }
+    const xattrs = paxXattrs(records);
+    const problem = xattrsProblem(xattrs);
+    if (problem)
+      throw new TarError('TAR_INVALID_NAME', `${quoteBytes(path)} at offset ${offset}: ${problem}`);
     const size = records.has('size') ? parseDecimal(records.get('size')!, 'size') : h.size;
     pax = undefined;
     longName = undefined;
@@ -178,6 +182,27 @@ export async function* readTar(input: AsyncIterable<Uint8Array>): AsyncGenerator
       throw new TarError('TAR_TRUNCATED', `tar archive truncated in the data of ${path}`);
     }
   }
+}
+
+/** Extended attributes from pax `SCHILY.xattr.NAME` (raw bytes) and `LIBARCHIVE.xattr.NAME` (URL-encoded name, base64 value) records. */
+function paxXattrs(records: Map<string, string>): Map<string, Uint8Array> {
+  const xattrs = new Map<string, Uint8Array>();
+  for (const [key, value] of records) {
+    if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice(13), Buffer.from(value, 'latin1'));
+    else if (key.startsWith('LIBARCHIVE.xattr.'))
+      xattrs.set(percentDecode(key.slice(17)), Buffer.from(value, 'base64'));
+  }
+  return xattrs;
+}
+
+/** `%XX` escapes to the bytes they stand for, as a byte string. */
+function percentDecode(text: string): string {
+  return text.replace(/%(..)?/g, (_, hex: string | undefined) => {
+    if (!hex || !/^[0-9a-fA-F]{2}$/.test(hex)) {
+      throw new TarError('TAR_CORRUPT', `malformed URL encoding in the pax xattr name ${quoteBytes(text)}`);
+    }
+    return String.fromCharCode(Number.parseInt(hex, 16));
+  });
 }
 
 function cstr(data: Uint8Array): string {

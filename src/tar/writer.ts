@@ -51,6 +51,14 @@ function formatTime({ sec, nsec }: Timestamp): string {
   return `${sec}.${String(nsec).padStart(9, '0')}`.replace(/0+$/, '');
 }
 
+/** libarchive's URL encoding of an xattr name: '%', '=' and bytes outside printable ASCII as %XX. */
+function percentEncode(name: string): string {
+  return name.replace(
+    /[^\x21-\x24\x26-\x3c\x3e-\x7e]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`,
+  );
+}
+
 export function entryHeaders(entry: TarWriteEntry): Uint8Array[] {
   const size = entry.type === 'file' ? (entry.size ?? 0) : 0;
   const linkname = entry.linkname ?? '';
@@ -63,7 +71,10 @@ export function entryHeaders(entry: TarWriteEntry): Uint8Array[] {
   if (!octalFits(size, 12)) pax.push(['size', String(size)]);
   if (entry.mtime.nsec !== 0 || !octalFits(entry.mtime.sec, 12)) pax.push(['mtime', formatTime(entry.mtime)]);
   for (const [key, value] of [...(entry.xattrs ?? [])].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    pax.push([`SCHILY.xattr.${key}`, Buffer.from(value).toString('latin1')]);
+    // A SCHILY key ends at its first '=': such names need libarchive's URL-encoded form.
+    if (key.includes('='))
+      pax.push([`LIBARCHIVE.xattr.${percentEncode(key)}`, Buffer.from(value).toString('base64')]);
+    else pax.push([`SCHILY.xattr.${key}`, Buffer.from(value).toString('latin1')]);
   }
   const typeflag = {
     file: TYPEFLAG.file,

@@ -1,13 +1,22 @@
 /** Trees from and to real directories: owners, modes, xattrs, devices, hardlinks, mtimes. */
-import { spawn } from 'node:child_process';
-import { constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { chmod, lchown, link, lutimes, mkdir, open, symlink } from 'node:fs/promises';
+import { constants, lstatSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { chmod, lchown, link, mkdir, open, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { makeNode, readXattrs, setTimes, setXattr } from '../util/fsops.ts';
 import { writeFully } from '../util/write.ts';
 import { fileContent } from './content.ts';
 import { TreeError } from './errors.ts';
-import { type DirInode, decodeDevice, fsPath, type Inode, type Tree, typeFromMode, walk } from './model.ts';
-import { readTreeXattrs, writeTreeXattrs } from './xattrs.ts';
+import {
+  type DirInode,
+  decodeDevice,
+  fsPath,
+  type Inode,
+  type Tree,
+  TYPE_BITS,
+  typeFromMode,
+  walk,
+} from './model.ts';
+import { entryNameProblem, quoteBytes, xattrsProblem } from './names.ts';
 
 export interface FromDirectoryOptions {
   /** Read extended attributes (default true). */
@@ -16,14 +25,23 @@ export interface FromDirectoryOptions {
 
 /**
  * Reads a directory into a tree. File contents stay on disk and are read when needed.
- * Metadata is read with synchronous calls: thousands of small stat calls are several times
- * faster that way than through the thread pool.
+ * Metadata is read with synchronous calls: thousands of small stat and xattr calls are several
+ * times faster that way than through the thread pool. Xattrs are read per path, so `dir` may be
+ * given in any form (relative, `./`-prefixed, through a symlink).
  */
 export async function treeFromDirectory(dir: string, options: FromDirectoryOptions = {}): Promise<Tree> {
-  const base = Buffer.from(dir, 'utf8').toString('latin1');
-  // getfattr runs while the tree is walked; its result is attached afterwards.
-  const pendingXattrs = options.xattrs === false ? undefined : readTreeXattrs(dir);
-  pendingXattrs?.catch(() => {}); // a failed walk must not leave it unhandled
+  // The source itself may be a symlink to the directory; nothing below it is followed.
+  let resolved: string;
+  try {
+    resolved = realpathSync(dir);
+  } catch (error) {
+    throw new TreeError('TREE_NOT_A_DIRECTORY', `cannot read ${dir}: ${(error as Error).message}`, {
+      subject: dir,
+      cause: error,
+    });
+  }
+  const base = Buffer.from(resolved, 'utf8').toString('latin1');
+  const withXattrs = options.xattrs !== false;
   const byInode = new Map<string, Inode>();
 
   function load(path: string): Inode {
@@ -35,12 +53,16 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
       const seen = byInode.get(key);
       if (seen) return seen;
     }
+    const xattrs = withXattrs ? readXattrs(fsPath(path)) : new Map<string, Uint8Array>();
+    const problem = xattrsProblem(xattrs);
+    if (problem)
+      throw new TreeError('TREE_INVALID_NAME', `${displayPath(path)}: ${problem}`, { subject: path });
     const common = {
       mode: Number(st.mode) & 0o7777,
       uid: Number(st.uid),
       gid: Number(st.gid),
       mtime: { sec: Number(st.mtimeNs / 1_000_000_000n), nsec: Number(st.mtimeNs % 1_000_000_000n) },
-      xattrs: new Map<string, Uint8Array>(),
+      xattrs,
     };
     let inode: Inode;
     switch (type) {
@@ -77,26 +99,12 @@ export async function treeFromDirectory(dir: string, options: FromDirectoryOptio
   const root = load(base);
   if (root.type !== 'dir')
     throw new TreeError('TREE_NOT_A_DIRECTORY', `${dir} is not a directory`, { subject: dir });
-  for (const [rel, values] of (await pendingXattrs) ?? []) {
-    let inode: Inode | undefined = root;
-    for (const name of rel === '' ? [] : rel.split('/'))
-      inode = inode?.type === 'dir' ? inode.children.get(name) : undefined;
-    // Absent only if the directory changed between the two walks.
-    if (inode) inode.xattrs = values;
-  }
   return { root };
 }
 
-function runTool(command: string, args: (string | Buffer)[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args as string[], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve() : reject(new Error(err.trim() || `${command} failed`)),
-    );
-  });
+/** A path (byte string) for a message: quoted, with anything unprintable escaped. */
+function displayPath(path: string): string {
+  return quoteBytes(path);
 }
 
 /**
@@ -134,19 +142,42 @@ async function writeFile(path: Buffer, inode: Extract<Inode, { type: 'file' }>):
   }
 }
 
+export interface ToDirectoryOptions {
+  /**
+   * Only directories and regular files (hardlinks included), owned by the caller with private
+   * modes, without xattrs: for archives Seal only reads from (an OCI layout in a tar), whose
+   * devices, symlinks, owners and capabilities must not appear on the host.
+   */
+  contentsOnly?: boolean;
+}
+
 /**
  * Writes a tree into `dir` (created if missing; must not contain the tree's paths yet).
- * Nothing is created outside `dir`: every parent is a directory this function created, and
- * files are opened with O_EXCL | O_NOFOLLOW. Order matters: contents, owners, xattrs (chown
- * would clear security.capability), modes (chown clears setuid), then times, deepest first.
+ * Nothing is created outside `dir`: every name is checked to be one path component, every
+ * parent is a directory this function created, files are opened with O_EXCL | O_NOFOLLOW, and
+ * owners, xattrs and times are set on the path itself, never through a symlink. Order matters:
+ * contents, owners, xattrs (chown would clear security.capability), modes (chown clears
+ * setuid), then times, deepest first.
  */
-export async function writeTreeToDirectory(tree: Tree, dir: string): Promise<void> {
+export async function writeTreeToDirectory(
+  tree: Tree,
+  dir: string,
+  options: ToDirectoryOptions = {},
+): Promise<void> {
   const base = Buffer.from(dir, 'utf8').toString('latin1');
   await mkdir(dir, { recursive: true });
   const created: { path: string; inode: Inode }[] = [];
   for (const { path: rel, inode, linkOf } of walk(tree)) {
+    if (options.contentsOnly && inode.type !== 'dir' && inode.type !== 'file') continue;
     const path = rel === '' ? base : `${base}/${rel}`;
     const p = fsPath(path);
+    const name = rel.slice(rel.lastIndexOf('/') + 1);
+    const problem = (rel === '' ? undefined : entryNameProblem(name)) ?? xattrsProblem(inode.xattrs);
+    if (problem) {
+      throw new TreeError('TREE_INVALID_NAME', `cannot create ${displayPath(path)}: ${problem}`, {
+        subject: path,
+      });
+    }
     try {
       if (linkOf !== undefined) {
         await link(fsPath(`${base}/${linkOf}`), p);
@@ -164,52 +195,26 @@ export async function writeTreeToDirectory(tree: Tree, dir: string): Promise<voi
           break;
         case 'char':
         case 'block':
-          await runTool('mknod', [
-            p,
-            inode.type === 'char' ? 'c' : 'b',
-            String(inode.rdev.major),
-            String(inode.rdev.minor),
-          ]);
+          makeNode(p, TYPE_BITS[inode.type] | 0o600, inode.rdev.major, inode.rdev.minor);
           break;
         case 'fifo':
-          await runTool('mkfifo', [p]);
+          makeNode(p, TYPE_BITS.fifo | 0o600);
           break;
         case 'socket':
           await makeSocket(p);
           break;
       }
+      if (options.contentsOnly) continue;
       await lchown(p, inode.uid, inode.gid);
+      for (const [xattr, value] of inode.xattrs) setXattr(p, xattr, value);
     } catch (error) {
-      throw new TreeError('TREE_EXTRACT', `cannot create ${path}: ${(error as Error).message}`, {
+      throw new TreeError('TREE_EXTRACT', `cannot create ${displayPath(path)}: ${(error as Error).message}`, {
         subject: path,
         cause: error,
       });
     }
     created.push({ path, inode });
   }
-  await writeTreeXattrs(created.map(({ path, inode }) => [path, inode.xattrs]));
   for (const { path, inode } of created) if (inode.type !== 'symlink') await chmod(fsPath(path), inode.mode);
-  const precise = new Map<string, string[]>();
-  for (const { path, inode } of created.reverse()) {
-    const { sec, nsec } = inode.mtime;
-    await lutimes(fsPath(path), sec + nsec / 1e9, sec + nsec / 1e9);
-    const utf8 = Buffer.from(path, 'latin1').toString('utf8');
-    if (nsec !== 0 && sec >= 0 && Buffer.from(utf8, 'utf8').toString('latin1') === path) {
-      const stamp = `@${sec}.${String(nsec).padStart(9, '0')}`;
-      precise.set(stamp, [...(precise.get(stamp) ?? []), utf8]);
-    }
-  }
-  await setPreciseTimes(precise);
-}
-
-/**
- * Node sets times from a double, which cannot hold a 2020s date to the nanosecond; GNU touch
- * can. Paths sharing a timestamp go in one call (a root filesystem has few distinct ones).
- */
-async function setPreciseTimes(groups: Map<string, string[]>): Promise<void> {
-  for (const [stamp, paths] of groups) {
-    for (let i = 0; i < paths.length; i += 500) {
-      await runTool('touch', ['-h', '-c', '-d', stamp, '--', ...paths.slice(i, i + 500)]);
-    }
-  }
+  for (const { path, inode } of created.reverse()) setTimes(fsPath(path), inode.mtime.sec, inode.mtime.nsec);
 }

@@ -1,8 +1,14 @@
 export * from './content.ts';
-export { type FromDirectoryOptions, treeFromDirectory, writeTreeToDirectory } from './directory.ts';
+export {
+  type FromDirectoryOptions,
+  type ToDirectoryOptions,
+  treeFromDirectory,
+  writeTreeToDirectory,
+} from './directory.ts';
 export { TreeError, type TreeErrorCode } from './errors.ts';
 export { type ListedInode, listLines, modeString } from './listing.ts';
 export * from './model.ts';
+export * from './names.ts';
 export {
   applyLayer,
   type LayerTreeOptions,
@@ -15,4 +21,3 @@ export {
 } from './overlay.ts';
 export { Spool } from './spool.ts';
 export { treeToTar } from './to-tar.ts';
-export { readTreeXattrs, writeTreeXattrs } from './xattrs.ts';

@@ -192,3 +192,37 @@ export function linkCounts(tree: Tree): Map<Inode, number> {
   }
   return counts;
 }
+
+/** Symlinks followed in one lookup before it is called a loop (the kernel's limit). */
+const MAX_SYMLINKS = 40;
+
+/**
+ * The inode at `path` inside the tree, following symlinks as the kernel would with the tree's
+ * root as the root directory: `..` and absolute targets never leave the tree. Undefined when
+ * nothing is there, or when a symlink chain loops or is too long.
+ */
+export function lookupFollowing(tree: Tree, path: string): Inode | undefined {
+  let dirs: DirInode[] = [tree.root];
+  let pending = path.split('/');
+  let links = 0;
+  while (pending.length > 0) {
+    const name = pending.shift()!;
+    if (name === '' || name === '.') continue;
+    if (name === '..') {
+      if (dirs.length > 1) dirs.pop();
+      continue;
+    }
+    const child = dirs.at(-1)!.children.get(name);
+    if (!child) return undefined;
+    if (child.type === 'symlink') {
+      if (++links > MAX_SYMLINKS) return undefined;
+      if (child.target.startsWith('/')) dirs = [tree.root];
+      pending = [...child.target.split('/'), ...pending];
+    } else if (child.type === 'dir') {
+      dirs.push(child);
+    } else {
+      return pending.length === 0 ? child : undefined;
+    }
+  }
+  return dirs.at(-1);
+}

@@ -20,6 +20,7 @@ const FILES: [words: string[], load: Loader][] = [
   ],
   [['pki'], async () => (await import('./pki.ts')).pkiCommands],
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
+  [['initrd'], async () => (await import('./agent.ts')).agentCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */

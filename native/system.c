@@ -1,0 +1,157 @@
+/*
+ * The system calls of an init process that Node.js lacks, for the Seal agent running as PID 1:
+ * mounting (and moving, and unmounting) filesystems, changing the root, loading kernel modules
+ * from files, and powering off or rebooting. Arguments are strings; failures throw an Error whose
+ * `code` is the errno name, like Node's own.
+ */
+#define _GNU_SOURCE
+#include "napi-helpers.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/reboot.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A malloc'ed copy of a string argument; NULL for null/undefined (an absent optional argument). */
+static char *string_argument(napi_env env, napi_value value, int *ok) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return (*ok = 0), NULL;
+  if (type == napi_null || type == napi_undefined) return NULL;
+  size_t length;
+  if (type != napi_string || napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return (*ok = 0), NULL;
+  char *text = malloc(length + 1);
+  if (text == NULL || napi_get_value_string_utf8(env, value, text, length + 1, &length) != napi_ok) {
+    free(text);
+    return (*ok = 0), NULL;
+  }
+  return text;
+}
+
+/* mount(source, target, type, flags, data): flags as a number (MS_* bits); source, type and data may be null. */
+static napi_value do_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 5;
+  char *source = ok ? string_argument(env, argv[0], &ok) : NULL;
+  char *target = ok ? string_argument(env, argv[1], &ok) : NULL;
+  char *type = ok ? string_argument(env, argv[2], &ok) : NULL;
+  double flags = 0;
+  ok = ok && target != NULL && napi_get_value_double(env, argv[3], &flags) == napi_ok;
+  char *data = ok ? string_argument(env, argv[4], &ok) : NULL;
+  int result = -1, error = 0;
+  if (ok) {
+    result = mount(source, target, type, (unsigned long)flags, data);
+    error = errno;
+  }
+  char operation[300];
+  snprintf(operation, sizeof operation, "mount %s", target ? target : "");
+  free(source);
+  free(target);
+  free(type);
+  free(data);
+  if (!ok) return fail(env, "ERR_SYSTEM", "mount: bad arguments");
+  return result == 0 ? NULL : throw_errno(env, operation, error);
+}
+
+/* umount(target, flags) */
+static napi_value do_umount(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 2;
+  char *target = ok ? string_argument(env, argv[0], &ok) : NULL;
+  int32_t flags = 0;
+  ok = ok && target != NULL && napi_get_value_int32(env, argv[1], &flags) == napi_ok;
+  int result = ok ? umount2(target, flags) : -1;
+  int error = errno;
+  free(target);
+  if (!ok) return fail(env, "ERR_SYSTEM", "umount: bad arguments");
+  return result == 0 ? NULL : throw_errno(env, "umount", error);
+}
+
+/* chroot(path): changes the root of this process (and its later children) and moves into it. */
+static napi_value do_chroot(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1;
+  char *path = ok ? string_argument(env, argv[0], &ok) : NULL;
+  if (!ok || path == NULL) {
+    free(path);
+    return fail(env, "ERR_SYSTEM", "chroot: bad arguments");
+  }
+  int result = chroot(path);
+  int error = errno;
+  if (result == 0) {
+    result = chdir("/");
+    error = errno;
+  }
+  free(path);
+  return result == 0 ? NULL : throw_errno(env, "chroot", error);
+}
+
+/* loadModule(path, parameters): finit_module of a .ko file. EEXIST (already loaded) is success. */
+static napi_value load_module(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 2;
+  char *path = ok ? string_argument(env, argv[0], &ok) : NULL;
+  char *parameters = ok ? string_argument(env, argv[1], &ok) : NULL;
+  if (!ok || path == NULL) {
+    free(path);
+    free(parameters);
+    return fail(env, "ERR_SYSTEM", "loadModule: bad arguments");
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int result = -1, error = errno;
+  if (fd >= 0) {
+    result = (int)syscall(SYS_finit_module, fd, parameters ? parameters : "", 0);
+    error = errno;
+    close(fd);
+  }
+  char operation[300];
+  snprintf(operation, sizeof operation, "loading %s", path);
+  free(path);
+  free(parameters);
+  if (result != 0 && error == EEXIST) return NULL;
+  return result == 0 ? NULL : throw_errno(env, operation, error);
+}
+
+/* reboot(how): "poweroff", "reboot" or "halt"; syncs first. Returns only on failure. */
+static napi_value do_reboot(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1;
+  char *how = ok ? string_argument(env, argv[0], &ok) : NULL;
+  int command = -1;
+  if (how != NULL) {
+    if (strcmp(how, "poweroff") == 0) command = RB_POWER_OFF;
+    else if (strcmp(how, "reboot") == 0) command = RB_AUTOBOOT;
+    else if (strcmp(how, "halt") == 0) command = RB_HALT_SYSTEM;
+  }
+  free(how);
+  if (command == -1) return fail(env, "ERR_SYSTEM", "reboot: poweroff, reboot or halt");
+  sync();
+  reboot(command);
+  return throw_errno(env, "reboot", errno);
+}
+
+NAPI_MODULE_INIT() {
+  static const struct {
+    const char *name;
+    napi_callback function;
+  } functions[] = {
+      {"mount", do_mount}, {"umount", do_umount}, {"chroot", do_chroot},
+      {"loadModule", load_module}, {"reboot", do_reboot},
+  };
+  for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
+    napi_value fn;
+    if (napi_create_function(env, functions[i].name, NAPI_AUTO_LENGTH, functions[i].function, NULL, &fn) != napi_ok ||
+        napi_set_named_property(env, exports, functions[i].name, fn) != napi_ok)
+      return NULL;
+  }
+  return exports;
+}
