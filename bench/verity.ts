@@ -4,13 +4,15 @@
  * `veritysetup verify`, `seal fsverity digest` / `fsverity digest`. For each: the median time of
  * each side, the median of the pair-by-pair ratios with their spread, and each side's peak
  * resident memory. The processes start cold, as a user runs them, so start-up counts; the files
- * are in the page cache. `openssl speed sha256` gives one core's hashing limit.
+ * are in the page cache. `openssl speed sha256` gives one core's hashing speed, from which the
+ * last column is the ratio Seal would reach if every core did nothing but hash (no read, no
+ * start-up): the hardware's limit.
  *   node bench/verity.ts [ROUNDS] [SIZE_MIB...]      (default: 7 rounds, 512 and 1024 MiB)
  */
 import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median, paired } from './timing.ts';
@@ -44,7 +46,8 @@ try {
   const kbps = Number(/sha256\s+([\d.]+)k/.exec(speed)?.[1] ?? Number.NaN);
   console.log(`openssl speed sha256, 4 KiB blocks, one core: ${(kbps / 1e6).toFixed(2)} GB/s`);
   console.log(`${rounds} rounds; medians; ratio = seal / reference, pair by pair (min-max)`);
-  console.log('size      command            seal s  ref s   ratio              seal MB  ref MB');
+  const cores = availableParallelism();
+  console.log('size      command            seal s  ref s   ratio              seal MB  ref MB  limit');
   for (const mib of sizes) {
     const data = join(work, `data-${mib}`);
     makeData(data, mib);
@@ -82,6 +85,7 @@ try {
           ` ${spread(r.ratios).padEnd(18)}`,
           mb(median(r.a.map((x) => x.peakBytes))).padStart(7),
           mb(median(r.b.map((x) => x.peakBytes))).padStart(7),
+          ((mib * 2 ** 20) / (cores * kbps * 1e3) / median(r.b.map((x) => x.seconds))).toFixed(2).padStart(6),
         ].join(' '),
       );
     }
