@@ -2,8 +2,9 @@
 # Seal's main job, end to end, on a real Debian root filesystem:
 #   build the root filesystem (cached), import it into a store as an OCI image, inspect it,
 #   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering,
-#   sign a system manifest with a product PKI, refuse a rollback, publish it through a registry
-#   and verify it in a fresh device store.
+#   sign a system manifest with a product PKI, refuse a rollback, build and sign the boot image
+#   (a UKI) for Secure Boot and predict its PCRs, publish it through a registry and verify it in a
+#   fresh device store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -141,6 +142,29 @@ if seal manifest verify appliance:6 --ca "$pki/manifest-ca.pem" --product "$prod
   exit 1
 fi
 cmp "$work/device-state.json" "$work/device-state.before" && echo "refused; state unchanged"
+
+step "The boot image: a UKI for the demo system, signed for Secure Boot, enrolled in a varstore, its PCRs predicted"
+kernel="$(bash scripts/vm-kernel.sh)/vmlinuz"
+# The initrd carries the manifest-signing CA the device checks system manifests against.
+mkdir -p "$work/initrd/etc/seal"
+cp "$pki/manifest-ca.pem" "$work/initrd/etc/seal/manifest-ca.pem"
+node_modules/.bin/node --input-type=module -e '
+  const { treeFromDirectory } = await import("./src/tree/index.ts");
+  const { treeToCpio } = await import("./src/cpio/index.ts");
+  const { writeFileSync } = await import("node:fs");
+  writeFileSync(process.argv[2], await treeToCpio(await treeFromDirectory(process.argv[1], { xattrs: false })));
+' "$work/initrd" "$work/initrd.cpio"
+seal pki kernel new "$pki"
+seal secureboot keys "$work/secureboot"
+seal secureboot enroll /usr/share/OVMF/OVMF_VARS_4M.fd "$work/OVMF_VARS.fd" --pk "$work/secureboot/PK.crt" \
+  --kek "$work/secureboot/KEK.crt" --db "$pki/kernel-ca.pem"
+seal uki build --linux "$kernel" --initrd "$work/initrd.cpio" --cmdline "console=ttyS0 quiet" \
+  --os-release "$rootfs/etc/os-release" --key "$pki/kernel/uki.key" --cert "$pki/kernel/uki.pem" \
+  --chain "$pki/kernel-ca.pem" "$work/demo.efi"
+seal uki verify "$work/demo.efi" --db "$work/OVMF_VARS.fd"
+sbverify --cert "$pki/kernel-ca.pem" "$work/demo.efi"
+seal uki inspect "$work/demo.efi"
+seal pcr predict --uki "$work/demo.efi" --vars "$work/OVMF_VARS.fd" --banks sha256,sha384
 
 step "Publish the signed system to a registry, install it into a fresh device store, verify it there"
 port=$(node_modules/.bin/node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')

@@ -27,9 +27,13 @@ DEBIAN_PACKAGES=(
   # tools the UKI, Secure Boot and TPM code is checked against, and what the device agent calls.
   ovmf            # OVMF_CODE_4M.secboot.fd / OVMF_VARS_4M.fd
   swtpm swtpm-tools tpm2-tools
+  strace          # the TPM tests check at the system-call level that unlock writes no secret anywhere
   sbsigntool osslsigncode efitools binutils # sbsign/sbverify, Authenticode, EFI signature lists, objcopy
   crun            # OCI containers on the device
   dosfstools mtools fdisk # FAT and GPT for device disks
+  kmod cpio       # modinfo and cpio: the initrd's modules and contents checked against them
+  socat           # seal machine --registry: relays each guest connection to the registry on 127.0.0.1
+  time            # /usr/bin/time: the memory bound of the UKI builder's test
 )
 # From bookworm-backports: qemu 10 (bookworm's 7.2 crashed 2 of 8 TCG boots of the test kernel;
 # 10.0 booted 16 of 16) and systemd 254's UEFI stub and boot manager.

@@ -6,7 +6,7 @@ set -euo pipefail
 package=${SEAL_VM_KERNEL:-linux-image-6.12.95+deb12-cloud-amd64}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/seal/vm
 target="$cache/$package"
-if [ -f "$target/.complete-2" ]; then
+if [ -f "$target/.complete-3" ]; then
   echo "$target"
   exit 0
 fi
@@ -24,9 +24,9 @@ cp "$work"/root/boot/vmlinuz-* "$target/vmlinuz"
 version=$(ls "$work/root/lib/modules")
 for module in drivers/md/dm-mod drivers/md/dm-bufio drivers/md/dm-verity lib/reed_solomon/reed_solomon \
   lib/libcrc32c fs/erofs/erofs fs/overlayfs/overlay fs/squashfs/squashfs drivers/block/loop \
-  drivers/block/virtio_blk; do
+  drivers/block/virtio_blk fs/efivarfs/efivarfs; do
   xz -dc "$work/root/lib/modules/$version/kernel/$module.ko.xz" >"$target/modules/$(basename "$module").ko"
 done
 echo "$version" >"$target/version"
-touch "$target/.complete-2"
+touch "$target/.complete-3"
 echo "$target"

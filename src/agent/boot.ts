@@ -1,13 +1,39 @@
 /**
- * The boot of a Seal device, step by step, each logged on the console and in /run/seal/boot.json.
+ * The boot of a Seal device, step by step, each logged on the console and in /run/seal/boot.json:
+ *
+ *   API filesystems → command line → kernel modules (→ network) → the disk → TPM unlock (signed
+ *   policy), PCR 7 locked at once → LUKS2 config and data partitions (made on the first boot) →
+ *   the store → the system chosen (a trial system while it has boots left, else `current`) and
+ *   verified (CA from the initrd, product from the device certificate, anti-rollback against the
+ *   TPM) → every target's layers through dm-verity → the host target as the new root (the agent's
+ *   runtime kept at /seal) → the services under crun → the system confirmed good (the TPM's floor
+ *   rises only now) → optionally, a registry tag followed for updates.
+ *
  * Any failure names its step and reason on the console and ends the boot as the command line
- * says (poweroff by default); nothing is written that would make a later boot accept what this
- * one refused.
+ * says (poweroff by default) — a failed trial boot reboots instead, until its boots run out and
+ * the good system comes back by itself. Nothing is written that would make a later boot accept
+ * what this one refused.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type SystemManifest, type SystemTarget, securityVersionOf } from '../manifest/spec.ts';
+import type { VerifyReport } from '../manifest/verify.ts';
+import { deviceIdOf, parseCertificates, x509 } from '../pki/index.ts';
+import { LayoutStore } from '../store/index.ts';
+import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
+import { Device, RUN } from './device.ts';
+import { type DeviceDisk, findDeviceDisk } from './disk.ts';
+import { AgentError } from './errors.ts';
+import { mountOverlay, type OpenedLayers } from './images.ts';
 import { BootLog } from './log.ts';
+import { formatLuks, isLuks, openLuks } from './luks.ts';
+import { loadState, recordEvent, saveState, type TrialState } from './state.ts';
 import { MS, system } from './system.ts';
+import { runProgram, SEAL_ROOT } from './tools.ts';
+import { follow } from './update.ts';
+
+const TPM_DEVICE = '/dev/tpmrm0';
 
 /** The API filesystems every later step needs. */
 function mountApiFilesystems(): void {
@@ -27,39 +53,314 @@ function mountApiFilesystems(): void {
     sys.mount(source, target, type, flags, data);
   }
   mkdirSync('/run/cryptsetup', { recursive: true });
+  // The services share the host's network namespace: its loopback must be up.
+  sys.interfaceUp('lo');
 }
 
-/** Loads the kernel modules listed in /etc/seal/modules, in order (dependencies first). */
+/** Loads the kernel modules listed in /seal/etc/modules, in order (dependencies first). */
 function loadModules(): number {
-  const list = readFileSync('/etc/seal/modules', 'utf8').split('\n').filter(Boolean);
+  const list = readFileSync(`${SEAL_ROOT}/etc/modules`, 'utf8').split('\n').filter(Boolean);
   for (const path of list) system().loadModule(path, '');
   return list.length;
 }
 
-/** Ends the boot the way the command line says; never returns. */
-function end(params: AgentParameters | undefined, log: BootLog): never {
-  log.say(`the boot ends: ${params?.onFailure ?? 'poweroff'}`);
-  return system().reboot(params?.onFailure ?? 'poweroff');
+interface Secrets {
+  luksPassphrase: Buffer;
+  /** The authorization of the TPM's accepted-version counter (raised once a system is accepted). */
+  versionAuth: Buffer;
+  product: string;
+  serial: string;
+  /** The highest system version this device accepted, as its TPM keeps it. */
+  accepted: number;
 }
 
-export async function boot(): Promise<never> {
-  const log = new BootLog('/run/seal/boot.json');
+/** Unlocks the TPM with the signed policy of the initrd and locks PCR 7 at once. */
+async function unlockTpm(tpm: Tpm): Promise<Secrets> {
+  const policy = parsePolicy(
+    readFileSync(`${SEAL_ROOT}/etc/policy.json`),
+    'the signed TPM policy of the initrd',
+  );
+  try {
+    const unlocked = await unlock(tpm, { policy, lockPcr7: true });
+    const { luksPassphrase, deviceCert, versionAuth } = unlocked.secrets;
+    if (!luksPassphrase || !deviceCert || !versionAuth) {
+      const missing = !luksPassphrase
+        ? 'LUKS passphrase'
+        : !deviceCert
+          ? 'device certificate'
+          : 'accepted-version authorization (provisioned by an older Seal: provision it again from the management image)';
+      throw new AgentError('AGENT_BOOT', `the TPM released no ${missing}`);
+    }
+    const id = deviceIdOf(new x509.X509Certificate(deviceCert));
+    if (!id)
+      throw new AgentError('AGENT_BOOT', 'the device certificate in the TPM names no product and serial');
+    const secrets: Secrets = {
+      luksPassphrase: Buffer.from(luksPassphrase),
+      versionAuth: Buffer.from(versionAuth),
+      product: id.product,
+      serial: id.serial,
+      accepted: await readAcceptedVersion(tpm),
+    };
+    unlocked.wipe();
+    return secrets;
+  } catch (error) {
+    // Whatever happened, nothing more may be read in this boot.
+    await lockPcr7(tpm).catch(() => {});
+    throw error;
+  }
+}
+
+/** Opens (on the first boot: formats) a LUKS2 partition and mounts its ext4 filesystem. */
+async function openEncrypted(
+  device: string,
+  name: string,
+  passphrase: Buffer,
+  at: string,
+): Promise<'opened' | 'created'> {
+  let created = false;
+  if (!(await isLuks(device))) {
+    await formatLuks(device, name, passphrase);
+    created = true;
+  }
+  const mapped = await openLuks(device, name, passphrase);
+  if (created) await runProgram('mke2fs', ['-q', '-t', 'ext4', '-L', name, mapped]);
+  mkdirSync(at, { recursive: true });
+  system().mount(mapped, at, 'ext4', MS.NOSUID | MS.NODEV, null);
+  return created ? 'created' : 'opened';
+}
+
+/** Switches the root to `root`, keeping /seal (the agent's runtime) and the API filesystems. */
+function switchRoot(root: string): void {
+  const sys = system();
+  mkdirSync(join(root, 'seal'), { recursive: true });
+  sys.mount(SEAL_ROOT, join(root, 'seal'), null, MS.BIND | MS.REC, null);
+  for (const api of ['/dev', '/proc', '/sys', '/run']) {
+    mkdirSync(join(root, api), { recursive: true });
+    sys.mount(api, join(root, api), null, MS.MOVE, null);
+  }
+  process.chdir(root);
+  sys.mount(root, '/', null, MS.MOVE, null);
+  sys.chroot('.');
+}
+
+/** Ends the boot the way the command line says; never returns. */
+function end(how: AgentParameters['onFailure'], log: BootLog): never {
+  log.say(`the boot ends: ${how}`);
+  return system().reboot(how);
+}
+
+/** The system to boot: the trial one while it has boots left, else the good one (`current`). */
+async function chooseSystem(device: Device, requested: string): Promise<{ tag: string; trial?: TrialState }> {
+  const state = device.state;
+  if (requested !== 'current' || !state.trial) return { tag: requested };
+  const trial = state.trial;
+  if (trial.triesLeft > 0) {
+    trial.triesLeft--;
+    recordEvent(
+      state,
+      `trying version ${trial.version} (boot ${trial.tries - trial.triesLeft} of ${trial.tries})`,
+    );
+    await saveState(`${RUN}/config/device.json`, state);
+    return { tag: trial.tag, trial };
+  }
+  await giveUpTrial(
+    device,
+    `did not come up within ${trial.tries} boot${trial.tries === 1 ? '' : 's'}${trial.lastFailure ? ` (last: ${trial.lastFailure})` : ''}`,
+  );
+  return { tag: 'current' };
+}
+
+/** Abandons the trial system: the good one stays `current`, and the device state says why. */
+async function giveUpTrial(device: Device, why: string): Promise<void> {
+  const trial = device.state.trial;
+  if (!trial) return;
+  recordEvent(
+    device.state,
+    `version ${trial.version} ${why}; back to version ${device.state.good?.version ?? 'current'}`,
+  );
+  device.log.say(
+    `fallback: version ${trial.version} ${why}; booting version ${device.state.good?.version ?? 'current'}`,
+  );
+  device.state.trial = undefined;
+  await saveState(`${RUN}/config/device.json`, device.state);
+  await device.writingStore(() => device.store.untag(trial.tag)).catch(() => {});
+}
+
+export async function boot(): Promise<void> {
+  const log = new BootLog(`${RUN}/boot.json`);
   let params: AgentParameters | undefined;
+  let device: Device | undefined;
+  let trial: TrialState | undefined;
   try {
     log.say(`agent started, Node.js ${process.versions.node}, PID ${process.pid}`);
     await log.step('mount the API filesystems', mountApiFilesystems);
-    log.record.uptimeAtStart = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0;
+    log.record.nodeStartedAt = Number(
+      ((Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0) - process.uptime()).toFixed(2),
+    );
+    log.say(
+      `Node.js started ${log.record.nodeStartedAt} s after the kernel; the agent loaded in ${log.record.agentLoadedMs} ms`,
+    );
     params = await log.step('read the kernel command line', () =>
       parseCommandLine(readFileSync('/proc/cmdline', 'utf8')),
     );
     await log.step('load kernel modules', loadModules, (n) => `${n} modules`);
+    const net = params.net;
+    if (net) {
+      await log.step(
+        'configure the network',
+        () => {
+          system().configureInterface(net.device, net.address, net.netmask);
+          if (net.gateway) system().addDefaultRoute(net.gateway);
+        },
+        () => `${net.device} ${net.address}/${net.netmask}${net.gateway ? ` via ${net.gateway}` : ''}`,
+      );
+    }
+    const disk: DeviceDisk = await log.step(
+      'find the disk',
+      () => findDeviceDisk(),
+      (d) => d.device,
+    );
+    const tpm = await Tpm.open(TPM_DEVICE);
+    const secrets = await log.step(
+      'unlock the TPM and lock PCR 7',
+      () => unlockTpm(tpm),
+      (s) => `product ${s.product}, serial ${s.serial}, accepted version ${s.accepted}`,
+    );
+    await log.step(
+      'open the config partition',
+      () =>
+        openEncrypted(disk.partitions.config.device, 'seal-config', secrets.luksPassphrase, `${RUN}/config`),
+      (how) => how,
+    );
+    await log.step(
+      'open the data partition',
+      () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
+      (how) => how,
+    );
+    secrets.luksPassphrase.fill(0);
+    await log.step('mount the store', () => {
+      mkdirSync(`${RUN}/store`, { recursive: true });
+      system().mount(
+        disk.partitions.store.device,
+        `${RUN}/store`,
+        'ext4',
+        MS.RDONLY | MS.NOSUID | MS.NODEV,
+        null,
+      );
+    });
+    device = new Device({
+      store: await LayoutStore.open(`${RUN}/store`),
+      ca: parseCertificates(
+        readFileSync(`${SEAL_ROOT}/etc/manifest-ca.pem`, 'utf8'),
+        'the manifest CA of the initrd',
+      )[0]!,
+      product: secrets.product,
+      tpm,
+      versionAuth: secrets.versionAuth,
+      log,
+      state: loadState(`${RUN}/config/device.json`),
+    });
+    const d = device;
+    const chosen = await chooseSystem(d, params.tag);
+    trial = chosen.trial;
+    let tag = chosen.tag;
+    let report: VerifyReport;
+    try {
+      report = await log.step(
+        'verify the system manifest',
+        () => d.verify(tag),
+        (r) => `version ${r.document.version}, ${r.document.targets.length} targets, ${r.manifest.digest}`,
+      );
+    } catch (error) {
+      if (!trial) throw error;
+      // A trial that does not verify is given up at once: the good system boots instead.
+      await giveUpTrial(d, `was refused: ${(error as Error).message}`);
+      trial = undefined;
+      tag = 'current';
+      report = await log.step(
+        'verify the system manifest',
+        () => d.verify(tag),
+        (r) => `version ${r.document.version}, ${r.document.targets.length} targets, ${r.manifest.digest}`,
+      );
+    }
+    const document = report.document as SystemManifest;
+    const targets = document.targets as SystemTarget[];
+    const host = targets.find((t) => t.role === 'host');
+    if (!host) throw new AgentError('AGENT_BOOT', 'the system manifest has no host target');
+    const hostLayers: OpenedLayers = await log.step(
+      `open the host target ${host.name}`,
+      () => d.openImage(host),
+      (o) => `${o.lowers.length} layers through dm-verity`,
+    );
+    await log.step(
+      'mount the host root',
+      () => {
+        mountOverlay(hostLayers.lowers, '/sysroot', `${RUN}/targets/${host.name}/rw`);
+        return Device.osRelease('/sysroot');
+      },
+      (name) => name,
+    );
+    const services = targets.filter((t) => t.role === 'service');
+    const opened = new Map<string, OpenedLayers>();
+    for (const t of services) {
+      opened.set(
+        t.name,
+        await log.step(
+          `open the service image ${t.name}`,
+          () => d.openImage(t),
+          (o) => `${o.lowers.length} layers through dm-verity`,
+        ),
+      );
+    }
+    if (params.test === 'before-switch')
+      throw new AgentError('AGENT_BOOT', 'stopped before the switch (seal.test)');
+    await log.step('switch into the host root', () => switchRoot('/sysroot'));
+    await log.step(
+      'start the services',
+      async () => {
+        mkdirSync(`${RUN}/data/journal`, { recursive: true });
+        for (const t of services) d.startService(t, opened.get(t.name)!);
+        await d.servicesUp(services.map((t) => t.name));
+      },
+      () => `${services.length} running`,
+    );
+    await log.step(
+      'confirm the system',
+      () => d.confirm(report, tag),
+      () => `version ${document.version} is good; accepted version ${securityVersionOf(document)}`,
+    );
+    trial = undefined;
     log.record.result = 'running';
     log.save();
-    log.say('boot complete');
+    for (const e of d.state.events.slice(-3)) log.say(`history: ${e.at} ${e.event}`);
+    const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0;
+    log.say(
+      `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
+    );
+    if (params.follow) {
+      const { source, intervalMs, plainHttp } = params.follow;
+      log.say(`following ${source} every ${intervalMs / 1000} s`);
+      follow(d, source, intervalMs, { transport: { plainHttp }, trialBoots: params.trialBoots });
+    }
+    const stop = async (signal: string) => {
+      log.say(`${signal}: stopping the services`);
+      for (const name of [...d.services.keys()]) await d.stopService(name);
+      end('poweroff', log);
+    };
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGINT', () => void stop('SIGINT'));
   } catch (error) {
     log.record.result = 'refused';
     log.save();
     if (params?.debug && error instanceof Error) log.say(error.stack ?? String(error));
+    if (device)
+      for (const name of [...device.services.keys()]) await device.stopService(name).catch(() => {});
+    if (device && trial) {
+      // A trial that failed after it verified: noted, and rebooted until its boots run out.
+      trial.lastFailure = (error as Error).message;
+      await saveState(`${RUN}/config/device.json`, device.state).catch(() => {});
+      end('reboot', log);
+    }
+    end(params?.onFailure ?? 'poweroff', log);
   }
-  return end(params, log);
 }

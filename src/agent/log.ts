@@ -18,8 +18,10 @@ export interface StepRecord {
 }
 
 export interface BootRecord {
-  /** Kernel uptime (s) when the agent started (the kernel and the initrd's unpacking before it). */
-  uptimeAtStart: number;
+  /** Kernel uptime (s) when the Node.js process started (the kernel and the initrd's unpacking before it). */
+  nodeStartedAt: number;
+  /** Milliseconds from the process's start to the agent's first step (loading Node.js and the agent's code). */
+  agentLoadedMs: number;
   steps: StepRecord[];
   result?: 'running' | 'refused' | 'failed';
 }
@@ -33,7 +35,7 @@ export class BootLog {
   constructor(path: string, write: (line: string) => void = (l) => process.stdout.write(l)) {
     this.#path = path;
     this.#write = write;
-    this.record = { uptimeAtStart: 0, steps: [] };
+    this.record = { nodeStartedAt: 0, agentLoadedMs: Math.round(process.uptime() * 1000), steps: [] };
   }
 
   /** A line on the console, prefixed so that the tests and a reader can tell the agent's lines. */

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type * as Util from 'node:util';
 import { escapeControls, isSealError, UsageError } from '../errors.ts';
+import { projectUrl } from '../util/paths.ts';
 import type { Command, CommandContext, OptionSpec } from './command.ts';
 import { loadCommands } from './commands/index.ts';
 import { createProgress } from './progress.ts';
@@ -19,7 +20,7 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
 };
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  const pkg = JSON.parse(readFileSync(projectUrl('package.json'), 'utf8')) as {
     version: string;
   };
   return pkg.version;

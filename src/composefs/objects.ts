@@ -19,6 +19,7 @@ import {
   sortedChildren,
   type Tree,
 } from '../tree/model.ts';
+import { sourceUrl } from '../util/paths.ts';
 import { sharedPool } from '../util/pool.ts';
 import { writeFullySync } from '../util/write.ts';
 import { fsverityDigest } from '../verity/index.ts';
@@ -26,7 +27,7 @@ import { type CfsEntry, type CfsNode, INLINE_LIMIT } from './model.ts';
 import type { FileRange } from './object-worker.ts';
 
 const run = promisify(execFile);
-const STAGE_MODULE = new URL('./object-worker.ts', import.meta.url).href;
+const STAGE_MODULE = sourceUrl('composefs/object-worker.ts').href;
 
 /** The store path of an object: `XX/REST` of its hex digest. */
 export function objectPath(digest: Uint8Array): string {

@@ -22,12 +22,17 @@ import {
   machineSignatures,
   parseMachineInstall,
 } from './machine.ts';
-import { parseSystemManifest, SYSTEM_ARTIFACT_TYPE, type SystemManifest } from './spec.ts';
+import { parseSystemManifest, SYSTEM_ARTIFACT_TYPE, type SystemManifest, securityVersionOf } from './spec.ts';
 
 export interface VerifyOptions {
   ca: Certificate;
   product?: string;
   state?: string;
+  /**
+   * The lowest version the device accepts, kept outside any file (a device's TPM): an older
+   * system is refused whatever the state file says.
+   */
+  minimumVersion?: number;
   deep?: boolean;
   at?: Date;
   /** Registry options, for `docker://` references (the system's and its targets'). */
@@ -210,14 +215,23 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
     pass('product', `product ${document.product}`);
 
     const state = options.state ? readState(options.state) : undefined;
-    if (state && state.product === document.product && document.version < state.version) {
+    const floor = Math.max(
+      state && state.product === document.product ? state.version : 0,
+      options.minimumVersion ?? 0,
+    );
+    // Seal's manifests may carry a security version (the anti-rollback number); Project Machine's compare versions.
+    const security = machine ? document.version : securityVersionOf(document as SystemManifest);
+    if (security < floor) {
       throw new ManifestError(
         'MANIFEST_ROLLBACK',
-        `${ref}: version ${document.version} is older than version ${state.version} already accepted`,
+        `${ref}: version ${document.version}${security !== document.version ? ` (security version ${security})` : ''} is older than version ${floor} already accepted`,
         { subject: String(document.version) },
       );
     }
-    pass('version', `version ${document.version}${state ? ` (highest accepted: ${state.version})` : ''}`);
+    pass(
+      'version',
+      `version ${document.version}${state || options.minimumVersion !== undefined ? ` (highest accepted: ${floor})` : ''}`,
+    );
 
     for (const target of pinnedDoc.targets) {
       // Where the system is (a mirror holds its targets beside it), else where it was built.
@@ -261,7 +275,7 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
     if (options.state) {
       const next: State = {
         product: document.product,
-        version: Math.max(document.version, state?.product === document.product ? state.version : 0),
+        version: Math.max(security, state?.product === document.product ? state.version : 0),
         manifest: descriptor.digest,
         acceptedAt: new Date().toISOString(),
       };

@@ -1,4 +1,16 @@
 export {
+  type AuthenticodeSignature,
+  type AuthenticodeSignOptions,
+  checkImageDigests,
+  readAuthenticodeSignatures,
+  SPC_INDIRECT_DATA_OID,
+  SPC_PE_IMAGE_DATA_OID,
+  signAuthenticodeDigest,
+  signatureTrustedBy,
+  spcIndirectDataContent,
+  tryReadAuthenticodeSignatures,
+} from './authenticode.ts';
+export {
   type Certificate,
   CODE_SIGNING_OID,
   deviceIdOf,
@@ -8,6 +20,18 @@ export {
   productIdOf,
 } from './certificates.ts';
 export { type ChainOptions, verifyChain } from './chain.ts';
+export {
+  type CertificateInput,
+  type CmsDigest,
+  type CmsSignedData,
+  type CmsSigner,
+  type CmsSignOptions,
+  certificateDer,
+  chainsTo,
+  parseCms,
+  signCms,
+  verifyCmsSigner,
+} from './cms.ts';
 export { PkiError, type PkiErrorCode } from './errors.ts';
 export {
   generateKeyPair,
@@ -17,6 +41,7 @@ export {
   parseKeyType,
   privateKeyPem,
 } from './keys.ts';
+export { type FirmwareVerdict, firmwareVerdict } from './secure-boot.ts';
 export {
   ecdsaSignatureToDer,
   type JwsAlgorithm,
@@ -25,5 +50,5 @@ export {
   type Signer,
   verifySignature,
 } from './signer.ts';
-export { type IssuedFiles, initPki, newDevice, newProduct } from './store.ts';
+export { type IssuedFiles, initPki, newDevice, newKernelSigner, newProduct } from './store.ts';
 export { x509 } from './x509.ts';

@@ -4,9 +4,11 @@
  *   device-ca.{pem,key}     the device-identity CA
  *   products/<uuid>.{pem,key}  product signing certificates (chain: product, manifest CA)
  *   devices/<serial>.{pem,key} device identity certificates
+ *   kernel-ca.{pem,key}     the kernel-signing CA (its certificate goes into Secure Boot's db)
+ *   kernel/<name>.{pem,key}    kernel-signing certificates (code signing; chain: name, kernel CA)
  * Keys are PKCS#8 PEM, mode 0600, optionally passphrase-encrypted; nothing is ever overwritten.
  */
-import { randomUUID } from 'node:crypto';
+import { createPublicKey, type KeyObject, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.ts';
@@ -129,11 +131,31 @@ export async function newProduct(
   return { ...files, product: id, chain };
 }
 
+function publicKeyOf(key: string | Buffer | KeyObject): KeyObject {
+  try {
+    const k = typeof key === 'object' && 'asymmetricKeyType' in key ? key : createPublicKey(key);
+    return k.type === 'private' ? createPublicKey(k) : k;
+  } catch (error) {
+    throw new PkiError('PKI_BAD_KEY', `cannot read the public key: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}
+
 /** A device identity key and certificate (`serialNumber=PID:<product> SN:<serial>`). */
 export async function newDevice(
   dir: string,
-  options: KeyOptions & { product: string; serial: string; caPassphrase?: string },
-): Promise<IssuedFiles> {
+  options: KeyOptions & {
+    product: string;
+    serial: string;
+    caPassphrase?: string;
+    /**
+     * Certify this public key (PEM, or a KeyObject) instead of generating a key pair: a key
+     * that never leaves its device, such as a TPM-resident identity key. No key file is written.
+     */
+    publicKey?: string | Buffer | KeyObject;
+  },
+): Promise<Omit<IssuedFiles, 'key'> & { key?: string }> {
   const product = options.product.toLowerCase();
   if (!isUuid(product)) throw new PkiError('PKI_INVALID_OPTION', `product ID ${product} is not a UUID`);
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(options.serial)) {
@@ -147,14 +169,76 @@ export async function newDevice(
   const certPath = join(dir, 'devices', `${options.serial}.pem`);
   const keyPath = join(dir, 'devices', `${options.serial}.key`);
   refuseExisting(certPath, keyPath);
-  const pair = await generateKeyPair(options.keyType ?? 'ecdsa-p256');
+  const given = options.publicKey === undefined ? undefined : publicKeyOf(options.publicKey);
+  const pair = given ? undefined : await generateKeyPair(options.keyType ?? 'ecdsa-p256');
   const cert = await issueCertificate({
     subject: deviceSubject(product, options.serial),
-    publicKey: pair.publicKey,
+    publicKey: given ?? pair!.publicKey,
     issuer: ca,
     ca: false,
     extendedKeyUsage: [CLIENT_AUTH_OID],
     days: options.days ?? 3650,
   });
+  if (!pair) {
+    await writeFileAtomic(certPath, cert.toString('pem'));
+    return { certificate: certPath, subject: cert.subject, notAfter: cert.notAfter.toISOString() };
+  }
   return save(certPath, keyPath, cert, privateKeyPem(pair.privateKey, options.passphrase));
+}
+
+/**
+ * A kernel-signing key and certificate (code signing), issued by the kernel-signing CA, which is
+ * created on first use. The CA certificate is what Secure Boot's db holds: UKIs signed by any of
+ * its kernel-signing certificates boot, and PCR 7 (which measures the db entry) stays the same
+ * when the signing certificate is renewed. RSA-2048 by default, the key type every firmware checks.
+ */
+export async function newKernelSigner(
+  dir: string,
+  options: KeyOptions & { name: string; caPassphrase?: string },
+): Promise<IssuedFiles & { chain: string; ca: string }> {
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(options.name))
+    throw new PkiError(
+      'PKI_INVALID_OPTION',
+      'kernel signer names are 1-64 letters, digits, dots, dashes or underscores',
+    );
+  mkdirSync(dir, { recursive: true });
+  const keyType = options.keyType ?? 'rsa-2048';
+  if (keyType === 'ed25519')
+    throw new PkiError('PKI_INVALID_OPTION', 'UEFI firmware checks RSA (or ECDSA) signatures, not Ed25519');
+  const caCert = join(dir, 'kernel-ca.pem');
+  if (!existsSync(caCert)) {
+    refuseExisting(join(dir, 'kernel-ca.key'));
+    const pair = await generateKeyPair(keyType);
+    const cert = await issueCertificate({
+      subject: [['CN', 'Seal kernel signing CA']],
+      publicKey: pair.publicKey,
+      selfKey: pair.privateKey,
+      ca: true,
+      days: 3650 * 3,
+    });
+    await save(
+      caCert,
+      join(dir, 'kernel-ca.key'),
+      cert,
+      privateKeyPem(pair.privateKey, options.caPassphrase),
+    );
+  }
+  const ca = loadCa(dir, 'kernel-ca', options.caPassphrase);
+  mkdirSync(join(dir, 'kernel'), { recursive: true });
+  const certPath = join(dir, 'kernel', `${options.name}.pem`);
+  const keyPath = join(dir, 'kernel', `${options.name}.key`);
+  refuseExisting(certPath, keyPath);
+  const pair = await generateKeyPair(keyType);
+  const cert = await issueCertificate({
+    subject: [['CN', `Seal kernel signing ${options.name}`]],
+    publicKey: pair.publicKey,
+    issuer: ca,
+    ca: false,
+    extendedKeyUsage: [CODE_SIGNING_OID],
+    days: options.days ?? 825,
+  });
+  const files = await save(certPath, keyPath, cert, privateKeyPem(pair.privateKey, options.passphrase));
+  const chain = join(dir, 'kernel', `${options.name}.chain.pem`);
+  await writeFileAtomic(chain, `${cert.toString('pem')}\n${ca.certificate.toString('pem')}\n`);
+  return { ...files, chain, ca: caCert };
 }

@@ -17,6 +17,7 @@ import {
   walk,
 } from '../tree/model.ts';
 import { writeAtomic } from '../util/atomic.ts';
+import { sourceUrl } from '../util/paths.ts';
 import { sharedPool } from '../util/pool.ts';
 import { writeFully, writeFullySync } from '../util/write.ts';
 import {
@@ -81,7 +82,7 @@ export interface SquashfsWriteResult {
   size: number;
 }
 
-const COMPRESSION_MODULE = new URL('./compression.ts', import.meta.url).href;
+const COMPRESSION_MODULE = sourceUrl('squashfs/compression.ts').href;
 
 /** Where a file's data went. */
 interface FileData {

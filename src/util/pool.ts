@@ -5,6 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { type Transferable, Worker } from 'node:worker_threads';
+import { sourceUrl } from './paths.ts';
 
 interface Task {
   id: number;
@@ -30,7 +31,7 @@ interface Slot {
  */
 const IDLE_MS = 3000;
 
-const workerUrl = new URL('./pool-worker.ts', import.meta.url);
+const workerUrl = sourceUrl('util/pool-worker.ts');
 
 export class WorkerPool {
   readonly size: number;

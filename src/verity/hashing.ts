@@ -9,6 +9,7 @@ import { hash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { loadAddon } from '../util/native.ts';
+import { sourceUrl } from '../util/paths.ts';
 import { readFullySync } from '../util/read.ts';
 
 export type HashAlgorithm = 'sha1' | 'sha256' | 'sha512';
@@ -235,7 +236,8 @@ function nativeStep(
   };
 }
 
-const HASHING = new URL(import.meta.url).href;
+// Resolved from util/, which also holds for the device agent's bundle (util/paths.ts).
+const HASHING = sourceUrl('verity/hashing.ts').href;
 
 function poolStep(path: string, h: BlockHashing, stride: number): Step {
   // Loaded on use: with the addon, no worker thread is ever started.

@@ -42,7 +42,7 @@ export function vmKernel(): string {
 }
 
 /** Copies a dynamically linked program and the libraries `ldd` names into `root`. */
-function addProgram(root: string, program: string): void {
+export function addProgram(root: string, program: string): void {
   const copy = (path: string) => {
     const to = join(root, path);
     mkdirSync(dirname(to), { recursive: true });
@@ -69,6 +69,8 @@ export interface VmOptions {
   timeoutMs?: number;
   /** Guest memory in MiB (default 3072: TCG guests with less were seen corrupting memory under load). */
   memory?: number;
+  /** The control socket of a qemu-mode swtpm (Swtpm.start mode 'qemu'): the guest gets it as a TIS TPM. */
+  tpm?: string;
 }
 
 /** Boots the VM, runs `script` (sh) with `files` (VM path under /data → host path), returns its output. */
@@ -140,6 +142,7 @@ poweroff -f
             initrd,
             options.memory ?? 3072,
             options.timeoutMs ?? 240_000,
+            options.tpm,
           );
         } catch (error) {
           const crashed = /Kernel panic|Oops|general protection fault|BUG: |invalid opcode/.test(
@@ -162,7 +165,13 @@ poweroff -f
   }
 }
 
-function boot(kernel: string, initrd: string, memory: number, timeoutMs: number): Promise<VmResult> {
+function boot(
+  kernel: string,
+  initrd: string,
+  memory: number,
+  timeoutMs: number,
+  tpm?: string,
+): Promise<VmResult> {
   return new Promise((resolve, reject) => {
     const qemu = spawn(
       'qemu-system-x86_64',
@@ -170,6 +179,16 @@ function boot(kernel: string, initrd: string, memory: number, timeoutMs: number)
         ...['-accel', 'tcg', '-m', String(memory), '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
         ...['-kernel', kernel, '-initrd', initrd],
         ...['-append', 'console=ttyS0 quiet loglevel=3 oops=panic panic=-1 rdinit=/init'],
+        ...(tpm
+          ? [
+              '-chardev',
+              `socket,id=chrtpm,path=${tpm}`,
+              '-tpmdev',
+              'emulator,id=tpm0,chardev=chrtpm',
+              '-device',
+              'tpm-tis,tpmdev=tpm0',
+            ]
+          : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

@@ -12,6 +12,7 @@ const FILES: [words: string[], load: Loader][] = [
   [['store'], async () => (await import('./store.ts')).storeCommands],
   [['verity', 'fsverity'], async () => (await import('./verity.ts')).verityCommands],
   [['squashfs'], async () => (await import('./squashfs.ts')).squashfsCommands],
+  [['tpm'], async () => (await import('./tpm.ts')).tpmCommands],
   [['erofs'], async () => (await import('./erofs.ts')).erofsCommands],
   [['composefs'], async () => (await import('./composefs.ts')).composefsCommands],
   [
@@ -21,6 +22,11 @@ const FILES: [words: string[], load: Loader][] = [
   [['pki'], async () => (await import('./pki.ts')).pkiCommands],
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
   [['initrd'], async () => (await import('./agent.ts')).agentCommands],
+  [['install', 'machine'], async () => (await import('./machine.ts')).machineCommands],
+  [['uki'], async () => (await import('./uki.ts')).ukiCommands],
+  [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
+  [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
+  [['measure'], async () => (await import('./cvm.ts')).cvmCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */

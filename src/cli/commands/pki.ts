@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
-import { initPki, newDevice, newProduct, parseKeyType } from '../../pki/index.ts';
+import { initPki, newDevice, newKernelSigner, newProduct, parseKeyType } from '../../pki/index.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
 
@@ -87,6 +87,12 @@ export const pkiCommands: Command[] = [
     options: {
       product: { type: 'string', value: 'UUID', description: 'product ID (required)' },
       serial: { type: 'string', value: 'SN', description: 'device serial number (required)' },
+      'public-key': {
+        type: 'string',
+        value: 'PEM',
+        description:
+          'certify this public key (e.g. from seal tpm identity create) instead of making a key pair',
+      },
       ...keyOptions,
       ...caPassphrase,
     },
@@ -99,9 +105,42 @@ export const pkiCommands: Command[] = [
         product: options.product,
         serial: options.serial,
         caPassphrase: passphrase(options['ca-passphrase-file']),
+        ...(typeof options['public-key'] === 'string'
+          ? { publicKey: readFileSync(options['public-key']) }
+          : {}),
       });
       ctx.result(issued);
-      ctx.print(`Device ${options.serial}: ${issued.certificate}, key ${issued.key}`);
+      ctx.print(`Device ${options.serial}: ${issued.certificate}${issued.key ? `, key ${issued.key}` : ''}`);
+      return 0;
+    },
+  },
+  {
+    path: ['pki', 'kernel', 'new'],
+    summary:
+      'Issue a kernel-signing key and certificate (code signing), under the kernel-signing CA for Secure Boot db',
+    args: 'DIR',
+    arity: [1, 1],
+    options: {
+      name: { type: 'string', value: 'NAME', description: 'the signer name (default "uki")' },
+      ...keyOptions,
+      'key-type': {
+        ...keyOptions['key-type'],
+        description: 'key algorithm (default rsa-2048, what every firmware checks)',
+      },
+      ...caPassphrase,
+    },
+    details:
+      'Creates DIR/kernel-ca.{pem,key} on first use (enroll kernel-ca.pem in db with seal secureboot enroll --db), then DIR/kernel/NAME.{pem,key,chain.pem}; sign UKIs with seal uki sign --key NAME.key --cert NAME.pem --chain DIR/kernel-ca.pem.',
+    async run(ctx, [dir], options) {
+      const issued = await newKernelSigner(dir!, {
+        ...keyArgs({ ...options, 'key-type': options['key-type'] ?? 'rsa-2048' }),
+        name: (options.name as string | undefined) ?? 'uki',
+        caPassphrase: passphrase(options['ca-passphrase-file']),
+      });
+      ctx.result(issued);
+      ctx.print(
+        `Kernel signer: ${issued.certificate} (chain ${issued.chain}), key ${issued.key}; db certificate ${issued.ca}`,
+      );
       return 0;
     },
   },

@@ -1,0 +1,12 @@
+import { SealError } from '../errors.ts';
+
+export type UkiErrorCode =
+  | 'UKI_INVALID_OPTION'
+  /** The stub cannot take the sections (signed stub, no room, not PE32+). */
+  | 'UKI_BAD_STUB'
+  /** A section's contents are unusable (a .sbat that is not SBAT CSV, an empty kernel). */
+  | 'UKI_BAD_SECTION'
+  /** The image failed verification: what failed is in the message. */
+  | 'UKI_VERIFY_FAILED';
+
+export class UkiError extends SealError<UkiErrorCode> {}

@@ -1,0 +1,463 @@
+/**
+ * A small Seal system built as a product team would build it, for the device tests: a PKI, a
+ * host image and two services made from busybox, sealed, pinned in a signed system manifest,
+ * a TPM provisioned as the factory does, an initrd, and a disk installed from all of it.
+ *
+ * The services: `counter` counts boots in a volume on the data partition, checks that its root
+ * is fresh (a marker file it leaves must be gone at the next start) and publishes a page there;
+ * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
+ * prints it, so one console line proves both run and the data survived.
+ */
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Machine } from '../../src/machine/index.ts';
+import { runSeal } from './cli.ts';
+import { opensslKeyPair } from './keys.ts';
+import { CRASH } from './uki-vm.ts';
+
+export const PRODUCT = '5e4c1f0a-6d2b-4c8e-9f3a-7b1d2e3c4f50';
+
+function seal(args: string[]): string {
+  const r = runSeal(args);
+  if (r.status !== 0) throw new Error(`seal ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** A busybox root filesystem with `files` (path → contents). */
+function busyboxRoot(dir: string, files: Record<string, string>): void {
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  copyFileSync('/bin/busybox', join(dir, 'bin/busybox'));
+  for (const applet of [
+    'sh',
+    'cat',
+    'echo',
+    'sleep',
+    'wget',
+    'touch',
+    'test',
+    'ls',
+    'httpd',
+    'mkdir',
+    'sync',
+  ]) {
+    symlinkSync('busybox', join(dir, 'bin', applet));
+  }
+  for (const d of ['etc', 'tmp', 'proc', 'sys', 'dev', 'srv', 'data'])
+    mkdirSync(join(dir, d), { recursive: true });
+  writeFileSync(join(dir, 'etc/passwd'), 'root:x:0:0:root:/:/bin/sh\nwww:x:33:33:www:/srv:/bin/sh\n');
+  writeFileSync(join(dir, 'etc/group'), 'root:x:0:\nwww:x:33:\n');
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(dir, path, '..'), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  }
+}
+
+const COUNTER = [
+  'n=$(cat /data/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/boots',
+  'if [ -e /marker ]; then echo "rootfs: dirty"; else echo "rootfs: fresh"; fi; touch /marker',
+  'echo "<p>boot $n</p>" > /data/index.html; sync',
+  'for i in 1 2 3 4 5 6 7 8 9 10; do page=$(wget -q -O - http://127.0.0.1:8080/index.html) && break; sleep 1; done',
+  'echo "pcr7: $(cat /sys/class/tpm/tpm0/pcr-sha256/7)"',
+  'echo "counter: boot $n, web says: $page"',
+  'exec sleep 1000000',
+].join('; ');
+
+export interface DeviceFixture {
+  work: string;
+  pki: string;
+  /** The manifest CA certificate (PEM) the initrd carries. */
+  ca: string;
+  productKey: string;
+  productCert: string;
+  policyKey: string;
+  policyPub: string;
+  deviceCert: string;
+  deviceKey: string;
+  layout: string;
+}
+
+/** A sealed busybox image `NAME-sealed` in the fixture's layout, with `files` added (path → contents). */
+export function sealedImage(
+  f: { work: string; layout: string },
+  name: string,
+  files: Record<string, string> = {},
+): string {
+  const dir = join(f.work, 'roots', name);
+  busyboxRoot(dir, files);
+  seal(['image', 'import', `dir:${dir}`, `oci:${f.layout}:${name}`]);
+  seal([
+    'image',
+    'seal',
+    `oci:${f.layout}:${name}`,
+    `oci:${f.layout}:${name}-sealed`,
+    '--format',
+    'squashfs',
+  ]);
+  return `${name}-sealed`;
+}
+
+/** The PKI, the keys and the sealed images (built once per test file). */
+export function buildFixture(work: string): DeviceFixture {
+  const pki = join(work, 'pki');
+  seal(['pki', 'init', pki]);
+  seal(['pki', 'product', 'new', pki, '--name', 'seal-test', '--id', PRODUCT]);
+  seal(['pki', 'device', 'new', pki, '--product', PRODUCT, '--serial', 'SN0001']);
+  const { key: policyKey, pub: policyPub } = opensslKeyPair(join(work, 'policy.key'));
+  const f: DeviceFixture = {
+    work,
+    pki,
+    ca: join(pki, 'manifest-ca.pem'),
+    productKey: join(pki, `products/${PRODUCT}.key`),
+    productCert: join(pki, `products/${PRODUCT}.pem`),
+    policyKey,
+    policyPub,
+    deviceCert: join(pki, 'devices/SN0001.pem'),
+    deviceKey: join(pki, 'devices/SN0001.key'),
+    layout: join(work, 'images'),
+  };
+  sealedImage(f, 'host', { 'etc/os-release': 'PRETTY_NAME="Seal test host"\nID=seal-test\n' });
+  sealedImage(f, 'web');
+  sealedImage(f, 'counter');
+  return f;
+}
+
+export interface SystemOptions {
+  /** Signing key and certificate (default the product's). */
+  key?: string;
+  cert?: string;
+  /** Tag in the layout (default `system-VERSION`). */
+  tag?: string;
+  /** Images (tags in the fixture's layout) and service entries replacing the fixture's. */
+  host?: string;
+  web?: { image?: string; command?: string[] };
+  counter?: { image?: string; command?: string[]; restart?: 'always' | 'on-failure' | 'no' };
+  /** Extra top-level YAML lines (security_version, downgrade). */
+  extra?: string[];
+}
+
+/** A signed system manifest of the fixture's images, version `version`, at `oci:LAYOUT:TAG`. */
+export function buildSystem(f: DeviceFixture, version: number, options: SystemOptions = {}): string {
+  const yaml = join(f.work, `system-${version}-${options.tag ?? 'default'}.yaml`);
+  writeFileSync(
+    yaml,
+    [
+      `product: ${PRODUCT}`,
+      `version: ${version}`,
+      ...(options.extra ?? []),
+      'targets:',
+      `  - { name: host, role: host, image: "oci:${f.layout}:${options.host ?? 'host-sealed'}" }`,
+      '  - name: web',
+      '    role: service',
+      `    image: "oci:${f.layout}:${options.web?.image ?? 'web-sealed'}"`,
+      '    service:',
+      `      command: ${JSON.stringify(options.web?.command ?? ['/bin/httpd', '-f', '-p', '8080', '-h', '/srv'])}`,
+      '      mounts: [{ source: state, target: /srv, readonly: true }]',
+      '  - name: counter',
+      '    role: service',
+      `    image: "oci:${f.layout}:${options.counter?.image ?? 'counter-sealed'}"`,
+      '    service:',
+      `      command: ${JSON.stringify(options.counter?.command ?? ['/bin/sh', '-c', COUNTER])}`,
+      ...(options.counter?.restart ? [`      restart: ${options.counter.restart}`] : []),
+      '      mounts: [{ source: state, target: /data }]',
+      'storage: [{ name: state, size: 16M }]',
+      '',
+    ].join('\n'),
+  );
+  const ref = `oci:${f.layout}:${options.tag ?? `system-${version}`}`;
+  seal(['manifest', 'build', yaml, ref]);
+  seal([
+    'manifest',
+    'sign',
+    ref,
+    '--key',
+    options.key ?? f.productKey,
+    '--cert',
+    options.cert ?? f.productCert,
+  ]);
+  return ref;
+}
+
+/** The disk of a device: `seal install` of `system` with `uki`, verified with the CA first unless `verify` is false. */
+export function installDisk(
+  f: DeviceFixture,
+  system: string,
+  disk: string,
+  uki: string,
+  verify = true,
+): void {
+  seal([
+    'install',
+    '--disk',
+    disk,
+    '--manifest',
+    system,
+    '--uki',
+    uki,
+    ...(verify ? ['--ca', f.ca] : []),
+    '--size',
+    '2G',
+  ]);
+}
+
+/** The product's Secure Boot keys and kernel signer, and a varstore enrolled with them. */
+export interface BootKit {
+  keys: string;
+  /** The kernel-signing key and certificate (their CA is in db). */
+  kernelKey: string;
+  kernelCert: string;
+  kernelCa: string;
+  /** Debian's OVMF varstore with PK, KEK and db enrolled (copy it per machine: the firmware writes to it). */
+  vars: string;
+  /** The kernel and its package (modules for the initrd). */
+  vmlinuz: string;
+  kernelPackage: string;
+}
+
+export function buildBootKit(f: DeviceFixture, vmlinuz: string, kernelPackage: string): BootKit {
+  const keys = join(f.work, 'secureboot');
+  seal(['secureboot', 'keys', keys]);
+  seal(['pki', 'kernel', 'new', f.pki]);
+  const vars = join(f.work, 'OVMF_VARS_seal.fd');
+  seal([
+    'secureboot',
+    'enroll',
+    '/usr/share/OVMF/OVMF_VARS_4M.fd',
+    vars,
+    '--pk',
+    join(keys, 'PK.crt'),
+    '--kek',
+    join(keys, 'KEK.crt'),
+    '--db',
+    join(f.pki, 'kernel-ca.pem'),
+  ]);
+  return {
+    keys,
+    kernelKey: join(f.pki, 'kernel/uki.key'),
+    kernelCert: join(f.pki, 'kernel/uki.pem'),
+    kernelCa: join(f.pki, 'kernel-ca.pem'),
+    vars,
+    vmlinuz,
+    kernelPackage,
+  };
+}
+
+/** PCR 7 of a boot of `uki` with the kit's varstore, as `seal pcr predict` says. */
+export function predictPcr7(kit: BootKit, uki: string): string {
+  const out = JSON.parse(seal(['pcr', 'predict', '--uki', uki, '--vars', kit.vars, '--pcrs', '7', '--json']));
+  const value = out.values?.sha256?.['7'];
+  if (typeof value !== 'string') throw new Error(`no PCR 7 in ${JSON.stringify(out)}`);
+  return value;
+}
+
+/**
+ * The signed boot image: an initrd carrying `ca` and a TPM policy for PCR 7 of this kit's
+ * signer and policy version `version`, in a UKI signed by the kernel signer (or by `signer`).
+ */
+export function buildUki(
+  f: DeviceFixture,
+  kit: BootKit,
+  out: string,
+  options: { ca?: string; version?: number; cmdline?: string; signer?: { key: string; cert: string } } = {},
+): string {
+  const base = out.replace(/\.efi$/, '');
+  // PCR 7 depends on the signer's db entry, not on the image: a first, policy-less UKI tells it.
+  const probe = `${base}.probe.efi`;
+  writeFileSync(`${base}.empty`, '');
+  seal([
+    'uki',
+    'build',
+    '--linux',
+    kit.vmlinuz,
+    '--initrd',
+    `${base}.empty`,
+    '--key',
+    kit.kernelKey,
+    '--cert',
+    kit.kernelCert,
+    probe,
+  ]);
+  const pcr7 = predictPcr7(kit, probe);
+  seal([
+    'tpm',
+    'policy',
+    'sign',
+    '--key',
+    f.policyKey,
+    '--pcr7',
+    pcr7,
+    '--version',
+    String(options.version ?? 1),
+    `${base}.policy.json`,
+  ]);
+  seal([
+    'initrd',
+    'build',
+    options.ca ?? f.ca,
+    `${base}.initrd`,
+    '--kernel',
+    kit.kernelPackage,
+    '--policy',
+    `${base}.policy.json`,
+    '--level',
+    '3',
+  ]);
+  const signer = options.signer ?? { key: kit.kernelKey, cert: kit.kernelCert };
+  seal([
+    'uki',
+    'build',
+    '--linux',
+    kit.vmlinuz,
+    '--initrd',
+    `${base}.initrd`,
+    '--cmdline',
+    options.cmdline ?? 'console=ttyS0 quiet loglevel=3 panic=-1',
+    '--key',
+    signer.key,
+    '--cert',
+    signer.cert,
+    out,
+  ]);
+  return out;
+}
+
+/** What a device's boot showed on its console. */
+export interface DeviceBoot {
+  output: string;
+  /** The agent reached "boot complete". */
+  booted: boolean;
+  /** The step that failed and its message, when the agent refused. */
+  failed?: { step: string; message: string };
+  /** The firmware refused the boot image ("Access Denied"). */
+  firmwareRefused: boolean;
+  /** The counter service's report, when it got that far. */
+  counter?: { boot: number; page: string; rootfs: string; pcr7?: string };
+  /** Seconds since the kernel started, at "boot complete". */
+  uptime?: number;
+}
+
+export const bootRetries = { count: 0 };
+
+/**
+ * Boots a device — its disk, its varstore (written by the firmware) and its TPM's state — under
+ * OVMF with Secure Boot, until the agent completes (and the counter reported), refuses, or the
+ * firmware refuses. The device is a `seal machine` using the three in place (its directory,
+ * sockets and console log are temporary). A guest that crashed is booted again (up to 3 times),
+ * as the other VM tests do.
+ */
+export async function bootDevice(
+  device: { disk: string; vars: string; tpm: string },
+  timeoutMs = 240_000,
+): Promise<DeviceBoot> {
+  const root = mkdtempSync(join(tmpdir(), 'seal-boot-'));
+  try {
+    const machine = await Machine.create({
+      root,
+      name: 'device',
+      disk: { path: device.disk, inPlace: true },
+      vars: { path: device.vars, inPlace: true },
+      tpm: { stateDir: device.tpm, inPlace: true },
+      memory: 2048,
+    });
+    for (let attempt = 1; ; attempt++) {
+      const result = await machine.start({
+        timeoutMs,
+        noReboot: true,
+        // Complete once both the agent (boot complete, after it confirmed the system) and the counter said so.
+        stopOn:
+          /counter: boot \d+.*\n[\s\S]*seal: boot complete.*\n|seal: boot complete.*\n[\s\S]*counter: boot \d+.*\n|seal: the boot ends|Access Denied|No bootable option/,
+      });
+      const output = result.output;
+      const failed = /seal: \[FAIL\] ([^:]+): (.*)\n/.exec(output);
+      const counter = /counter: boot (\d+), web says: (.*)\n/.exec(output);
+      const boot: DeviceBoot = {
+        output,
+        booted: /seal: boot complete/.test(output),
+        ...(failed ? { failed: { step: failed[1]!, message: failed[2]! } } : {}),
+        firmwareRefused: /Access Denied/.test(output),
+        ...(counter
+          ? {
+              counter: {
+                boot: Number(counter[1]),
+                page: counter[2]!,
+                rootfs: /rootfs: (\w+)/.exec(output)?.[1] ?? '',
+                pcr7: /pcr7: ([0-9a-fA-F]{64})/.exec(output)?.[1]?.toLowerCase(),
+              },
+            }
+          : {}),
+        ...(/since the kernel started/.test(output)
+          ? { uptime: Number(/running \(([\d.]+) s since the kernel started/.exec(output)?.[1]) }
+          : {}),
+      };
+      const finished = boot.counter || boot.failed || boot.firmwareRefused;
+      if (finished || attempt === 3 || (!CRASH.test(output) && !result.timedOut)) return boot;
+      bootRetries.count++;
+      console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** A device running in the foreground of a `seal machine` (reboots included), driven by what its console shows. */
+export class DeviceSession {
+  #output = '';
+  readonly #listeners = new Set<() => void>();
+  readonly #abort = new AbortController();
+  readonly done: Promise<unknown>;
+  #ended = false;
+
+  constructor(machine: Machine, timeoutMs = 1_200_000) {
+    this.done = machine
+      .start({
+        timeoutMs,
+        signal: this.#abort.signal,
+        onOutput: (text) => {
+          this.#output += text;
+          for (const l of this.#listeners) l();
+        },
+      })
+      .finally(() => {
+        this.#ended = true;
+        for (const l of this.#listeners) l();
+      });
+  }
+
+  get output(): string {
+    return this.#output;
+  }
+
+  /** Where the console is now: later waits look only at what comes after. */
+  mark(): number {
+    return this.#output.length;
+  }
+
+  /** Resolves with the first match of `re` in the console after `from`; rejects if the machine ends or time runs out. */
+  waitFor(re: RegExp, from = 0, timeoutMs = 240_000): Promise<RegExpExecArray> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => finish(new Error(`no ${re} within ${timeoutMs} ms:\n${this.#output.slice(-3000)}`)),
+        timeoutMs,
+      );
+      const finish = (error?: Error, match?: RegExpExecArray) => {
+        clearTimeout(timer);
+        this.#listeners.delete(check);
+        if (error) reject(error);
+        else resolve(match!);
+      };
+      const check = () => {
+        const m = re.exec(this.#output.slice(from));
+        if (m) finish(undefined, m);
+        else if (this.#ended)
+          finish(new Error(`the machine ended before ${re}:\n${this.#output.slice(-3000)}`));
+      };
+      this.#listeners.add(check);
+      check();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.done.catch(() => {});
+  }
+}
