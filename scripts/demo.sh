@@ -2,9 +2,11 @@
 # Seal's main job, end to end, on a real Debian root filesystem:
 #   build the root filesystem (cached), import it into a store as an OCI image, inspect it,
 #   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering,
-#   sign a system manifest with a product PKI, refuse a rollback, build and sign the boot image
-#   (a UKI) for Secure Boot and predict its PCRs, publish it through a registry and verify it in a
-#   fresh device store.
+#   sign the composefs image for the kernel, sign a system manifest with a product PKI, refuse a
+#   rollback, build and sign the boot image (a UKI) for Secure Boot and predict its PCRs, publish
+#   it through a registry and verify it in a fresh device store; then a device in a VM (Secure
+#   Boot, TPM): installed, booted, updated from the registry, falling back by itself from a broken
+#   update, refusing a foreign-signed UKI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -103,6 +105,20 @@ seal pki product new "$pki" --name "Demo appliance" --id "$product"
 seal pki device new "$pki" --product "$product" --serial SN0001
 openssl verify -CAfile "$pki/manifest-ca.pem" -purpose any "$pki/products/$product.pem"
 
+step "Sign the sealed composefs image for the kernel with the product key, check the signature offline"
+# fs-verity signatures (what FS_IOC_ENABLE_VERITY takes) of its merged and per-layer EROFS, its
+# manifest and config, attached as the composefs signature artifact (docs/signatures.md).
+seal image sign-verity debian:sealed-composefs --key "$pki/products/$product.key" --cert "$pki/products/$product.pem"
+seal image verify debian:sealed-composefs --cert "$pki/products/$product.pem" | tail -2
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/stranger.key" \
+  -out "$work/stranger.pem" -subj /CN=stranger -days 1 2>/dev/null
+if seal image verify debian:sealed-composefs --cert "$work/stranger.pem" >/dev/null; then
+  echo "a stranger's certificate was accepted" >&2
+  exit 1
+fi
+echo "refused with a stranger's certificate"
+seal ipe policy "$work/ipe-policy" --key "$pki/products/$product.key" --cert "$pki/products/$product.pem"
+
 system_yaml() { # VERSION
   cat <<EOF
 product: $product
@@ -182,7 +198,111 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
 seal sync appliance:7 "docker://127.0.0.1:$port/appliance/system:7"
 SEAL_STORE="$work/device" seal sync "docker://127.0.0.1:$port/appliance/system:7" system:7
 SEAL_STORE="$work/device" seal manifest verify system:7 --ca "$pki/manifest-ca.pem" --product "$product" --deep
-kill $registry_pid
+composefs=$(seal image inspect debian:sealed-composefs --json |
+  node_modules/.bin/node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).descriptor.digest))')
+SEAL_STORE="$work/device" seal image verify "shell@$composefs" --cert "$pki/products/$product.pem" | tail -1
+
+step "The device: initrd with the agent, signed UKI and TPM policy, factory TPM, installed disk; booted in a VM"
+deb=$(bash scripts/kernel-package.sh)
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/policy.key"
+openssl pkey -in "$work/policy.key" -pubout -out "$work/policy.pub"
+# PCR 7 names the db entry that vouches for the signer, not the image: any UKI it signed predicts it.
+seal tpm policy sign --key "$work/policy.key" --uki "$work/demo.efi" --vars "$work/OVMF_VARS.fd" --version 1 \
+  "$work/policy.json"
+seal initrd build "$pki/manifest-ca.pem" "$work/initrd.zst" --kernel "$deb" --policy "$work/policy.json"
+# The device follows the registry's stable tag (reached at 10.0.2.100 through qemu's restricted network).
+cmdline="console=ttyS0 quiet loglevel=3 panic=-1 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.registry-insecure"
+cmdline+=" seal.follow=docker://10.0.2.100:$port/appliance/system:stable seal.follow-interval=3 seal.trial-boots=1"
+# The UKI of a system version (its command line names it), sealed as that system's boot image.
+boot_image() {
+  seal uki build --linux "$kernel" --initrd "$work/initrd.zst" --cmdline "$cmdline demo.version=$1" \
+    --os-release "$rootfs/etc/os-release" --key "$pki/kernel/uki.key" --cert "$pki/kernel/uki.pem" \
+    --chain "$pki/kernel-ca.pem" "$work/device-$1.efi" >/dev/null
+  seal uki image "$work/device-$1.efi" "appliance:boot-$1" --policy "$work/policy.json"
+}
+# systemd-boot, signed like the UKIs, starts them and counts the boots of a new one.
+seal uki sign /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$work/systemd-boot.efi" \
+  --key "$pki/kernel/uki.key" --cert "$pki/kernel/uki.pem"
+# Version VERSION of the device's system: the Debian host, the UKI of version BOOT, and a greeter
+# service that says GREETING and then runs THEN; published as the registry's stable tag.
+device_system() {
+  local version=$1 boot=$2 greeting=$3 then=$4
+  local greeter="n=\$(cat /data/boots 2>/dev/null || echo 0); n=\$((n+1)); echo \$n >/data/boots; sync"
+  greeter+="; . /etc/os-release; echo \"greeter: $greeting from \$PRETTY_NAME, boot \$n\"; $then"
+  {
+    echo "product: $product"
+    echo "version: $version"
+    echo "targets:"
+    echo "  - { name: host, image: debian:sealed, role: host }"
+    echo "  - { name: boot, image: appliance:boot-$boot, role: boot }"
+    echo "  - name: greeter"
+    echo "    image: debian:sealed"
+    echo "    role: service"
+    echo "    service:"
+    echo "      command: [\"/bin/sh\", \"-c\", $(node_modules/.bin/node -p 'JSON.stringify(process.argv[1])' "$greeter")]"
+    echo "      mounts: [{ source: state, target: /data }]"
+    echo "storage: [{ name: state, size: 16M }]"
+  } >"$work/device-$version.yaml"
+  seal manifest build "$work/device-$version.yaml" "appliance:$version" >/dev/null
+  sign "appliance:$version" >/dev/null
+  seal sync "appliance:$version" "docker://127.0.0.1:$port/appliance/system:stable" >/dev/null
+  echo "published version $version as appliance/system:stable"
+}
+boot_image 8
+device_system 8 8 hello 'exec sleep infinity'
+export SEAL_MACHINES="$work/machines"
+seal machine create demo --vars "$work/OVMF_VARS.fd" --manifest "docker://127.0.0.1:$port/appliance/system:stable" \
+  --ca "$pki/manifest-ca.pem" --boot-manager "$work/systemd-boot.efi" \
+  --registry "127.0.0.1:$port" --provision-policy-key "$work/policy.pub" \
+  --device-cert "$pki/devices/SN0001.pem" --device-key "$pki/devices/SN0001.key"
+# Waits (at most 5 minutes) until the console of the running MACHINE shows PATTERN after line FROM,
+# then shows the agent's lines since FROM.
+console_wait() {
+  local log="$SEAL_MACHINES/$1/console.log" shown=0
+  for _ in $(seq 300); do
+    if tail -n +"$3" "$log" 2>/dev/null | grep -qaE "$2"; then shown=1; break; fi
+    sleep 1
+  done
+  tail -n +"$3" "$log" | grep -aE '^seal: (\[(ok |FAIL)\]|boot complete|update|fallback|following)|greeter:' || true
+  [ "$shown" = 1 ]
+}
+lines() { wc -l <"$SEAL_MACHINES/$1/console.log"; }
+seal machine start demo --detach
+console_wait demo 'greeter: hello .*boot 1' 1
+
+step "An update: version 9 changes the greeter's command; only it restarts (its image is the same: only the new manifest is fetched)"
+from=$(lines demo)
+device_system 9 8 'hello again' 'exec sleep infinity'
+console_wait demo 'greeter: hello again' "$from"
+
+step "An automatic fallback: version 10 brings a new UKI whose greeter never comes up; systemd-boot passes it over"
+from=$(lines demo)
+boot_image 10
+device_system 10 10 broken 'exit 3'
+console_wait demo 'seal: boot complete: .* version 9 is running' "$from"
+seal machine stop demo --timeout 10s >/dev/null
+seal machine list
+
+# Boots MACHINE until its console shows PATTERN (at most 5 minutes), stops it, shows what the agent said.
+boot_until() {
+  seal machine start "$1" --detach
+  local shown=0
+  for _ in $(seq 300); do
+    if grep -qaE "$2" "$SEAL_MACHINES/$1/console.log" 2>/dev/null; then shown=1; break; fi
+    sleep 1
+  done
+  seal machine stop "$1" --timeout 5s >/dev/null
+  grep -aE '^seal: \[(ok |FAIL)\]|seal: boot complete|Access Denied' "$SEAL_MACHINES/$1/console.log" || true
+  [ "$shown" = 1 ]
+}
+
+step "Tamper: a UKI signed by a key the device's db does not hold is refused by the firmware"
+seal secureboot keys "$work/foreign-keys"
+seal uki sign "$work/device-8.efi" "$work/foreign.efi" --key "$work/foreign-keys/db.key" --cert "$work/foreign-keys/db.crt"
+seal machine create demo-foreign --uki "$work/foreign.efi" --vars "$work/OVMF_VARS.fd" --disk "$work/machines/demo/disk.img"
+boot_until demo-foreign 'Access Denied' && echo "refused by the firmware; the agent never ran"
+seal machine rm demo-foreign
+seal machine list
 
 step "Check the store"
 seal store fsck

@@ -14,21 +14,26 @@
  * the good system comes back by itself. Nothing is written that would make a later boot accept
  * what this one refused.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type SystemManifest, type SystemTarget, securityVersionOf } from '../manifest/spec.ts';
 import type { VerifyReport } from '../manifest/verify.ts';
 import { deviceIdOf, parseCertificates, x509 } from '../pki/index.ts';
-import { LayoutStore } from '../store/index.ts';
+import { syncImage } from '../registry/sync.ts';
+import { LayoutStore, openDestination, openSource } from '../store/index.ts';
 import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
+import { type BootEntries, type LoaderReport, loaderReport, mountEsp } from './boot-entries.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
 import { Device, RUN } from './device.ts';
 import { type DeviceDisk, findDeviceDisk } from './disk.ts';
 import { AgentError } from './errors.ts';
 import { mountOverlay, type OpenedLayers } from './images.ts';
+import { installOnDevice } from './installer.ts';
 import { BootLog } from './log.ts';
 import { formatLuks, isLuks, openLuks } from './luks.ts';
-import { loadState, recordEvent, saveState, type TrialState } from './state.ts';
+import { manage } from './management.ts';
+import { watchPowerButton } from './power.ts';
+import { loadState, recordEvent, rememberRefused, saveState, type TrialState } from './state.ts';
 import { MS, system } from './system.ts';
 import { runProgram, SEAL_ROOT } from './tools.ts';
 import { follow } from './update.ts';
@@ -80,6 +85,11 @@ async function unlockTpm(tpm: Tpm): Promise<Secrets> {
     readFileSync(`${SEAL_ROOT}/etc/policy.json`),
     'the signed TPM policy of the initrd',
   );
+  if (policy.role !== 'production')
+    throw new AgentError(
+      'AGENT_BOOT',
+      `the initrd carries a ${policy.role} policy, and the command line has no seal.management: a management initrd in a production UKI`,
+    );
   try {
     const unlocked = await unlock(tpm, { policy, lockPcr7: true });
     const { luksPassphrase, deviceCert, versionAuth } = unlocked.secrets;
@@ -129,6 +139,24 @@ async function openEncrypted(
   return created ? 'created' : 'opened';
 }
 
+/**
+ * The ESP's boot entries, when systemd-boot started this boot (a UKI that boots alone has none
+ * to manage): the ESP mounted read-only (a change remounts it).
+ */
+function mountBootEntries(device: string): { entries: BootEntries; loader: LoaderReport } | undefined {
+  // systemd-boot's variables (which entry it started) are read from efivarfs (a module: loaded by now).
+  if (!existsSync('/sys/firmware/efi')) return undefined;
+  system().mount(
+    'efivarfs',
+    '/sys/firmware/efi/efivars',
+    'efivarfs',
+    MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.RDONLY,
+    null,
+  );
+  const loader = loaderReport();
+  return loader ? { entries: mountEsp(device), loader } : undefined;
+}
+
 /** Switches the root to `root`, keeping /seal (the agent's runtime) and the API filesystems. */
 function switchRoot(root: string): void {
   const sys = system();
@@ -143,17 +171,85 @@ function switchRoot(root: string): void {
   sys.chroot('.');
 }
 
+/** Network boot: tmpfs for the store, the state and the volumes, and the system fetched into the store as `current`. */
+async function fetchIntoMemory(source: string, transport: { plainHttp: boolean }): Promise<number> {
+  for (const dir of ['store', 'config', 'data']) {
+    mkdirSync(`${RUN}/${dir}`, { recursive: true });
+    system().mount('tmpfs', `${RUN}/${dir}`, 'tmpfs', MS.NOSUID | MS.NODEV, 'mode=0700');
+  }
+  const src = await openSource(source, transport);
+  try {
+    const dst = await openDestination(`oci:${RUN}/store:current`);
+    try {
+      const result = await syncImage(src, dst, { tag: 'current' });
+      await dst.commit();
+      return result.blobs.bytes;
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+}
+
 /** Ends the boot the way the command line says; never returns. */
 function end(how: AgentParameters['onFailure'], log: BootLog): never {
   log.say(`the boot ends: ${how}`);
   return system().reboot(how);
 }
 
-/** The system to boot: the trial one while it has boots left, else the good one (`current`). */
+/**
+ * The system to boot: the trial one while it has boots left, else the good one (`current`). A
+ * trial with a new UKI is tried while systemd-boot starts that UKI (it counts the boots); when it
+ * starts another, the trial is over.
+ */
 async function chooseSystem(device: Device, requested: string): Promise<{ tag: string; trial?: TrialState }> {
   const state = device.state;
   if (requested !== 'current' || !state.trial) return { tag: requested };
   const trial = state.trial;
+  const current = await device.store.resolve('current').catch(() => undefined);
+  if (current?.digest === trial.digest) {
+    // The trial was confirmed, and the boot ended before the state said so: confirmed again below.
+    recordEvent(state, `version ${trial.version} was confirmed as the last boot ended`);
+    const booted = device.loader?.booted;
+    if (trial.bootEntry && device.bootEntries && booted && booted.id !== trial.bootEntry) {
+      // ...but systemd-boot started another UKI: the confirmed one is made the entry, and booted.
+      const entry = trial.bootEntry;
+      await device.writingEntries((e) => e.keepOnly(entry));
+      await saveState(`${RUN}/config/device.json`, state);
+      device.log.say(
+        `version ${trial.version}'s UKI ${entry} was confirmed as the last boot ended; rebooting into it`,
+      );
+      end('reboot', device.log);
+    }
+    return { tag: 'current', trial: { ...trial, tag: 'current' } };
+  }
+  if (trial.bootEntry) {
+    const booted = device.loader?.booted;
+    if (booted?.id === trial.bootEntry) {
+      const left = booted.triesLeft !== undefined ? `, ${booted.triesLeft} more after this` : '';
+      recordEvent(state, `trying version ${trial.version} on its UKI (systemd-boot counts the boots${left})`);
+      await saveState(`${RUN}/config/device.json`, state);
+      return { tag: trial.tag, trial };
+    }
+    const entry = device.bootEntries?.find(trial.bootEntry);
+    // Only a trial that failed is not tried again; one interrupted (no failure recorded) is
+    // fetched again when followed.
+    if (entry?.triesLeft === 0)
+      await giveUpTrial(
+        device,
+        `did not come up within ${trial.tries} boot${trial.tries === 1 ? '' : 's'} of its UKI${lastFailureOf(trial)}`,
+      );
+    else
+      await giveUpTrial(
+        device,
+        !entry
+          ? 'was never staged on the ESP (the update was interrupted)'
+          : `was not started by the boot manager (${booted ? `it started ${booted.id}` : "no entry of Seal's"})`,
+        false,
+      );
+    return { tag: 'current' };
+  }
   if (trial.triesLeft > 0) {
     trial.triesLeft--;
     recordEvent(
@@ -165,13 +261,21 @@ async function chooseSystem(device: Device, requested: string): Promise<{ tag: s
   }
   await giveUpTrial(
     device,
-    `did not come up within ${trial.tries} boot${trial.tries === 1 ? '' : 's'}${trial.lastFailure ? ` (last: ${trial.lastFailure})` : ''}`,
+    `did not come up within ${trial.tries} boot${trial.tries === 1 ? '' : 's'}${lastFailureOf(trial)}`,
   );
   return { tag: 'current' };
 }
 
-/** Abandons the trial system: the good one stays `current`, and the device state says why. */
-async function giveUpTrial(device: Device, why: string): Promise<void> {
+const lastFailureOf = (trial: TrialState) =>
+  trial.lastFailure
+    ? ` (last: ${trial.lastFailure})`
+    : ' (no failure was recorded: the power was lost or the boot hung)';
+
+/**
+ * Abandons the trial system: the good one stays `current`, and the device state says why. A
+ * trial that failed is `remembered`, so a followed tag still naming it does not bring it back.
+ */
+async function giveUpTrial(device: Device, why: string, remember = true): Promise<void> {
   const trial = device.state.trial;
   if (!trial) return;
   recordEvent(
@@ -182,8 +286,11 @@ async function giveUpTrial(device: Device, why: string): Promise<void> {
     `fallback: version ${trial.version} ${why}; booting version ${device.state.good?.version ?? 'current'}`,
   );
   device.state.trial = undefined;
+  if (remember && trial.lastFailure) rememberRefused(device.state, trial.digest);
   await saveState(`${RUN}/config/device.json`, device.state);
   await device.writingStore(() => device.store.untag(trial.tag)).catch(() => {});
+  const entry = trial.bootEntry;
+  if (entry && device.bootEntries) await device.writingEntries((e) => e.remove(entry)).catch(() => {});
 }
 
 export async function boot(): Promise<void> {
@@ -215,39 +322,84 @@ export async function boot(): Promise<void> {
         () => `${net.device} ${net.address}/${net.netmask}${net.gateway ? ` via ${net.gateway}` : ''}`,
       );
     }
-    const disk: DeviceDisk = await log.step(
-      'find the disk',
-      () => findDeviceDisk(),
-      (d) => d.device,
-    );
+    if (params.install !== undefined && !params.management) {
+      await installOnDevice(params, log);
+      log.record.result = 'running';
+      log.save();
+      end('poweroff', log);
+    }
+    const disk: DeviceDisk | undefined = params.boot
+      ? undefined
+      : await log.step(
+          'find the disk',
+          () => findDeviceDisk(),
+          (d) => d.device,
+        );
     const tpm = await Tpm.open(TPM_DEVICE);
+    if (params.management) {
+      if (!disk) throw new AgentError('AGENT_BOOT', 'the management image needs the device disk');
+      await manage(params, log, disk, tpm);
+      log.record.result = 'running';
+      log.save();
+      end('poweroff', log);
+    }
     const secrets = await log.step(
       'unlock the TPM and lock PCR 7',
       () => unlockTpm(tpm),
       (s) => `product ${s.product}, serial ${s.serial}, accepted version ${s.accepted}`,
     );
-    await log.step(
-      'open the config partition',
-      () =>
-        openEncrypted(disk.partitions.config.device, 'seal-config', secrets.luksPassphrase, `${RUN}/config`),
-      (how) => how,
-    );
-    await log.step(
-      'open the data partition',
-      () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
-      (how) => how,
-    );
-    secrets.luksPassphrase.fill(0);
-    await log.step('mount the store', () => {
-      mkdirSync(`${RUN}/store`, { recursive: true });
-      system().mount(
-        disk.partitions.store.device,
-        `${RUN}/store`,
-        'ext4',
-        MS.RDONLY | MS.NOSUID | MS.NODEV,
-        null,
+    const transport = { plainHttp: params.registryInsecure };
+    let esp: { entries: BootEntries; loader: LoaderReport } | undefined;
+    if (disk) {
+      await log.step(
+        'open the config partition',
+        () =>
+          openEncrypted(
+            disk.partitions.config.device,
+            'seal-config',
+            secrets.luksPassphrase,
+            `${RUN}/config`,
+          ),
+        (how) => how,
       );
-    });
+      await log.step(
+        'open the data partition',
+        () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
+        (how) => how,
+      );
+      await log.step('mount the store', () => {
+        mkdirSync(`${RUN}/store`, { recursive: true });
+        system().mount(
+          disk.partitions.store.device,
+          `${RUN}/store`,
+          'ext4',
+          MS.RDONLY | MS.NOSUID | MS.NODEV,
+          null,
+        );
+      });
+      esp = await log.step(
+        'read the boot entries',
+        () => mountBootEntries(disk.partitions.esp.device),
+        (e) =>
+          e
+            ? `${e.loader.loader}, started ${e.loader.booted?.file ?? "no entry of Seal's"}; entries: ${
+                e.entries
+                  .list()
+                  .map((x) => x.file)
+                  .join(', ') || 'none'
+              }`
+            : 'not started by systemd-boot: the UKI boots alone',
+      );
+    } else {
+      // Network boot: the store, the state and the volumes live in memory for this boot.
+      const source = params.boot!;
+      await log.step(
+        `fetch the system ${source} into memory`,
+        () => fetchIntoMemory(source, transport),
+        (n) => `${n} bytes`,
+      );
+    }
+    secrets.luksPassphrase.fill(0);
     device = new Device({
       store: await LayoutStore.open(`${RUN}/store`),
       ca: parseCertificates(
@@ -259,6 +411,7 @@ export async function boot(): Promise<void> {
       versionAuth: secrets.versionAuth,
       log,
       state: loadState(`${RUN}/config/device.json`),
+      ...(esp ? { esp } : {}),
     });
     const d = device;
     const chosen = await chooseSystem(d, params.tag);
@@ -338,9 +491,9 @@ export async function boot(): Promise<void> {
       `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
     );
     if (params.follow) {
-      const { source, intervalMs, plainHttp } = params.follow;
+      const { source, intervalMs } = params.follow;
       log.say(`following ${source} every ${intervalMs / 1000} s`);
-      follow(d, source, intervalMs, { transport: { plainHttp }, trialBoots: params.trialBoots });
+      follow(d, source, intervalMs, { transport, trialBoots: params.trialBoots });
     }
     const stop = async (signal: string) => {
       log.say(`${signal}: stopping the services`);
@@ -349,6 +502,8 @@ export async function boot(): Promise<void> {
     };
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGINT', () => void stop('SIGINT'));
+    if (watchPowerButton(() => void stop('the power button')) === 0)
+      log.say('no power button found: the device stops on SIGTERM only');
   } catch (error) {
     log.record.result = 'refused';
     log.save();

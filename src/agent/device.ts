@@ -11,6 +11,7 @@ import { type VerifyReport, verifySystem } from '../manifest/verify.ts';
 import type { Certificate } from '../pki/index.ts';
 import type { LayoutStore } from '../store/index.ts';
 import { raiseAcceptedVersion, readAcceptedVersion, type Tpm } from '../tpm/index.ts';
+import { type BootEntries, ESP_MOUNT, type LoaderReport } from './boot-entries.ts';
 import { AgentError } from './errors.ts';
 import { closeLayers, type OpenedLayers, openLayers } from './images.ts';
 import type { BootLog } from './log.ts';
@@ -20,6 +21,18 @@ import { MS, system } from './system.ts';
 import { runProgram } from './tools.ts';
 
 export const RUN = '/run/seal';
+
+/** Mounts `at` read-write for a change, and back read-only after it, whatever happened. */
+async function writing<T>(at: string, change: () => Promise<T>): Promise<T> {
+  const remount = (rw: boolean) =>
+    system().mount(null, at, null, MS.REMOUNT | MS.NOSUID | MS.NODEV | (rw ? 0 : MS.RDONLY), null);
+  remount(true);
+  try {
+    return await change();
+  } finally {
+    remount(false);
+  }
+}
 
 export interface RunningSystem {
   digest: string;
@@ -40,6 +53,9 @@ export class Device {
   readonly log: BootLog;
   readonly state: DeviceState;
   readonly #versionAuth: Buffer;
+  /** The UKIs on the ESP and what systemd-boot said of this boot (a device that boots through it). */
+  readonly bootEntries: BootEntries | undefined;
+  readonly loader: LoaderReport | undefined;
   /** The system running now (set once the boot verified it). */
   running: RunningSystem | undefined;
   readonly services = new Map<string, RunningService>();
@@ -54,6 +70,7 @@ export class Device {
     versionAuth: Buffer;
     log: BootLog;
     state: DeviceState;
+    esp?: { entries: BootEntries; loader?: LoaderReport };
   }) {
     this.store = options.store;
     this.ca = options.ca;
@@ -62,6 +79,8 @@ export class Device {
     this.#versionAuth = options.versionAuth;
     this.log = options.log;
     this.state = options.state;
+    this.bootEntries = options.esp?.entries;
+    this.loader = options.esp?.loader;
   }
 
   /** Verifies the system under `tag` as the device accepts systems: CA, product, the TPM's floor, every target. */
@@ -75,21 +94,15 @@ export class Device {
   }
 
   /** Mounts the store read-write for a change, and back read-only after it, whatever happened. */
-  async writingStore<T>(change: () => Promise<T>): Promise<T> {
-    const remount = (rw: boolean) =>
-      system().mount(
-        null,
-        `${RUN}/store`,
-        null,
-        MS.REMOUNT | MS.NOSUID | MS.NODEV | (rw ? 0 : MS.RDONLY),
-        null,
-      );
-    remount(true);
-    try {
-      return await change();
-    } finally {
-      remount(false);
-    }
+  writingStore<T>(change: () => Promise<T>): Promise<T> {
+    return writing(`${RUN}/store`, change);
+  }
+
+  /** The same for the ESP's boot entries (only on a device that boots through systemd-boot). */
+  writingEntries<T>(change: (entries: BootEntries) => T | Promise<T>): Promise<T> {
+    const entries = this.bootEntries;
+    if (!entries) throw new AgentError('AGENT_UPDATE', 'this device has no boot entries to change');
+    return writing(ESP_MOUNT, async () => change(entries));
   }
 
   /** The layers of a target's image, opened once through dm-verity (shared by every user of the image). */
@@ -141,25 +154,42 @@ export class Device {
     this.services.delete(name);
   }
 
-  /** Waits until the named services run (crun says so), or throws naming those that did not within `ms`. */
-  async servicesUp(names: string[], ms = 60_000): Promise<void> {
+  /**
+   * Waits until the named services run (crun says so) and then stay up for `settleMs` without a
+   * restart — a service that starts and dies at once has not come up. Throws naming those that
+   * did not, within `ms`.
+   */
+  async servicesUp(names: string[], ms = 60_000, settleMs = 3_000): Promise<void> {
     const deadline = Date.now() + ms;
-    for (;;) {
-      const states = await Promise.all(
+    const states = () =>
+      Promise.all(
         names.map(async (name) => {
           const s = this.services.get(name);
           if (!s) return 'missing';
           const { stdout } = await runProgram('crun', ['state', name]).catch(() => ({ stdout: '' }));
-          return /"status":\s*"running"/.test(stdout) ? 'running' : s.handle.state;
+          return /"status":\s*"running"/.test(stdout) && s.handle.state === 'running'
+            ? 'running'
+            : s.handle.state;
         }),
       );
-      if (states.every((s) => s === 'running')) return;
-      const down = names.filter((_, i) => states[i] !== 'running');
-      if (states.some((s) => s === 'failed' || s === 'exited' || s === 'missing') || Date.now() > deadline) {
-        throw new AgentError('AGENT_SERVICE', `services not running: ${down.join(', ')}`);
-      }
+    const fail = (current: string[]) =>
+      new AgentError(
+        'AGENT_SERVICE',
+        `services not running: ${names.filter((_, i) => current[i] !== 'running').join(', ')}`,
+      );
+    for (;;) {
+      const current = await states();
+      if (current.every((s) => s === 'running')) break;
+      if (current.some((s) => s === 'failed' || s === 'exited' || s === 'missing') || Date.now() > deadline)
+        throw fail(current);
       await new Promise((r) => setTimeout(r, 100));
     }
+    const starts = names.map((name) => this.services.get(name)?.handle.starts);
+    await new Promise((r) => setTimeout(r, settleMs));
+    const settled = await states();
+    const restarted = names.filter((name, i) => this.services.get(name)?.handle.starts !== starts[i]);
+    if (!settled.every((s) => s === 'running') || restarted.length > 0)
+      throw fail(settled.map((s, i) => (restarted.includes(names[i]!) ? 'restarted' : s)));
   }
 
   /**
@@ -177,7 +207,13 @@ export class Device {
     }
     const raised = await raiseAcceptedVersion(this.tpm, this.#versionAuth, securityVersionOf(document));
     const previous = this.state.good;
-    this.state.good = { digest: report.manifest.digest, version: document.version };
+    // The good system's UKI: a confirmed trial's own, else the one systemd-boot started, else the one it had.
+    const bootEntry = this.state.trial?.bootEntry ?? this.loader?.booted?.id ?? previous?.bootEntry;
+    this.state.good = {
+      digest: report.manifest.digest,
+      version: document.version,
+      ...(bootEntry ? { bootEntry } : {}),
+    };
     this.state.trial = undefined;
     if (previous?.digest !== report.manifest.digest) {
       recordEvent(
@@ -186,6 +222,11 @@ export class Device {
       );
     }
     await saveState(`${RUN}/config/device.json`, this.state);
+    // Only now does its UKI lose its counter, and the others (older, or given up) leave the ESP.
+    if (bootEntry && this.bootEntries) {
+      const removed = await this.writingEntries((entries) => entries.keepOnly(bootEntry));
+      if (removed.length > 0) this.log.say(`boot entries: ${bootEntry} kept, ${removed.join(', ')} removed`);
+    }
     this.running = { digest: report.manifest.digest, document };
   }
 

@@ -115,3 +115,45 @@ export function findDeviceDisk(options: { sys?: string; dev?: string } = {}): De
   }
   return found[0]!;
 }
+
+/**
+ * The disk an installer writes: `name` when the command line names one (whatever it holds), else
+ * the one writable whole disk of at least 1 GiB without a partition table — never a disk that
+ * already holds something, unless named.
+ */
+export function installTarget(
+  name: string | undefined,
+  options: { sys?: string; dev?: string } = {},
+): string {
+  const sys = options.sys ?? '/sys';
+  const dev = options.dev ?? '/dev';
+  const all = disks(sys);
+  if (name !== undefined) {
+    if (!all.some((d) => d.name === name))
+      throw new AgentError(
+        'AGENT_DISK',
+        `no disk ${name} (disks: ${all.map((d) => d.name).join(', ') || 'none'})`,
+        {
+          subject: name,
+        },
+      );
+    return join(dev, name);
+  }
+  const blank = all.filter(({ name: n, bytes }) => {
+    if (bytes < 1 << 30 || read(join(sys, 'class/block', n, 'ro')) !== '0') return false;
+    try {
+      readTable(join(dev, n), bytes);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (blank.length !== 1)
+    throw new AgentError(
+      'AGENT_DISK',
+      blank.length === 0
+        ? `no blank writable disk of 1 GiB or more to install on (disks: ${all.map((d) => d.name).join(', ') || 'none'}); name one with seal.install-disk`
+        : `several blank disks (${blank.map((d) => d.name).join(', ')}): name one with seal.install-disk`,
+    );
+  return join(dev, blank[0]!.name);
+}

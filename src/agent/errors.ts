@@ -14,7 +14,9 @@ export type AgentErrorCode =
   /** A boot step failed: the step is named in the message. */
   | 'AGENT_BOOT'
   /** A service could not be started or supervised. */
-  | 'AGENT_SERVICE';
+  | 'AGENT_SERVICE'
+  /** An update that cannot be applied on this device (named in the message). */
+  | 'AGENT_UPDATE';
 
 /** Failures of the device agent and of building its initrd. */
 export class AgentError extends SealError<AgentErrorCode> {}

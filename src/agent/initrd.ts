@@ -37,6 +37,9 @@ export const AGENT_PROGRAMS: Record<string, string> = {
   '/usr/sbin/veritysetup': 'cryptsetup-bin (dm-verity devices for every layer)',
   '/usr/bin/crun': 'crun (the services, as OCI containers)',
   '/usr/sbin/mke2fs': 'e2fsprogs (the data partition filesystem, made on first boot)',
+  '/usr/sbin/mkfs.vfat': 'dosfstools (the ESP, made by an installer boot)',
+  '/usr/bin/mmd': "mtools (the ESP's directories, made by an installer boot)",
+  '/usr/bin/mcopy': "mtools (the ESP's files, written by an installer boot)",
 };
 
 /** The addons the agent loads (native/*.c). */
@@ -55,6 +58,8 @@ export interface InitrdOptions {
   modules?: string[];
   /** zstd level (default 12); 0 writes the cpio uncompressed. */
   level?: number;
+  /** A signed systemd-boot, for an installer to put on the disks it makes. */
+  bootManager?: string;
 }
 
 export interface InitrdResult {
@@ -284,6 +289,7 @@ export async function buildInitrd(dest: string, options: InitrdOptions): Promise
     parseCertificates(ca.toString('utf8'), options.manifestCa); // a file without a certificate is refused
     put(root, 'seal/etc/manifest-ca.pem', file(ca));
     if (options.policy) put(root, 'seal/etc/policy.json', file(readFileSync(options.policy)));
+    if (options.bootManager) put(root, 'seal/etc/boot-manager.efi', file(readFileSync(options.bootManager)));
 
     const { dir: modulesDir, version } = modulesDirectory(options.kernel, scratch);
     const modules = resolveModules(modulesDir, [...AGENT_MODULES, ...(options.modules ?? [])]);

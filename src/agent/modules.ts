@@ -24,6 +24,9 @@ export const AGENT_MODULES = [
   'nls_cp437',
   'nls_ascii',
   'efivarfs',
+  // The ACPI power button, read as an input device: an orderly shutdown.
+  'button',
+  'evdev',
 ];
 
 export interface KernelModule {

@@ -10,12 +10,17 @@ import { writeFileAtomic } from '../util/atomic.ts';
 export interface SystemRef {
   digest: string;
   version: number;
+  /** Its UKI's boot entry on the ESP (`seal-7`), on a device that boots through systemd-boot. */
+  bootEntry?: string;
 }
 
 export interface TrialState extends SystemRef {
   /** The store tag the trial is under. */
   tag: string;
-  /** Boots the trial may still take; at 0 the next boot returns to the good system. */
+  /**
+   * Boots the trial may still take; at 0 the next boot returns to the good system. A trial with a
+   * new UKI (`bootEntry`) is counted by systemd-boot instead, on its entry.
+   */
   triesLeft: number;
   /** Boots it was given. */
   tries: number;
@@ -33,7 +38,16 @@ export interface DeviceEvent {
 export interface DeviceState {
   good?: SystemRef;
   trial?: TrialState;
+  /** Systems refused for good or given up after their trial (digests): a followed tag naming one is not tried again. */
+  refused?: string[];
   events: DeviceEvent[];
+}
+
+const KEEP_REFUSED = 20;
+
+/** Remembers that the system `digest` is not to be tried again. */
+export function rememberRefused(state: DeviceState, digest: string): void {
+  state.refused = [...(state.refused ?? []).filter((d) => d !== digest), digest].slice(-KEEP_REFUSED);
 }
 
 const KEEP_EVENTS = 50;

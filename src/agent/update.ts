@@ -14,16 +14,19 @@
  * A power loss at any point leaves `current` as it was until the confirmation's one atomic
  * index.json rename; a refused update leaves the store's tags, the state and the TPM unchanged.
  */
+import { join } from 'node:path';
 import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
 import { securityVersionOf } from '../manifest/spec.ts';
 import type { VerifyReport } from '../manifest/verify.ts';
 import { syncImage } from '../registry/sync.ts';
 import { openDestination, openSource } from '../store/index.ts';
+import { BOOT_IMAGE_UKI } from '../uki/boot-image.ts';
+import { bootEntryName, ENTRIES_DIR } from './boot-entries.ts';
 import type { Device } from './device.ts';
 import { RUN } from './device.ts';
 import { AgentError } from './errors.ts';
 import type { OpenedLayers } from './images.ts';
-import { recordEvent, saveState } from './state.ts';
+import { recordEvent, rememberRefused, saveState } from './state.ts';
 import { system } from './system.ts';
 
 export interface UpdateOptions {
@@ -46,14 +49,14 @@ const sameService = (a: SystemTarget, b: SystemTarget) =>
   a.image.digest === b.image.digest && JSON.stringify(a.service ?? {}) === JSON.stringify(b.service ?? {});
 
 /** Whether `next` may replace `current` (versions; the security floor is the TPM's, checked in verify). */
-function downgradeProblem(current: SystemManifest, next: SystemManifest): string | undefined {
+export function downgradeProblem(current: SystemManifest, next: SystemManifest): string | undefined {
   if (next.version >= current.version) return undefined;
   if (next.downgrade && securityVersionOf(next) >= securityVersionOf(current)) return undefined;
   return `version ${next.version} is older than the running ${current.version} and not signed as a permitted downgrade`;
 }
 
-/** Fetches `source` into the store as `next`; returns the bytes fetched. */
-async function fetch(
+/** Fetches `source` into the store as `next` (only the blobs it lacks); returns the bytes fetched. */
+export async function fetchSystem(
   device: Device,
   source: string,
   options: UpdateOptions,
@@ -133,7 +136,7 @@ export async function update(
   try {
     fetched = await log.step(
       `fetch the update ${source}`,
-      () => fetch(device, source, options),
+      () => fetchSystem(device, source, options),
       (f) => `${f.blobs} new blobs, ${f.bytes} bytes`,
     );
   } catch (error) {
@@ -157,9 +160,23 @@ export async function update(
   const problem = downgradeProblem(running.document, next);
   if (problem) return refuse(problem, true);
   const host = (doc: SystemManifest) => doc.targets.find((t) => t.role === 'host')?.image.digest;
-  if (host(next) !== host(running.document)) {
-    // A new host: tried over the next boots; the good system stays `current` until one succeeds.
+  const bootTarget = next.targets.find((t) => t.role === 'boot');
+  const bootOf = (doc: SystemManifest) => doc.targets.find((t) => t.role === 'boot')?.image.digest;
+  const newUki = bootTarget !== undefined && bootTarget.image.digest !== bootOf(running.document);
+  if (newUki && !device.bootEntries)
+    return refuse(
+      `version ${next.version} brings a new UKI, and this device does not boot through systemd-boot on its disk: it could not fall back from it`,
+      true,
+    );
+  if (newUki && next.version <= running.document.version)
+    return refuse(
+      `version ${next.version} brings a new UKI without a version above the running ${running.document.version} (systemd-boot starts the highest)`,
+      true,
+    );
+  if (newUki || host(next) !== host(running.document)) {
+    // Tried over the next boots; the good system stays `current` until one of them succeeds.
     const tries = options.trialBoots ?? 3;
+    const bootEntry = newUki ? bootEntryName(next.version) : undefined;
     device.state.trial = {
       digest: report.manifest.digest,
       version: next.version,
@@ -167,10 +184,42 @@ export async function update(
       triesLeft: tries,
       tries,
       reason: `update from ${source}`,
+      ...(bootEntry ? { bootEntry } : {}),
     };
-    recordEvent(device.state, `version ${next.version} staged (new host): rebooting to try it`);
+    const what = newUki ? 'a new UKI' : 'a new host';
+    recordEvent(device.state, `version ${next.version} staged (${what}): rebooting to try it`);
+    // The state first: a power loss before the entry is whole leaves a trial the next boot gives up.
     await saveState(`${RUN}/config/device.json`, device.state);
-    log.say(`update: version ${next.version} changes the host; rebooting to try it (${tries} boots)`);
+    if (newUki) {
+      const staged = await log
+        .step(
+          `stage the UKI of version ${next.version}`,
+          async () => {
+            const layers = await device.openImage(bootTarget);
+            try {
+              return await device.writingEntries((entries) =>
+                entries.stage(next.version, join(layers.lowers[0]!, BOOT_IMAGE_UKI), tries),
+              );
+            } finally {
+              await device.closeUnused(
+                new Set([
+                  host(running.document)!,
+                  ...[...device.services.values()].map((s) => s.target.image.digest),
+                ]),
+              );
+            }
+          },
+          (entry) => `${ENTRIES_DIR}/${entry.file}`,
+        )
+        .catch((error: Error) => error);
+      if (staged instanceof Error) {
+        device.state.trial = undefined;
+        return refuse(`the UKI of version ${next.version} could not be staged: ${staged.message}`, false);
+      }
+    }
+    log.say(
+      `update: version ${next.version} brings ${what}; rebooting to try it (${tries} boot${tries === 1 ? '' : 's'})`,
+    );
     for (const name of [...device.services.keys()]) await device.stopService(name);
     system().reboot('reboot');
     return { result: 'staged', from: running.document.version, to: next.version, bytes: fetched.bytes };
@@ -215,7 +264,6 @@ export function follow(
   intervalMs: number,
   options: UpdateOptions = {},
 ): NodeJS.Timeout {
-  const refused = new Set<string>();
   let busy = false;
   const check = async () => {
     if (busy) return;
@@ -228,11 +276,14 @@ export function follow(
       } finally {
         await src.close();
       }
-      if (digest === device.running?.digest || refused.has(digest)) return;
+      if (digest === device.running?.digest || device.state.refused?.includes(digest)) return;
       device.log.say(`update: ${source} is now ${digest}`);
       const outcome = await update(device, source, options);
       if (outcome.result === 'refused') {
-        if (outcome.final) refused.add(digest);
+        if (outcome.final) {
+          rememberRefused(device.state, digest);
+          await saveState(`${RUN}/config/device.json`, device.state);
+        }
         device.log.say(`update refused: ${outcome.reason}`);
       } else if (outcome.result === 'applied') {
         device.log.say(

@@ -27,6 +27,7 @@ import {
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
+import { bootEntryName } from '../agent/boot-entries.ts';
 import {
   layoutTable,
   type PartitionTable,
@@ -35,10 +36,12 @@ import {
   SECTOR,
   writeTable,
 } from '../gpt/index.ts';
-import { verifySystem } from '../manifest/verify.ts';
+import type { SystemManifest } from '../manifest/spec.ts';
+import { readSystemDocument, verifySystem } from '../manifest/verify.ts';
 import { parseCertificates } from '../pki/index.ts';
 import { syncImage } from '../registry/sync.ts';
-import { type OpenOptions, openDestination, openSource } from '../store/index.ts';
+import { LayoutStore, type OpenOptions, openDestination, openSource } from '../store/index.ts';
+import { extractBootUki } from '../uki/boot-image.ts';
 import { writeFullySync } from '../util/write.ts';
 import { MachineError } from './swtpm.ts';
 
@@ -51,8 +54,8 @@ export interface InstallOptions {
   disk: string;
   /** The signed system manifest: any image reference. */
   manifest: string;
-  /** The signed UKI. */
-  uki: string;
+  /** The signed UKI; not given when the system carries its own (a target of role boot). */
+  uki?: string;
   /** The manifest CA: the system is verified with it (deep) before it is installed. */
   ca?: string;
   /** Size of a disk image file (default 4 GiB, sparse). */
@@ -118,7 +121,7 @@ function wipe(disk: string, firstLba: number, bytes: number): void {
 }
 
 export async function install(options: InstallOptions): Promise<InstallResult> {
-  if (!existsSync(options.uki))
+  if (options.uki !== undefined && !existsSync(options.uki))
     throw new MachineError('MACHINE_INSTALL', `no UKI at ${options.uki}`, { subject: options.uki });
   const work = mkdtempSync(join(process.env.SEAL_TMPDIR ?? tmpdir(), 'seal-install-'));
   try {
@@ -136,8 +139,10 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
     } finally {
       await src.close();
     }
-    let version = 0;
-    let digest = '';
+    const staged = await openSource(`oci:${staging}:current`);
+    const read = await readSystemDocument(staged, options.manifest).finally(() => staged.close());
+    let version = read.document.version;
+    let digest = read.descriptor.digest;
     if (options.ca) {
       const ca = parseCertificates(readFileSync(options.ca, 'utf8'), options.ca)[0];
       if (!ca)
@@ -148,6 +153,25 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
       version = report.document.version;
       digest = report.manifest.digest;
     }
+    // The UKI: the system's own (its boot target), or the one given.
+    const bootTarget = read.machine
+      ? undefined
+      : (read.document as SystemManifest).targets.find((t) => t.role === 'boot');
+    let uki = options.uki;
+    if (bootTarget && uki)
+      throw new MachineError(
+        'MACHINE_INSTALL',
+        `${options.manifest} carries its UKI (target ${bootTarget.name}); --uki would boot another`,
+        { subject: options.manifest },
+      );
+    if (bootTarget) {
+      uki = join(work, 'uki.efi');
+      await extractBootUki(await LayoutStore.open(staging), bootTarget.image, uki);
+    }
+    if (!uki)
+      throw new MachineError('MACHINE_INSTALL', `${options.manifest} has no boot target: give the UKI`, {
+        subject: options.manifest,
+      });
     const storeBytes = usage(staging);
 
     // 2. The disk and its partition table.
@@ -196,9 +220,9 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
     if (options.bootManager) {
       await m('mmd', ['::/EFI/Linux']);
       await m('mcopy', [options.bootManager, '::/EFI/BOOT/BOOTX64.EFI']);
-      await m('mcopy', [options.uki, `::/EFI/Linux/seal-${version}.efi`]);
+      await m('mcopy', [uki, `::/EFI/Linux/${bootEntryName(version)}.efi`]);
     } else {
-      await m('mcopy', [options.uki, '::/EFI/BOOT/BOOTX64.EFI']);
+      await m('mcopy', [uki, '::/EFI/BOOT/BOOTX64.EFI']);
     }
 
     // 4. The store partition, with the staged layout as its contents.

@@ -125,8 +125,11 @@ export interface CreateOptions {
   uki?: string;
   /** A varstore enrolled with the product's Secure Boot keys (copied unless `inPlace`). */
   vars: { path: string; inPlace?: boolean };
-  /** `seal install` of this signed system onto the machine's new disk, verified with `ca`. */
-  install?: { manifest: string; ca?: string; transport?: OpenOptions };
+  /**
+   * `seal install` of this signed system onto the machine's new disk, verified with `ca`; with
+   * `bootManager` (signed systemd-boot), its UKI is a boot entry (the system's own, or `uki`).
+   */
+  install?: { manifest: string; ca?: string; transport?: OpenOptions; bootManager?: string };
   /** An existing disk image (copied, sparse, unless `inPlace`). */
   disk?: { path: string; inPlace?: boolean };
   /** Bytes of a new disk (default 4 GiB, sparse). */
@@ -547,9 +550,7 @@ export class Machine {
       );
     if (options.disk && options.diskSize !== undefined)
       throw new MachineError('MACHINE_INVALID_OPTION', 'an existing disk keeps its size');
-    if (options.install && !options.uki)
-      throw new MachineError('MACHINE_INVALID_OPTION', 'installing a system needs the UKI');
-    if (!options.disk && !options.uki)
+    if (!options.disk && !options.uki && !options.install)
       throw new MachineError(
         'MACHINE_INVALID_OPTION',
         'a machine needs a UKI to boot, or a disk that has one',
@@ -595,7 +596,8 @@ export class Machine {
           await install({
             disk: at(FILES.disk),
             manifest: options.install.manifest,
-            uki: options.uki!,
+            ...(options.uki ? { uki: options.uki } : {}),
+            ...(options.install.bootManager ? { bootManager: options.install.bootManager } : {}),
             ca: options.install.ca,
             size: options.diskSize,
             transport: options.install.transport,

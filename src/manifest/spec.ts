@@ -10,7 +10,8 @@ import { ManifestError } from './errors.ts';
 export const SYSTEM_ARTIFACT_TYPE = 'application/vnd.seal.system.v1';
 export const SYSTEM_MEDIA_TYPE = 'application/vnd.seal.system.manifest.v1+json';
 
-export type Role = 'host' | 'service' | 'data';
+/** `boot`: a sealed image holding the signed UKI (`uki.efi`) the device boots this system with. */
+export type Role = 'host' | 'service' | 'data' | 'boot';
 
 export interface ServiceSpec {
   command?: string[];
@@ -171,7 +172,8 @@ export function parseSystemSpec(text: string, file = 'system manifest'): SystemS
     if (names.has(name)) fail(`${path}.name`, `duplicate target ${name}`);
     names.add(name);
     const role = to.role as Role;
-    if (!['host', 'service', 'data'].includes(role)) fail(`${path}.role`, 'must be host, service or data');
+    if (!['host', 'service', 'data', 'boot'].includes(role))
+      fail(`${path}.role`, 'must be host, service, data or boot');
     if (to.service !== undefined && role !== 'service') fail(`${path}.service`, 'only service targets run');
     return {
       name,
@@ -180,8 +182,9 @@ export function parseSystemSpec(text: string, file = 'system manifest'): SystemS
       ...(to.service !== undefined ? { service: service(to.service, `${path}.service`) } : {}),
     };
   });
-  if (targets.filter((t) => t.role === 'host').length > 1)
-    fail(`${file}: targets`, 'at most one host target');
+  for (const role of ['host', 'boot'] as const)
+    if (targets.filter((t) => t.role === role).length > 1)
+      fail(`${file}: targets`, `at most one ${role} target`);
   const storage = (
     o.storage === undefined
       ? []

@@ -165,23 +165,35 @@ export async function targetTransport(
   return rest;
 }
 
+/** The signed document of the system (or mos install) manifest at `src`, read and parsed, not yet verified. */
+export async function readSystemDocument(
+  src: ImageSource,
+  ref: string,
+): Promise<{
+  descriptor: Descriptor;
+  body: Buffer;
+  document: SystemManifest | MachineInstall;
+  machine: boolean;
+}> {
+  const descriptor = await src.resolve();
+  const artifact = parseManifest(await src.getManifest(descriptor), `${ref} manifest`);
+  const machine = artifact.artifactType === MACHINE_INSTALL_TYPE;
+  if ((!machine && artifact.artifactType !== SYSTEM_ARTIFACT_TYPE) || artifact.layers.length !== 1) {
+    throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${ref} is not a system manifest`, { subject: ref });
+  }
+  const chunks: Uint8Array[] = [];
+  for await (const c of src.getBlob(artifact.layers[0]!)) chunks.push(c);
+  const body = Buffer.concat(chunks);
+  const document = machine ? parseMachineInstall(body, ref) : parseSystemManifest(body, ref);
+  return { descriptor, body, document, machine };
+}
+
 export async function verifySystem(ref: string, options: VerifyOptions): Promise<VerifyReport> {
   const checks: Check[] = [];
   const pass = (check: string, detail: string) => checks.push({ check, ok: true, detail });
   const src = await openSource(ref, options.transport);
   try {
-    const descriptor = await src.resolve();
-    const artifact = parseManifest(await src.getManifest(descriptor), `${ref} manifest`);
-    const machine = artifact.artifactType === MACHINE_INSTALL_TYPE;
-    if ((!machine && artifact.artifactType !== SYSTEM_ARTIFACT_TYPE) || artifact.layers.length !== 1) {
-      throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${ref} is not a system manifest`, { subject: ref });
-    }
-    const chunks: Uint8Array[] = [];
-    for await (const c of src.getBlob(artifact.layers[0]!)) chunks.push(c);
-    const body = Buffer.concat(chunks);
-    const document: SystemManifest | MachineInstall = machine
-      ? parseMachineInstall(body, ref)
-      : parseSystemManifest(body, ref);
+    const { descriptor, body, document, machine } = await readSystemDocument(src, ref);
     const pinnedDoc: PinnedDocument = document;
     pass(
       'digest',

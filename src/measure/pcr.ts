@@ -47,6 +47,8 @@ export interface PredictedEvent {
   description: string;
   /** What is hashed (the event's data for variable events, or the digest that is extended). */
   digests: Partial<Record<Bank, Buffer>>;
+  /** The event's data, for events whose digests are its hash (variables, separators, actions, names). */
+  data?: Buffer;
 }
 
 export interface PcrPrediction {
@@ -100,6 +102,7 @@ class Recorder {
       type: eventTypeName(type),
       description,
       digests: Object.fromEntries(this.banks.map((b) => [b, digest(b, data)])),
+      data: Buffer.from(data),
     });
   }
 

@@ -12,7 +12,7 @@ import { pinnedDescriptors } from '../oci/pinned.ts';
 import type { Descriptor, Index } from '../oci/types.ts';
 import { isIndexType, parseManifestOrIndex, validateIndex } from '../oci/validate.ts';
 import { verifiedStream } from '../oci/verify.ts';
-import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
+import { syncDirectory, temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
 import { type ConfinedFile, openFileBeneath, readFileBeneath } from '../util/fsops.ts';
 import { readFullySync } from '../util/read.ts';
 import { writeFully } from '../util/write.ts';
@@ -319,8 +319,7 @@ export class LayoutStore {
         change(index);
         for (const dir of this.#unsyncedDirs) {
           this.#unsyncedDirs.delete(dir);
-          const d = await open(dir, constants.O_RDONLY);
-          await d.sync().finally(() => d.close());
+          await syncDirectory(dir);
         }
         await writeFileAtomic(join(this.dir, 'index.json'), `${JSON.stringify(index)}\n`);
       } finally {

@@ -1160,6 +1160,57 @@ export class Tpm {
     return this.#attested(params);
   }
 
+  // ------------------------------------------------------------------ credentials
+
+  /**
+   * TPM2_MakeCredential: protects `credential` for the object named `objectName` with the public
+   * part of the loaded decryption key `handle` (the TPM does what `makeCredential` in credential.ts
+   * does offline). No authorization.
+   */
+  async makeCredential(
+    handle: number,
+    credential: Uint8Array,
+    objectName: Uint8Array,
+  ): Promise<{ credentialBlob: Buffer; secret: Buffer }> {
+    const { params } = await this.#execute({
+      cc: CC.MakeCredential,
+      handles: [handle],
+      params: marshal((w) => w.b(credential).b(objectName)),
+    });
+    const credentialBlob = params.b('credentialBlob', LIMITS.buffer);
+    const secret = params.b('secret', LIMITS.buffer);
+    params.end();
+    return { credentialBlob, secret };
+  }
+
+  /**
+   * TPM2_ActivateCredential: the TPM recovers a credential made for `activateHandle`'s Name and
+   * protected with `keyHandle`'s public key, and releases it only when both objects are loaded in
+   * it (ADMIN role of the first, USER role of the second).
+   */
+  async activateCredential(
+    activateHandle: number,
+    keyHandle: number,
+    credentialBlob: Uint8Array,
+    secret: Uint8Array,
+    {
+      activateAuth = EMPTY_PASSWORD,
+      keyAuth = EMPTY_PASSWORD,
+    }: { activateAuth?: Authorization; keyAuth?: Authorization } = {},
+  ): Promise<Buffer> {
+    const { params } = await this.#execute({
+      cc: CC.ActivateCredential,
+      handles: [activateHandle, keyHandle],
+      auths: [activateAuth, keyAuth],
+      decryptable: true,
+      encryptable: true,
+      params: marshal((w) => w.b(credentialBlob).b(secret)),
+    });
+    const certInfo = params.b('certInfo', LIMITS.digest);
+    params.end();
+    return certInfo;
+  }
+
   #attested(params: Reader): { attestBytes: Buffer; attest: Attest; signature: Signature } {
     const attestBytes = params.b('attestation', LIMITS.buffer);
     const signature = readSignature(params);

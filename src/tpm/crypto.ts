@@ -145,6 +145,17 @@ export interface Salt {
 
 /** A fresh salt, encrypted to a TPM key (restricted decryption key: ECC or RSA) as Part 1, annex B/C say. */
 export function makeSalt(tpmKey: PublicArea): Salt {
+  const { seed, encrypted } = makeSeed(tpmKey, 'SECRET');
+  return { salt: seed, encryptedSalt: encrypted };
+}
+
+/**
+ * A fresh seed (the size of the key's Name digest) that only the TPM holding `tpmKey`'s private
+ * part can recover, and its TPM2B_ENCRYPTED_SECRET contents (Part 1, annex B and C): ECC — an
+ * ephemeral point, the seed KDFe(Z, label, its x, the key's x); RSA — OAEP with `label`.
+ * `SECRET` salts sessions; `IDENTITY` protects credentials; `DUPLICATE` protects imports.
+ */
+export function makeSeed(tpmKey: PublicArea, text: string): { seed: Buffer; encrypted: Buffer } {
   const size = digestSize(tpmKey.nameAlg);
   if (tpmKey.type === 'ecc') {
     const { name, size: coordinate } = curveInfo(tpmKey.curve);
@@ -153,21 +164,21 @@ export function makeSalt(tpmKey: PublicArea): Salt {
     const jwk = ephemeral.publicKey.export({ format: 'jwk' });
     const x = pad(Buffer.from(jwk.x!, 'base64url'), coordinate);
     const y = pad(Buffer.from(jwk.y!, 'base64url'), coordinate);
-    const salt = kdfe(tpmKey.nameAlg, z, 'SECRET', x, pad(tpmKey.x, coordinate), size * 8);
-    return { salt, encryptedSalt: marshal((w) => w.b(x).b(y)) };
+    const seed = kdfe(tpmKey.nameAlg, z, text, x, pad(tpmKey.x, coordinate), size * 8);
+    return { seed, encrypted: marshal((w) => w.b(x).b(y)) };
   }
   if (tpmKey.type === 'rsa') {
-    const salt = randomBytes(size);
-    const encryptedSalt = publicEncrypt(
+    const seed = randomBytes(size);
+    const encrypted = publicEncrypt(
       {
         key: publicKeyOf(tpmKey),
         padding: cryptoConstants.RSA_PKCS1_OAEP_PADDING,
         oaepHash: tpmKey.nameAlg,
-        oaepLabel: label('SECRET'),
+        oaepLabel: label(text),
       },
-      salt,
+      seed,
     );
-    return { salt, encryptedSalt };
+    return { seed, encrypted };
   }
-  throw new TpmError('TPM_KEY', `a ${tpmKey.type} key cannot salt a session`);
+  throw new TpmError('TPM_KEY', `a ${tpmKey.type} key cannot receive an encrypted seed`);
 }

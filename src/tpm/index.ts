@@ -60,7 +60,8 @@ export {
   TpmResponseError,
 } from './client.ts';
 export * from './constants.ts';
-export { curveInfo, kdfa, kdfe } from './crypto.ts';
+export { type Credential, makeCredential } from './credential.ts';
+export { curveInfo, kdfa, kdfe, makeSeed } from './crypto.ts';
 export { TpmError, type TpmErrorCode } from './errors.ts';
 export * from './hash.ts';
 export {

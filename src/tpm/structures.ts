@@ -250,6 +250,17 @@ export function objectName(p: PublicArea): Buffer {
   return Buffer.concat([alg, hash(p.nameAlg, publicBytes(p))]);
 }
 
+/**
+ * A Qualified Name (Part 1, 16): nameAlg ‖ H_nameAlg(parent's Qualified Name ‖ Name). A primary
+ * object's parent Qualified Name is its hierarchy's handle (`handleName(RH.OWNER)`).
+ */
+export function qualifiedName(parentQualifiedName: Uint8Array, name: Uint8Array): Buffer {
+  if (name.length < 2) throw new TpmError('TPM_INVALID_ARGUMENT', 'an empty Name has no Qualified Name');
+  const alg = hashNameOf(Buffer.from(name).readUInt16BE(0));
+  if (!alg) throw new TpmError('TPM_INVALID_ARGUMENT', 'a Name of an unknown hash algorithm');
+  return Buffer.concat([name.subarray(0, 2), hash(alg, parentQualifiedName, name)]);
+}
+
 /** TPM2B_SENSITIVE_CREATE. */
 export function writeSensitiveCreate(
   w: Writer,

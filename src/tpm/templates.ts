@@ -80,6 +80,33 @@ export function identityTemplate(): EccPublic {
   };
 }
 
+/**
+ * A key that can only be used in one PCR state: a restricted ECC P-256 decryption key (a storage
+ * key's shape: AES-128-CFB) made in the TPM, non-exportable, whose USER role needs a policy
+ * session satisfying `authPolicy` (no authValue use) — PolicyPCR over the PCRs it is bound to.
+ * The verifier of an attestation protects credentials with it (TPM2_ActivateCredential).
+ */
+export function bindingTemplate(authPolicy: Buffer): EccPublic {
+  return {
+    type: 'ecc',
+    nameAlg: 'sha256',
+    attributes:
+      OBJECT.fixedTPM |
+      OBJECT.fixedParent |
+      OBJECT.sensitiveDataOrigin |
+      OBJECT.noDA |
+      OBJECT.restricted |
+      OBJECT.decrypt,
+    authPolicy,
+    symmetric: AES_128_CFB,
+    scheme: NULL_SCHEME,
+    curve: ECC_CURVE.NIST_P256,
+    kdf: NULL_SCHEME,
+    x: Buffer.alloc(0),
+    y: Buffer.alloc(0),
+  };
+}
+
 const CURVE_IDS: Record<string, number> = {
   prime256v1: ECC_CURVE.NIST_P256,
   secp384r1: ECC_CURVE.NIST_P384,

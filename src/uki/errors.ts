@@ -7,6 +7,8 @@ export type UkiErrorCode =
   /** A section's contents are unusable (a .sbat that is not SBAT CSV, an empty kernel). */
   | 'UKI_BAD_SECTION'
   /** The image failed verification: what failed is in the message. */
-  | 'UKI_VERIFY_FAILED';
+  | 'UKI_VERIFY_FAILED'
+  /** A boot image (a system's `boot` target) that is not one sealed layer holding uki.efi. */
+  | 'UKI_BOOT_IMAGE';
 
 export class UkiError extends SealError<UkiErrorCode> {}

@@ -3,6 +3,8 @@
  * images (Authenticode), inspecting them, and Secure Boot keys, varstore enrollment and signed
  * variable updates.
  */
+
+export { BOOT_IMAGE_UKI, bootImageLayer, extractBootUki, sealBootImage } from './boot-image.ts';
 export {
   type BuildUkiOptions,
   buildUki,

@@ -9,6 +9,8 @@ test('defaults, and every parameter in its accepted forms among the kernel’s o
     debug: false,
     onFailure: 'poweroff',
     trialBoots: 3,
+    registryInsecure: false,
+    management: false,
   });
   const p = parseCommandLine(
     'BOOT_IMAGE=x seal.tag=system-8 seal.debug seal.on-failure=reboot seal.net=10.0.2.15/24,gw=10.0.2.2 seal.test=before-switch rd.x="a b"',
@@ -30,18 +32,33 @@ test('defaults, and every parameter in its accepted forms among the kernel’s o
   });
   assert.equal(parseCommandLine('seal.debug=0').debug, false);
   assert.equal(parseCommandLine('seal.tag="quoted"').tag, 'quoted');
+  assert.equal(
+    parseCommandLine('seal.boot=docker://10.0.2.100:5000/device/system:8').boot,
+    'docker://10.0.2.100:5000/device/system:8',
+  );
   assert.deepEqual(
     parseCommandLine(
-      'seal.follow=docker://10.0.2.100:5000/device/system:stable seal.follow-interval=5 seal.follow-insecure seal.trial-boots=1',
+      'seal.follow=docker://10.0.2.100:5000/device/system:stable seal.follow-interval=5 seal.registry-insecure seal.trial-boots=1',
     ),
     {
       tag: 'current',
       debug: false,
       onFailure: 'poweroff',
       trialBoots: 1,
-      follow: { source: 'docker://10.0.2.100:5000/device/system:stable', intervalMs: 5000, plainHttp: true },
+      follow: { source: 'docker://10.0.2.100:5000/device/system:stable', intervalMs: 5000 },
+      registryInsecure: true,
+      management: false,
     },
   );
+  const m = parseCommandLine('seal.management seal.install=docker://10.0.2.100:5000/device/system:14');
+  assert.equal(m.management, true);
+  assert.equal(m.install, 'docker://10.0.2.100:5000/device/system:14');
+  const i = parseCommandLine(
+    'seal.install=docker://10.0.2.100:5000/device/system:12 seal.install-disk=nvme0n1',
+  );
+  assert.equal(i.management, false);
+  assert.equal(i.install, 'docker://10.0.2.100:5000/device/system:12');
+  assert.equal(i.installDisk, 'nvme0n1');
 });
 
 test('malformed or unknown seal.* parameters are refused, naming the parameter', () => {
@@ -58,14 +75,27 @@ test('malformed or unknown seal.* parameters are refused, naming the parameter',
     'seal.net=10.0.2.15/24,mtu=1500',
     'seal.unknown=1',
     'seal.follow=http://x',
+    'seal.boot=/etc/passwd',
     'seal.follow-interval=0',
     'seal.follow-interval=5',
     'seal.trial-boots=0',
     'seal.trial-boots=11',
+    'seal.management',
+    'seal.install-disk=vda',
+    'seal.install=docker://h:1/r:t seal.install-disk=../vda',
+    'seal.install=docker://h:1/r:t seal.install-disk=VDA',
+    'seal.install=docker://h:1/r:t seal.follow=docker://h:1/r:t',
+    'seal.management seal.install=docker://h:1/r:t seal.install-disk=vda',
+    'seal.management seal.install=../x',
+    'seal.management seal.install=docker://h:1/r:t seal.boot=docker://h:1/r:t',
+    'seal.management seal.install=docker://h:1/r:t seal.follow=docker://h:1/r:t',
   ]) {
     assert.throws(
       () => parseCommandLine(`quiet ${bad}`),
-      (e) => e instanceof AgentError && e.code === 'AGENT_CMDLINE' && e.message.includes(bad.split('=')[0]!),
+      (e) =>
+        e instanceof AgentError &&
+        e.code === 'AGENT_CMDLINE' &&
+        bad.split(' ').some((word) => e.message.includes(word.split('=')[0]!)),
       bad,
     );
   }

@@ -1,10 +1,10 @@
 /** Finding a device's disk: by the GPT types and labels of Seal's partitions, its device names from sysfs. */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { findDeviceDisk } from '../../src/agent/disk.ts';
+import { findDeviceDisk, installTarget } from '../../src/agent/disk.ts';
 import { AgentError } from '../../src/agent/index.ts';
 import { layoutTable, type PartitionSpec, PartitionType, writeTable } from '../../src/gpt/index.ts';
 
@@ -84,4 +84,37 @@ test('no Seal disk, two of them, or a store without its other partitions are ref
       name,
     );
   }
+});
+
+test('the installer target: the one blank writable disk of 1 GiB or more, or the disk the command line names', () => {
+  const root = join(work, 'installer');
+  const sys = join(root, 'sys');
+  const dev = join(root, 'dev');
+  mkdirSync(dev, { recursive: true });
+  const disk = (name: string, bytes: number, ro: 0 | 1, specs?: PartitionSpec[]) => {
+    const path = join(dev, name);
+    writeFileSync(path, '');
+    truncateSync(path, bytes);
+    mkdirSync(join(sys, 'class/block', name), { recursive: true });
+    writeFileSync(join(sys, 'class/block', name, 'size'), `${bytes / 512}\n`);
+    writeFileSync(join(sys, 'class/block', name, 'ro'), `${ro}\n`);
+    if (specs) writeTable(path, layoutTable(bytes, specs));
+  };
+  disk('vda', 64 * MiB, 1); // the installer's own medium, read-only
+  disk('vdb', 2048 * MiB, 0); // blank
+  disk('vdc', 2048 * MiB, 0, SEAL); // a device's disk: never chosen unless named
+  disk('vdd', 512 * MiB, 0); // too small
+  assert.equal(installTarget(undefined, { sys, dev }), join(dev, 'vdb'));
+  assert.equal(installTarget('vdc', { sys, dev }), join(dev, 'vdc'));
+  const refused = (name: string | undefined, reason: RegExp) =>
+    assert.throws(
+      () => installTarget(name, { sys, dev }),
+      (e) => e instanceof AgentError && e.code === 'AGENT_DISK' && reason.test(e.message),
+    );
+  refused('vdz', /no disk vdz \(disks: vda, vdb, vdc, vdd\)/);
+  disk('vde', 4096 * MiB, 0);
+  refused(undefined, /several blank disks \(vdb, vde\): name one with seal\.install-disk/);
+  rmSync(join(sys, 'class/block/vdb'), { recursive: true });
+  rmSync(join(sys, 'class/block/vde'), { recursive: true });
+  refused(undefined, /no blank writable disk of 1 GiB or more/);
 });

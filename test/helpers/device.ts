@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Machine } from '../../src/machine/index.ts';
 import { runSeal } from './cli.ts';
+import { BOOT_MANAGER_254, opensslCertificate } from './efi.ts';
 import { opensslKeyPair } from './keys.ts';
 import { CRASH } from './uki-vm.ts';
 
@@ -117,8 +118,9 @@ export function buildFixture(work: string): DeviceFixture {
     layout: join(work, 'images'),
   };
   sealedImage(f, 'host', { 'etc/os-release': 'PRETTY_NAME="Seal test host"\nID=seal-test\n' });
-  sealedImage(f, 'web');
-  sealedImage(f, 'counter');
+  // Each image its own (the same files in the same second would make one image twice).
+  sealedImage(f, 'web', { 'etc/image': 'web\n' });
+  sealedImage(f, 'counter', { 'etc/image': 'counter\n' });
   return f;
 }
 
@@ -134,6 +136,8 @@ export interface SystemOptions {
   counter?: { image?: string; command?: string[]; restart?: 'always' | 'on-failure' | 'no' };
   /** Extra top-level YAML lines (security_version, downgrade). */
   extra?: string[];
+  /** A boot image (a tag in the fixture's layout, made by `seal uki image`): the system's UKI. */
+  boot?: string;
 }
 
 /** A signed system manifest of the fixture's images, version `version`, at `oci:LAYOUT:TAG`. */
@@ -147,6 +151,7 @@ export function buildSystem(f: DeviceFixture, version: number, options: SystemOp
       ...(options.extra ?? []),
       'targets:',
       `  - { name: host, role: host, image: "oci:${f.layout}:${options.host ?? 'host-sealed'}" }`,
+      ...(options.boot ? [`  - { name: boot, role: boot, image: "oci:${f.layout}:${options.boot}" }`] : []),
       '  - name: web',
       '    role: service',
       `    image: "oci:${f.layout}:${options.web?.image ?? 'web-sealed'}"`,
@@ -178,13 +183,16 @@ export function buildSystem(f: DeviceFixture, version: number, options: SystemOp
   return ref;
 }
 
-/** The disk of a device: `seal install` of `system` with `uki`, verified with the CA first unless `verify` is false. */
+/**
+ * The disk of a device: `seal install` of `system` with `uki` (none: the system's boot target),
+ * verified with the CA first unless `verify` is false; with `bootManager`, systemd-boot starts it.
+ */
 export function installDisk(
   f: DeviceFixture,
   system: string,
   disk: string,
-  uki: string,
-  verify = true,
+  uki: string | undefined,
+  options: { verify?: boolean; bootManager?: string } = {},
 ): void {
   seal([
     'install',
@@ -192,9 +200,9 @@ export function installDisk(
     disk,
     '--manifest',
     system,
-    '--uki',
-    uki,
-    ...(verify ? ['--ca', f.ca] : []),
+    ...(uki ? ['--uki', uki] : []),
+    ...(options.verify === false ? [] : ['--ca', f.ca]),
+    ...(options.bootManager ? ['--boot-manager', options.bootManager] : []),
     '--size',
     '2G',
   ]);
@@ -212,12 +220,17 @@ export interface BootKit {
   /** The kernel and its package (modules for the initrd). */
   vmlinuz: string;
   kernelPackage: string;
+  /** systemd-boot 254, signed by the kernel signer. */
+  bootManager: string;
+  /** The management image's signer: a db entry of its own, so its boots have a PCR 7 of their own. */
+  management: { key: string; cert: string };
 }
 
 export function buildBootKit(f: DeviceFixture, vmlinuz: string, kernelPackage: string): BootKit {
   const keys = join(f.work, 'secureboot');
   seal(['secureboot', 'keys', keys]);
   seal(['pki', 'kernel', 'new', f.pki]);
+  const management = opensslCertificate(f.work, 'management', 'rsa-2048', '/CN=Seal test management image');
   const vars = join(f.work, 'OVMF_VARS_seal.fd');
   seal([
     'secureboot',
@@ -230,8 +243,23 @@ export function buildBootKit(f: DeviceFixture, vmlinuz: string, kernelPackage: s
     join(keys, 'KEK.crt'),
     '--db',
     join(f.pki, 'kernel-ca.pem'),
+    '--db',
+    management.cert,
+  ]);
+  const bootManager = join(f.work, 'systemd-boot.efi');
+  seal([
+    'uki',
+    'sign',
+    BOOT_MANAGER_254,
+    bootManager,
+    '--key',
+    join(f.pki, 'kernel/uki.key'),
+    '--cert',
+    join(f.pki, 'kernel/uki.pem'),
   ]);
   return {
+    bootManager,
+    management,
     keys,
     kernelKey: join(f.pki, 'kernel/uki.key'),
     kernelCert: join(f.pki, 'kernel/uki.pem'),
@@ -258,9 +286,65 @@ export function buildUki(
   f: DeviceFixture,
   kit: BootKit,
   out: string,
-  options: { ca?: string; version?: number; cmdline?: string; signer?: { key: string; cert: string } } = {},
+  options: {
+    ca?: string;
+    version?: number;
+    cmdline?: string;
+    signer?: { key: string; cert: string };
+    /** The initrd of an earlier buildUki (same CA and policy): only the UKI is made. */
+    initrd?: string;
+    /** A management image: signed by the kit's management signer, its initrd with a management policy. */
+    management?: boolean;
+    /** The initrd carries the kit's signed systemd-boot (for an installer). */
+    bootManager?: boolean;
+  } = {},
 ): string {
   const base = out.replace(/\.efi$/, '');
+  const osRelease = join(f.work, 'uki-os-release');
+  writeFileSync(osRelease, 'ID=seal-test\nPRETTY_NAME="Seal test device"\n');
+  const signer =
+    options.signer ?? (options.management ? kit.management : { key: kit.kernelKey, cert: kit.kernelCert });
+  const initrd =
+    options.initrd ??
+    buildInitrd(f, kit, base, {
+      ...options,
+      // A foreign signer's UKI is refused by the firmware before any policy matters.
+      probeSigner: options.management ? kit.management : { key: kit.kernelKey, cert: kit.kernelCert },
+    });
+  seal([
+    'uki',
+    'build',
+    '--linux',
+    kit.vmlinuz,
+    '--initrd',
+    initrd,
+    '--os-release',
+    osRelease,
+    '--cmdline',
+    options.cmdline ?? 'console=ttyS0 quiet loglevel=3 panic=-1',
+    ...(options.management ? ['--management'] : []),
+    '--key',
+    signer.key,
+    '--cert',
+    signer.cert,
+    out,
+  ]);
+  return out;
+}
+
+/** The initrd of a device: `ca` and a TPM policy for PCR 7 of the kit's signer and policy version `version`. */
+function buildInitrd(
+  f: DeviceFixture,
+  kit: BootKit,
+  base: string,
+  options: {
+    ca?: string;
+    version?: number;
+    management?: boolean;
+    bootManager?: boolean;
+    probeSigner: { key: string; cert: string };
+  },
+): string {
   // PCR 7 depends on the signer's db entry, not on the image: a first, policy-less UKI tells it.
   const probe = `${base}.probe.efi`;
   writeFileSync(`${base}.empty`, '');
@@ -272,9 +356,9 @@ export function buildUki(
     '--initrd',
     `${base}.empty`,
     '--key',
-    kit.kernelKey,
+    options.probeSigner.key,
     '--cert',
-    kit.kernelCert,
+    options.probeSigner.cert,
     probe,
   ]);
   const pcr7 = predictPcr7(kit, probe);
@@ -288,6 +372,7 @@ export function buildUki(
     pcr7,
     '--version',
     String(options.version ?? 1),
+    ...(options.management ? ['--management'] : []),
     `${base}.policy.json`,
   ]);
   seal([
@@ -299,26 +384,11 @@ export function buildUki(
     kit.kernelPackage,
     '--policy',
     `${base}.policy.json`,
+    ...(options.bootManager ? ['--boot-manager', kit.bootManager] : []),
     '--level',
     '3',
   ]);
-  const signer = options.signer ?? { key: kit.kernelKey, cert: kit.kernelCert };
-  seal([
-    'uki',
-    'build',
-    '--linux',
-    kit.vmlinuz,
-    '--initrd',
-    `${base}.initrd`,
-    '--cmdline',
-    options.cmdline ?? 'console=ttyS0 quiet loglevel=3 panic=-1',
-    '--key',
-    signer.key,
-    '--cert',
-    signer.cert,
-    out,
-  ]);
-  return out;
+  return `${base}.initrd`;
 }
 
 /** What a device's boot showed on its console. */

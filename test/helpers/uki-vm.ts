@@ -100,6 +100,11 @@ export interface UkiBootOptions {
   /** The varstore to boot with (copied: the firmware writes to its copy). */
   varstore: string;
   timeoutMs?: number;
+  /**
+   * A swtpm state directory to boot with, used in place and kept afterwards (e.g. with an
+   * identity key the host made in it); by default every boot gets a fresh TPM.
+   */
+  tpmState?: string;
 }
 
 function parse(output: string): UkiBoot {
@@ -135,7 +140,7 @@ export async function bootUki(options: UkiBootOptions): Promise<UkiBoot> {
     try {
       const vars = join(work, 'vars.fd');
       copyFileSync(options.varstore, vars);
-      tpm = await Swtpm.start({ stateDir: join(work, 'tpm'), mode: 'qemu' });
+      tpm = await Swtpm.start({ stateDir: options.tpmState ?? join(work, 'tpm'), mode: 'qemu' });
       const result = await runQemu({
         firmware: { code: OVMF_CODE_SECURE_BOOT, vars },
         esp: options.esps,

@@ -109,6 +109,30 @@ test('any byte range of a file reads as the same bytes of the source', async () 
   }
 });
 
+test('the only file of an image, large and incompressible: its long block list in a tiny inode table reads whole', async () => {
+  // 48 MiB of random bytes in 128 KiB blocks: 384 block sizes of 4 bytes, which compress to a
+  // few dozen bytes of inode table.
+  const dir = join(work, 'one-big-file');
+  execFileSync('mkdir', ['-p', dir]);
+  const data = Buffer.alloc(48 << 20);
+  const random = prng(11);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(Math.floor(random() * 2 ** 32), i);
+  writeFileSync(join(dir, 'big.bin'), data);
+  for (const comp of ['zstd', 'gzip']) {
+    const image = join(work, `one-big-file-${comp}.sqfs`);
+    execFileSync('mksquashfs', [dir, image, '-noappend', '-quiet', '-no-progress', '-comp', comp]);
+    const sq = SquashfsImage.open(image);
+    try {
+      const inode = sq.lookup('big.bin');
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of sq.readFile(inode)) chunks.push(chunk);
+      assert.ok(Buffer.concat(chunks).equals(data), comp);
+    } finally {
+      sq.close();
+    }
+  }
+});
+
 test('a compressor squashfs-tools no longer offers (lzma) or an unknown one is refused with a typed error', () => {
   const image = join(work, 'mk-gzip-relabelled.sqfs');
   mksquashfs(image, '-comp', 'gzip');

@@ -1,8 +1,9 @@
 /**
  * Mutated TPM responses give typed errors, never a crash or a hang: a scenario touching every
  * response parser (capabilities, PCRs, keys, NV, sessions and policies, signatures, quotes,
- * certifications) is recorded against swtpm, then replayed thousands of times with one response
- * mutated — bytes flipped, size fields rewritten, truncated, extended, response codes replaced.
+ * certifications, credentials) is recorded against swtpm, then replayed thousands of times with
+ * one response mutated — bytes flipped, size fields rewritten, truncated, extended, response
+ * codes replaced.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -54,6 +55,8 @@ async function scenario(tpm: Tpm): Promise<void> {
   await tpm.sign(id.handle, digest, { validation });
   await tpm.quote(id.handle, { qualifyingData: challenge, selections: [{ hash: 'sha256', pcrs: [7] }] });
   await tpm.certify(id.handle, id.handle, { qualifyingData: challenge });
+  const credential = await tpm.makeCredential(srk.handle, Buffer.alloc(32, 5), id.name);
+  await tpm.activateCredential(id.handle, srk.handle, credential.credentialBlob, credential.secret);
   await tpm.flushContext(id.handle);
   await tpm.flushContext(srk.handle);
   const counter = await tpm.nvReadPublic(COUNTER);

@@ -101,7 +101,7 @@ function variant(name: string, system: string, bootImage = uki): typeof device {
     vars: join(work, `${name}.vars`),
     tpm: join(work, `${name}.tpm`),
   };
-  installDisk(f, system, v.disk, bootImage, false);
+  installDisk(f, system, v.disk, bootImage, { verify: false });
   copyFileSync(device.vars, v.vars);
   cpSync(device.tpm, v.tpm, { recursive: true });
   return v;
@@ -258,6 +258,7 @@ describe('tampered devices, two booted at a time, each refused at its step', { c
     };
     const web = doc.targets.find((t) => t.name === 'web')!.image.digest;
     const counter = doc.targets.find((t) => t.name === 'counter')!.image.digest;
+    assert.notEqual(web, counter, 'the swap must change the image');
     const store = readTable(swapped.disk).partitions.find((p) => p.name === 'seal-store')!;
     const image = `${swapped.disk}?offset=${store.firstLba * SECTOR}`;
     const replacement = join(work, 'counter-manifest.json');

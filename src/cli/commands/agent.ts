@@ -1,4 +1,5 @@
 import { buildInitrd } from '../../agent/index.ts';
+import { formatStatus, readStatus } from '../../agent/status.ts';
 import { UsageError } from '../../errors.ts';
 import type { Command } from '../command.ts';
 import { integerOption } from '../options.ts';
@@ -22,6 +23,11 @@ export const agentCommands: Command[] = [
         description: 'the kernel package whose modules to include (required)',
       },
       policy: { type: 'string', value: 'FILE', description: 'the signed TPM policy (seal tpm policy sign)' },
+      'boot-manager': {
+        type: 'string',
+        value: 'EFI',
+        description: 'a signed systemd-boot, which an installer (seal.install) puts on the disks it makes',
+      },
       extra: { type: 'string', value: 'DIR', description: 'files added to the initrd root' },
       module: {
         type: 'string',
@@ -43,6 +49,7 @@ export const agentCommands: Command[] = [
         manifestCa: ca!,
         kernel: options.kernel,
         policy: options.policy as string | undefined,
+        ...(typeof options['boot-manager'] === 'string' ? { bootManager: options['boot-manager'] } : {}),
         extra: options.extra as string | undefined,
         modules: options.module as string[] | undefined,
         level,
@@ -51,6 +58,24 @@ export const agentCommands: Command[] = [
       ctx.print(
         `${dest}: ${(result.size / (1 << 20)).toFixed(1)} MiB, sha256:${result.sha256}, kernel ${result.kernelVersion}, ${result.modules.length} modules`,
       );
+      return 0;
+    },
+  },
+  {
+    path: ['status'],
+    summary: 'What a device runs and what happened to it: its good system, a trial, this boot, the history',
+    args: '[DIR]',
+    arity: [0, 1],
+    details:
+      "DIR is the agent's run directory (default /run/seal, on the device) or a copy of it. The history\n" +
+      'says why: updates applied or refused, trials confirmed or given up, fallbacks.',
+    options: {
+      events: { type: 'string', value: 'N', description: 'history events shown (default 10)' },
+    },
+    async run(ctx, [dir], options) {
+      const status = readStatus(dir ?? '/run/seal');
+      ctx.result(status);
+      for (const line of formatStatus(status, integerOption(options.events, 'events') ?? 10)) ctx.print(line);
       return 0;
     },
   },

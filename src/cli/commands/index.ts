@@ -21,12 +21,14 @@ const FILES: [words: string[], load: Loader][] = [
   ],
   [['pki'], async () => (await import('./pki.ts')).pkiCommands],
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
-  [['initrd'], async () => (await import('./agent.ts')).agentCommands],
+  [['initrd', 'status'], async () => (await import('./agent.ts')).agentCommands],
   [['install', 'machine'], async () => (await import('./machine.ts')).machineCommands],
   [['uki'], async () => (await import('./uki.ts')).ukiCommands],
   [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
   [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
   [['measure'], async () => (await import('./cvm.ts')).cvmCommands],
+  [['ipe'], async () => (await import('./ipe.ts')).ipeCommands],
+  [['attest'], async () => (await import('./attest.ts')).attestCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */

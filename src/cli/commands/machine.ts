@@ -36,13 +36,18 @@ const installCommands: Command[] = [
     arity: [0, 0],
     details:
       'Partitions the disk (GPT: esp, seal-store, seal-config, seal-data), writes the ESP (the UKI at\n' +
-      'EFI/BOOT/BOOTX64.EFI, or systemd-boot there and the UKI under EFI/Linux), and copies the system\n' +
+      'EFI/BOOT/BOOTX64.EFI, or systemd-boot there and the UKI under EFI/Linux as seal-VERSION.efi — a\n' +
+      'device updates its UKI only then, with boot counting), and copies the system\n' +
       'with everything it pins and carries into the store as `current`, verified first with --ca.\n' +
       'seal-config and seal-data are left for the first boot to make LUKS2 with the TPM-held passphrase.',
     options: {
       disk: { type: 'string', value: 'DEV|FILE', description: 'the disk or disk image (required)' },
       manifest: { type: 'string', value: 'REF', description: 'the signed system manifest (required)' },
-      uki: { type: 'string', value: 'FILE', description: 'the signed UKI (required)' },
+      uki: {
+        type: 'string',
+        value: 'FILE',
+        description: 'the signed UKI (required unless the system carries its own: a target of role boot)',
+      },
       ca: { type: 'string', value: 'PEM', description: 'verify the system with this manifest CA first' },
       size: { type: 'string', value: 'SIZE', description: 'size of a new disk image (default 4G)' },
       'store-size': { type: 'string', value: 'SIZE', description: 'size of the store partition' },
@@ -54,12 +59,12 @@ const installCommands: Command[] = [
       ...TRANSPORT_OPTIONS,
     },
     async run(ctx, _args, options) {
-      for (const required of ['disk', 'manifest', 'uki'])
+      for (const required of ['disk', 'manifest'])
         if (typeof options[required] !== 'string') throw new UsageError(`--${required} is required`);
       const result = await install({
         disk: options.disk as string,
         manifest: options.manifest as string,
-        uki: options.uki as string,
+        ...(typeof options.uki === 'string' ? { uki: options.uki } : {}),
         ca: options.ca as string | undefined,
         size: sizeOption(options.size, 'size'),
         storeSize: sizeOption(options['store-size'], 'store-size'),
@@ -144,7 +149,8 @@ function vmCommands(): Command[] {
       arity: [1, 1],
       details:
         'The machine lives in $SEAL_MACHINES/NAME (else ~/.local/share/seal/machines/NAME). Its disk is\n' +
-        'made by `seal install` of --manifest with --uki (verified with --ca first), or copied from\n' +
+        'made by `seal install` of --manifest with --uki or the UKI the system carries (verified with --ca\n' +
+        'first; --boot-manager puts systemd-boot before it), or copied from\n' +
         '--disk (sparse; --disk-in-place uses the file itself, and rm leaves it), or blank (--disk-size);\n' +
         'a UKI not installed on the disk boots from a small disk of its own, tried first. The varstore\n' +
         '(enrolled by `seal secureboot enroll`: PK, KEK and db are required) is copied. With --tpm swtpm\n' +
@@ -157,6 +163,12 @@ function vmCommands(): Command[] {
         vars: { type: 'string', value: 'FILE', description: 'the enrolled OVMF varstore (required)' },
         manifest: { type: 'string', value: 'REF', description: 'install this signed system onto the disk' },
         ca: { type: 'string', value: 'PEM', description: 'verify the system with this manifest CA first' },
+        'boot-manager': {
+          type: 'string',
+          value: 'EFI',
+          description:
+            'install with this signed systemd-boot: the UKI is a boot entry, updated with boot counting',
+        },
         disk: { type: 'string', value: 'FILE', description: 'use a copy of this disk image' },
         'disk-in-place': { type: 'boolean', description: 'use --disk itself (the machine writes to it)' },
         'disk-size': { type: 'string', value: 'SIZE', description: 'size of a new disk (default 4G)' },
@@ -214,6 +226,9 @@ function vmCommands(): Command[] {
                 install: {
                   manifest: options.manifest,
                   ...(typeof options.ca === 'string' ? { ca: options.ca } : {}),
+                  ...(typeof options['boot-manager'] === 'string'
+                    ? { bootManager: options['boot-manager'] }
+                    : {}),
                   transport: registryOptions(options),
                 },
               }

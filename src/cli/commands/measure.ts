@@ -111,7 +111,7 @@ export const measureCommands: Command[] = [
         values,
         ...(options.events
           ? {
-              events: prediction.events.map((e) => ({
+              events: prediction.events.map(({ data: _data, ...e }) => ({
                 ...e,
                 digests: Object.fromEntries(
                   Object.entries(e.digests).map(([b, d]) => [b, d.toString('hex')]),

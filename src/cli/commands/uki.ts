@@ -5,6 +5,8 @@ import { UsageError } from '../../errors.ts';
 import { type Bank, parseBank } from '../../measure/index.ts';
 import { PkiError } from '../../pki/errors.ts';
 import { loadPrivateKey } from '../../pki/index.ts';
+import { parsePolicy } from '../../tpm/signed-policy.ts';
+import { sealBootImage } from '../../uki/boot-image.ts';
 import {
   buildUki,
   databaseTrust,
@@ -143,9 +145,20 @@ export const ukiCommands: Command[] = [
         value: 'STUB',
         description: 'the UEFI stub (default /usr/lib/systemd/boot/efi/linuxx64.efi.stub)',
       },
+      management: {
+        type: 'boolean',
+        description:
+          'a Seal management image: seal.management joins the command line, and the agent only revokes and installs',
+      },
       ...signerSpecs,
     },
-    details: 'With --key and --cert the UKI is signed as it is written (as `seal uki sign` would).',
+    details:
+      'With --key and --cert the UKI is signed as it is written (as `seal uki sign` would).\n' +
+      'A management image (--management) is signed with a key of its own, whose db entry gives it its\n' +
+      'own PCR 7: its initrd carries a management policy (seal tpm policy sign --management), which\n' +
+      'opens the TPM owner secret in that boot only. Its agent raises the TPM policy version to the one\n' +
+      'the new production UKI needs (revoking every older UKI) and installs that UKI and its system\n' +
+      '(seal.install=REF), then powers off.',
     async run(ctx, [out], options) {
       if (typeof options.linux !== 'string') throw new UsageError('--linux is required');
       const sign =
@@ -153,7 +166,9 @@ export const ukiCommands: Command[] = [
       const result = await buildUki(out!, {
         linux: options.linux,
         initrds: options.initrd as string[] | undefined,
-        cmdline: textOrFile(options.cmdline),
+        cmdline: options.management
+          ? [textOrFile(options.cmdline)?.trim(), 'seal.management'].filter(Boolean).join(' ')
+          : textOrFile(options.cmdline),
         osRelease: options['os-release'] as string | undefined,
         uname: options.uname as string | undefined,
         sbat: textOrFile(options.sbat),
@@ -198,6 +213,50 @@ export const ukiCommands: Command[] = [
       ctx.print(
         `${output}: signed (${result.signatures} signature${result.signatures > 1 ? 's' : ''}), Authenticode ${result.algorithm} ${result.digest}`,
       );
+      return 0;
+    },
+  },
+  {
+    path: ['uki', 'image'],
+    summary: "Seal a signed UKI as a boot image: a system's boot target",
+    args: 'UKI DEST',
+    arity: [2, 2],
+    options: {
+      format: { type: 'string', value: 'squashfs|erofs', description: 'the sealed layer (default squashfs)' },
+      policy: {
+        type: 'string',
+        value: 'FILE',
+        description:
+          "the signed TPM policy the UKI's initrd carries (a management image raises the TPM to its version)",
+      },
+    },
+    details:
+      'DEST is an image reference (oci:DIR:TAG). The image holds the UKI as uki.efi in one layer sealed for dm-verity; a system manifest names it as its target of role boot, and a device stages it on its ESP for systemd-boot to try (boot counting) when an update changes it. The same UKI always makes the same image.',
+    async run(ctx, [uki, dest], options) {
+      const format = (options.format as string | undefined) ?? 'squashfs';
+      if (format !== 'squashfs' && format !== 'erofs') throw new UsageError('--format is squashfs or erofs');
+      const inspection = inspectUki(uki!);
+      const problem = !inspection.sections.some((sec) => sec.name === '.linux')
+        ? 'has no .linux section: it is not a UKI'
+        : inspection.osRelease === undefined
+          ? 'has no .osrel section: systemd-boot lists only UKIs with one (seal uki build --os-release)'
+          : !inspection.signatures.some((sig) => sig.valid && sig.matchesImage)
+            ? 'is not signed: the firmware would refuse it (seal uki sign)'
+            : undefined;
+      if (problem) throw new UsageError(`${uki} ${problem}`);
+      if (typeof options.policy === 'string') {
+        const policy = parsePolicy(readFileSync(options.policy), options.policy);
+        if (policy.role !== 'production')
+          throw new UsageError(
+            `${options.policy} is a ${policy.role} policy; a boot image carries a production one`,
+          );
+      }
+      const descriptor = await sealBootImage(uki!, dest!, {
+        format,
+        ...(typeof options.policy === 'string' ? { policy: options.policy } : {}),
+      });
+      ctx.result({ uki, destination: dest, digest: descriptor.digest });
+      ctx.print(`Sealed ${uki} as the boot image ${dest} (${descriptor.digest})`);
       return 0;
     },
   },
