@@ -18,6 +18,7 @@ DEBIAN_PACKAGES=(
   squashfs-tools  # mksquashfs / unsquashfs
   apache2-utils   # htpasswd for registry auth tests
   openssl
+  time            # GNU time: the memory-budget tests read a child's peak resident set (%M)
   busybox-static  # the test VM's shell
   e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
   keyutils        # keyctl: certificates into the test VM's .fs-verity keyring, dm-verity signatures

@@ -7,9 +7,8 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { createHash } from 'node:crypto';
-import { type Bundle, bundleFromJSON, bundleToJSON } from '@sigstore/bundle';
-import { DSSEBundleBuilder, type Signer as SigstoreSigner } from '@sigstore/sign';
-import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
+import type { Bundle } from '@sigstore/bundle';
+import type { Signer as SigstoreSigner } from '@sigstore/sign';
 import type { Descriptor } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
 import { ecdsaSignatureToDer, type Signer } from '../pki/index.ts';
@@ -23,6 +22,19 @@ export const COSIGN_SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
 const IN_TOTO_PAYLOAD = 'application/vnd.in-toto+json';
 const IN_TOTO_STATEMENTS = ['https://in-toto.io/Statement/v1', 'https://in-toto.io/Statement/v0.1'];
 const MAX_BUNDLE = 1 << 20;
+
+/**
+ * The Sigstore libraries, loaded on use: they are most of what the manifest module would load
+ * otherwise (some 20 MB resident), and a device verifying its system manifest needs none of them.
+ */
+const sigstoreLibraries = async () => {
+  const [bundle, sign, verify] = await Promise.all([
+    import('@sigstore/bundle'),
+    import('@sigstore/sign'),
+    import('@sigstore/verify'),
+  ]);
+  return { ...bundle, ...sign, ...verify };
+};
 
 /** Sigstore's hint for a key: base64 of the SHA-256 of its SubjectPublicKeyInfo. */
 function keyHint(key: KeyObject): string {
@@ -73,6 +85,7 @@ export async function signImage(
   transport: OpenOptions = {},
 ): Promise<{ target: Descriptor; signature: Descriptor }> {
   const sigstore = sigstoreSigner(signer);
+  const { DSSEBundleBuilder, bundleToJSON } = await sigstoreLibraries();
   const { target } = await resolveImage(ref, transport);
   const [algorithm, hex] = target.digest.split(':') as [string, string];
   const statement = {
@@ -159,6 +172,7 @@ export async function verifyImageSignature(
         },
       );
     }
+    const { bundleFromJSON, toSignedEntity, toTrustMaterial, Verifier } = await sigstoreLibraries();
     const trust = toTrustMaterial(
       {
         mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',

@@ -74,6 +74,7 @@ function pinned(src: ImageSource, desc: Descriptor): ImageSource {
     resolve: async () => desc,
     getManifest: (d) => src.getManifest(d),
     getBlob: (d) => src.getBlob(d),
+    blobFile: (d) => src.blobFile?.(d),
     close: async () => {},
   };
 }

@@ -17,6 +17,12 @@ export interface ImageSource {
    * before its end if either is wrong, so a consumer never accepts bad bytes.
    */
   getBlob(desc: Descriptor): AsyncIterable<Uint8Array>;
+  /**
+   * The local file that holds a blob, for transports that keep blobs as files (OCI layouts), so
+   * that large blobs can be read in place instead of copied; undefined when there is none. Its
+   * bytes are NOT verified: whoever reads the file checks the digest and size.
+   */
+  blobFile?(desc: Descriptor): string | undefined;
   /** Descriptors of manifests whose `subject` is `desc` (referrers), optionally by artifactType. */
   referrers?(desc: Descriptor, artifactType?: string): Promise<Descriptor[]>;
   close(): Promise<void>;

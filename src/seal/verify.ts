@@ -2,18 +2,20 @@
  * Verifying a sealed image: manifest and config digests (checked as they are read), the
  * config's diff_ids against the layers, then each sealed layer's dm-verity tree against its
  * annotated root hash, block by block. The first failure names the layer and the block.
+ * A layer kept as a file (an OCI layout) is checked where it is; any other is copied to a
+ * temporary file first. Either way the memory used does not depend on the size of a layer.
  */
-import { createWriteStream } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { SealError } from '../errors.ts';
+import { DigestError, Digester, parseDigest } from '../oci/digest.ts';
 import type { ImageSource } from '../oci/transport.ts';
+import type { Descriptor } from '../oci/types.ts';
 import { readImage } from '../store/index.ts';
+import { writeFullySync } from '../util/write.ts';
 import { VerityError, verifyVerity } from '../verity/index.ts';
-import { verifyComposefs } from './composefs.ts';
 import {
   HARDLINKS_COPIED_ANNOTATION,
   isComposefsSealed,
@@ -66,7 +68,11 @@ export async function verifyImage(
   onLayer?: (r: LayerReport) => void,
 ): Promise<LayerReport[]> {
   const docs = await readImage(src);
-  if (isComposefsSealed(docs.manifest)) return verifyComposefs(src, docs, onLayer);
+  if (isComposefsSealed(docs.manifest)) {
+    // Loaded on use: the composefs writer and the tree code are not needed for the others.
+    const { verifyComposefs } = await import('./composefs.ts');
+    return verifyComposefs(src, docs, onLayer);
+  }
   const { manifest, config } = docs;
   const reports: LayerReport[] = [];
   const work = await mkdtemp(join(process.env.SEAL_TMPDIR ?? tmpdir(), 'seal-verify-'));
@@ -93,8 +99,10 @@ export async function verifyImage(
           },
         );
       }
-      const path = join(work, `layer-${index}`);
-      await pipeline(Readable.from(src.getBlob(layer)), createWriteStream(path));
+      const local = src.blobFile?.(layer);
+      const path = local ?? join(work, `layer-${index}`);
+      if (local) checkBlobFile(local, layer, `blob ${layer.digest} in ${src.name}`);
+      else await copyBlob(src.getBlob(layer), path);
       const hashOffset = await hashOffsetOf(path, filesystem);
       try {
         const params = await verifyVerity(path, path, root, { hashOffset });
@@ -119,11 +127,53 @@ export async function verifyImage(
           },
         );
       } finally {
-        await rm(path, { force: true });
+        if (!local) await rm(path, { force: true });
       }
     }
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   return reports;
+}
+
+/** Bytes read per step when a layer is digested or copied. */
+const STEP = 1 << 20;
+
+/** Checks a blob kept as a file against its descriptor's size and digest, through one buffer. */
+function checkBlobFile(path: string, desc: Descriptor, subject: string): void {
+  const digester = new Digester(parseDigest(desc.digest).algorithm);
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size !== desc.size) {
+      throw new DigestError('DIGEST_MISMATCH', `${subject} has ${size} bytes, ${desc.size} declared`, {
+        subject,
+      });
+    }
+    const buffer = Buffer.allocUnsafe(Math.min(STEP, Math.max(1, size)));
+    for (let at = 0; at < size; ) {
+      const n = readSync(fd, buffer, 0, Math.min(buffer.length, size - at), at);
+      if (n === 0) break;
+      digester.update(buffer.subarray(0, n));
+      at += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const actual = digester.digest();
+  if (actual !== desc.digest) {
+    throw new DigestError('DIGEST_MISMATCH', `${subject} has digest ${actual}, expected ${desc.digest}`, {
+      subject,
+    });
+  }
+}
+
+/** Writes a (verified) blob stream to a new file, one chunk at a time. */
+async function copyBlob(data: AsyncIterable<Uint8Array>, path: string): Promise<void> {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    for await (const chunk of data) writeFullySync(fd, chunk);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -3,7 +3,7 @@
  * default store), OCI archives, docker-save archives (read), root filesystem directories
  * (read, as a one-layer image); `docker://` is served by the registry module.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,6 +58,11 @@ export class LayoutSource implements ImageSource {
 
   getBlob(desc: Descriptor): AsyncIterable<Uint8Array> {
     return this.store.getBlob(desc);
+  }
+
+  blobFile(desc: Descriptor): string | undefined {
+    const path = this.store.blobPath(desc.digest);
+    return existsSync(path) ? path : undefined;
   }
 
   async referrers(desc: Descriptor, artifactType?: string): Promise<Descriptor[]> {

@@ -20,19 +20,35 @@ interface Task {
 interface Slot {
   worker: Worker;
   busy: Task | undefined;
+  /** Ends the worker once it has been idle for a while. */
+  idle?: NodeJS.Timeout;
 }
+
+/**
+ * An idle worker is ended after this long: a worker holds a JavaScript heap of its own and what
+ * its modules keep, which a long-running process (the device agent) should give back between
+ * bursts of work. A new task starts a new worker.
+ */
+const IDLE_MS = 3000;
 
 const workerUrl = sourceUrl('util/pool-worker.ts');
 
 export class WorkerPool {
   readonly size: number;
+  readonly #idleMs: number;
   #slots: Slot[] = [];
   #queue: Task[] = [];
   #nextId = 0;
   #closed = false;
 
-  constructor(size = defaultPoolSize()) {
+  constructor(size = defaultPoolSize(), options: { idleMs?: number } = {}) {
     this.size = Math.max(1, size);
+    this.#idleMs = options.idleMs ?? IDLE_MS;
+  }
+
+  /** Workers running now, busy or idle. */
+  get workers(): number {
+    return this.#slots.length;
   }
 
   /** Runs `fn` exported by `module` in a worker with `args` (structured-cloned; `transfer` moved). */
@@ -61,6 +77,7 @@ export class WorkerPool {
     this.#closed = true;
     const slots = this.#slots;
     this.#slots = [];
+    for (const s of slots) clearTimeout(s.idle);
     await Promise.all(slots.map((s) => s.worker.terminate()));
   }
 
@@ -70,6 +87,8 @@ export class WorkerPool {
       if (!slot && this.#slots.length < this.size) slot = this.#spawn();
       if (!slot) return;
       const task = this.#queue.shift()!;
+      clearTimeout(slot.idle);
+      slot.idle = undefined;
       slot.busy = task;
       // A busy worker keeps the process alive; an idle one does not.
       slot.worker.ref();
@@ -92,10 +111,12 @@ export class WorkerPool {
         else task.reject(msg.error);
       }
       this.#pump();
+      if (!slot.busy) slot.idle = setTimeout(() => this.#retire(slot), this.#idleMs).unref();
     });
     worker.on('error', (err) => {
       const task = slot.busy;
       slot.busy = undefined;
+      clearTimeout(slot.idle);
       this.#slots = this.#slots.filter((s) => s !== slot);
       task?.reject(err);
       this.#pump();
@@ -104,6 +125,12 @@ export class WorkerPool {
     worker.unref();
     this.#slots.push(slot);
     return slot;
+  }
+
+  #retire(slot: Slot): void {
+    if (slot.busy || !this.#slots.includes(slot)) return;
+    this.#slots = this.#slots.filter((s) => s !== slot);
+    void slot.worker.terminate();
   }
 }
 

@@ -2,24 +2,30 @@
  * dm-verity hash trees, byte-identical to `veritysetup format` (cryptsetup): format version 1
  * (salt before each block) and 0 (salt after), any hash of sha1/sha256/sha512, block sizes
  * 512..65536, with or without the 512-byte superblock, in a separate file or at an offset in
- * the same file (the stacker/atomfs layout). Leaf hashing runs on the worker pool.
+ * the same file (the stacker/atomfs layout). The data is hashed on every core through a fixed
+ * window of buffers and the tree is written as it grows, so memory does not depend on the size
+ * of the data.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { writeAtomic } from '../util/atomic.ts';
-import { sourceUrl } from '../util/paths.ts';
-import { sharedPool } from '../util/pool.ts';
 import { readFullySync } from '../util/read.ts';
 import { writeFullySync } from '../util/write.ts';
+import { TreeReader, TreeWriter } from './dm-verity-tree.ts';
 import { VerityError } from './errors.ts';
-import { type BlockHashing, DIGEST_SIZE, type HashAlgorithm, hashBlocksInto } from './hashing.ts';
+import {
+  type BlockHashing,
+  DIGEST_SIZE,
+  fileBlockDigests,
+  type HashAlgorithm,
+  hashBlocksInto,
+} from './hashing.ts';
 
-const HASHING = sourceUrl('verity/hashing.ts').href;
 export const SUPERBLOCK_SIZE = 512;
 const SIGNATURE = Buffer.from('verity\0\0', 'latin1');
 const MAX_SALT = 256;
-/** Data blocks hashed per worker task. */
-const TASK_BLOCKS = 8192;
+/** Hash blocks checked per step when verifying a stored tree. */
+const CHECK_BYTES = 1 << 20;
 
 export interface VerityParams {
   algorithm: HashAlgorithm;
@@ -117,64 +123,6 @@ export function checkParams(p: VerityParams, subject: string): void {
     bad(`needs at least one data block of ${p.dataBlockSize} bytes`);
   if (p.version === 1 && DIGEST_SIZE[p.algorithm] * 2 > p.hashBlockSize)
     bad('hash block too small for two digests');
-}
-
-/** Leaf digests of data blocks [first, first+count) of `path`, in slot-sized entries. */
-async function leafHashes(
-  path: string,
-  dataOffset: number,
-  p: VerityParams,
-  slot: number,
-  first: number,
-  count: number,
-): Promise<Buffer> {
-  const tasks: Promise<Uint8Array>[] = [];
-  const h = blockHashing(p, p.dataBlockSize);
-  for (let b = first; b < first + count; b += TASK_BLOCKS) {
-    const n = Math.min(TASK_BLOCKS, first + count - b);
-    tasks.push(
-      sharedPool().run<Uint8Array>(HASHING, 'hashFileBlocks', [
-        path,
-        dataOffset + b * p.dataBlockSize,
-        n,
-        h,
-        slot,
-      ]),
-    );
-  }
-  return Buffer.concat(await Promise.all(tasks));
-}
-
-/** Packs slot-sized digests into zero-padded hash blocks. */
-function packLevel(hashes: Buffer, g: TreeGeometry, hashBlockSize: number, blocks: number): Buffer {
-  const out = Buffer.alloc(blocks * hashBlockSize);
-  const perBlock = g.hashesPerBlock * g.slot;
-  for (let b = 0; b < blocks; b++)
-    hashes.copy(out, b * hashBlockSize, b * perBlock, Math.min(hashes.length, (b + 1) * perBlock));
-  return out;
-}
-
-function hashBlocks(p: VerityParams, data: Buffer, slot: number): Buffer {
-  const out = Buffer.alloc((data.length / p.hashBlockSize) * slot);
-  hashBlocksInto(blockHashing(p, p.hashBlockSize), data, out, 0, slot);
-  return out;
-}
-
-/** Builds the whole tree in memory (1/128 of the data for sha256 and 4 KiB blocks). */
-async function buildTree(
-  dataPath: string,
-  dataOffset: number,
-  p: VerityParams,
-): Promise<{ tree: Buffer; root: Buffer; g: TreeGeometry }> {
-  const g = geometry(p);
-  const tree = Buffer.alloc(g.treeBlocks * p.hashBlockSize);
-  let hashes = await leafHashes(dataPath, dataOffset, p, g.slot, 0, p.dataBlocks);
-  for (let level = 0; level < g.levelBlocks.length; level++) {
-    const packed = packLevel(hashes, g, p.hashBlockSize, g.levelBlocks[level]!);
-    packed.copy(tree, g.levelOffsets[level]!);
-    hashes = hashBlocks(p, packed, g.slot);
-  }
-  return { tree, root: hashes.subarray(0, DIGEST_SIZE[p.algorithm]), g };
 }
 
 export function encodeSuperblock(p: VerityParams): Buffer {
@@ -289,28 +237,44 @@ export async function formatVerity(
       subject: hashPath,
     });
   }
-  const { tree, root, g } = await buildTree(dataPath, 0, p);
-  const head = withSuperblock ? Buffer.alloc(Math.max(p.hashBlockSize, SUPERBLOCK_SIZE)) : Buffer.alloc(0);
-  if (withSuperblock) encodeSuperblock(p).copy(head);
-  const area = Buffer.concat([head, tree]);
+  const g = geometry(p);
+  // The superblock has a hash block to itself; like veritysetup, only its 512 bytes are written.
+  const headSize = withSuperblock ? Math.max(p.hashBlockSize, SUPERBLOCK_SIZE) : 0;
+  const areaEnd = hashOffset + headSize + g.treeBlocks * p.hashBlockSize;
+  const build = async (fd: number): Promise<Buffer> => {
+    // The file reaches the end of the hash area even where nothing is written (an empty tree).
+    if (fstatSync(fd).size < areaEnd) ftruncateSync(fd, areaEnd);
+    if (withSuperblock) writeFullySync(fd, encodeSuperblock(p), hashOffset);
+    const treeStart = hashOffset + headSize;
+    const tree = new TreeWriter(
+      g,
+      p.dataBlocks,
+      blockHashing(p, p.hashBlockSize),
+      DIGEST_SIZE[p.algorithm],
+      (offset, blocks) => writeFullySync(fd, blocks, treeStart + offset),
+    );
+    const leaves = fileBlockDigests(dataPath, 0, 0, p.dataBlocks, blockHashing(p, p.dataBlockSize), g.slot);
+    for await (const run of leaves) tree.add(0, run.digests, run.count);
+    return tree.root;
+  };
+  let root: Buffer;
   if (!samefile && hashOffset === 0) {
-    await writeAtomic(hashPath, async (handle) => {
-      await handle.write(area, 0, area.length, 0);
-    });
+    root = await writeAtomic(hashPath, (handle) => build(handle.fd));
   } else {
-    const fd = openSync(hashPath, samefile ? 'r+' : 'a+');
+    // Into the data file past its data, or into a hash file at an offset, keeping what is around it.
+    const fd = openSync(hashPath, samefile ? 'r+' : constants.O_RDWR | constants.O_CREAT, 0o644);
     try {
-      writeFullySync(fd, area, hashOffset);
+      root = await build(fd);
     } finally {
       closeSync(fd);
     }
   }
   return {
     ...p,
-    rootHash: Buffer.from(root),
+    rootHash: root,
     hashOffset,
     hashBlocks: g.treeBlocks,
-    hashAreaSize: area.length,
+    hashAreaSize: headSize + g.treeBlocks * p.hashBlockSize,
   };
 }
 
@@ -387,51 +351,6 @@ export async function verifyVerity(
       subject: dataPath,
     });
   }
-  const fd = openSync(hashPath, 'r');
-  const tree = Buffer.alloc(treeSize);
-  try {
-    readFullySync(fd, tree, treeStart);
-  } finally {
-    closeSync(fd);
-  }
-  const levels = g.levelBlocks.length;
-  const digestOf = (block: Buffer) => hashBlocks(p, block, g.slot).subarray(0, digestSize);
-  const blockAt = (level: number, index: number) =>
-    tree.subarray(
-      g.levelOffsets[level]! + index * p.hashBlockSize,
-      g.levelOffsets[level]! + (index + 1) * p.hashBlockSize,
-    );
-  const entry = (level: number, index: number) => {
-    const parent = blockAt(level, Math.floor(index / g.hashesPerBlock));
-    const at = (index % g.hashesPerBlock) * g.slot;
-    return parent.subarray(at, at + digestSize);
-  };
-  if (levels > 0) {
-    if (!digestOf(blockAt(levels - 1, 0)).equals(root)) {
-      throw new VerityError(
-        'VERITY_ROOT_MISMATCH',
-        `${hashPath}: the top hash block (level ${levels - 1}) does not match the root hash`,
-        {
-          subject: hashPath,
-          block: { kind: 'hash', level: levels - 1, index: 0 },
-        },
-      );
-    }
-    for (let level = levels - 1; level > 0; level--) {
-      for (let i = 0; i < g.levelBlocks[level - 1]!; i++) {
-        if (!digestOf(blockAt(level - 1, i)).equals(entry(level, i))) {
-          throw new VerityError(
-            'VERITY_HASH_BLOCK_MISMATCH',
-            `${hashPath}: hash block ${i} of level ${level - 1} is corrupt`,
-            {
-              subject: hashPath,
-              block: { kind: 'hash', level: level - 1, index: i },
-            },
-          );
-        }
-      }
-    }
-  }
   const first = options.blocks?.first ?? 0;
   const count = options.blocks?.count ?? p.dataBlocks - first;
   if (first < 0 || count < 0 || first + count > p.dataBlocks) {
@@ -440,29 +359,80 @@ export async function verifyVerity(
       `blocks ${first}..${first + count} are outside the ${p.dataBlocks} data blocks`,
     );
   }
-  const leaves = await leafHashes(dataPath, 0, p, g.slot, first, count);
-  for (let i = 0; i < count; i++) {
-    const leaf = leaves.subarray(i * g.slot, i * g.slot + digestSize);
-    const expected = levels > 0 ? entry(0, first + i) : root;
-    if (!leaf.equals(expected) && levels === 0) {
-      // A one-block image has no tree: its block is hashed straight into the root.
-      throw new VerityError(
-        'VERITY_ROOT_MISMATCH',
-        `${dataPath}: data block 0 does not match the root hash`,
-        {
-          subject: dataPath,
-          block: { kind: 'data', index: 0 },
-        },
-      );
+  const fd = openSync(hashPath, 'r');
+  try {
+    const tree = new TreeReader(fd, treeStart, g, p.hashBlockSize, digestSize, readFullySync);
+    checkTree(tree, p, g, root, hashPath);
+    const leaves = fileBlockDigests(dataPath, 0, first, count, blockHashing(p, p.dataBlockSize), g.slot);
+    for await (const run of leaves) {
+      if (g.levelBlocks.length === 0) {
+        // A one-block image has no tree: its block is hashed straight into the root.
+        if (!root.equals(run.digests.subarray(0, digestSize))) {
+          throw new VerityError(
+            'VERITY_ROOT_MISMATCH',
+            `${dataPath}: data block 0 does not match the root hash`,
+            {
+              subject: dataPath,
+              block: { kind: 'data', index: 0 },
+            },
+          );
+        }
+        continue;
+      }
+      const bad = tree.firstMismatch(0, run.digests, run.first, run.count);
+      if (bad >= 0) {
+        throw new VerityError(
+          'VERITY_DATA_BLOCK_MISMATCH',
+          `${dataPath}: data block ${run.first + bad} is corrupt`,
+          {
+            subject: dataPath,
+            block: { kind: 'data', index: run.first + bad },
+          },
+        );
+      }
     }
-    if (!leaf.equals(expected)) {
-      throw new VerityError('VERITY_DATA_BLOCK_MISMATCH', `${dataPath}: data block ${first + i} is corrupt`, {
-        subject: dataPath,
-        block: { kind: 'data', index: first + i },
-      });
-    }
+  } finally {
+    closeSync(fd);
   }
   return p;
+}
+
+/** Checks a stored tree from the root down, a stretch of hash blocks at a time. */
+function checkTree(tree: TreeReader, p: VerityParams, g: TreeGeometry, root: Buffer, hashPath: string): void {
+  const levels = g.levelBlocks.length;
+  if (levels === 0) return;
+  const hashing = blockHashing(p, p.hashBlockSize);
+  const perStep = Math.max(1, Math.floor(CHECK_BYTES / p.hashBlockSize));
+  const digests = Buffer.alloc(perStep * g.slot);
+  hashBlocksInto(hashing, tree.blocks(levels - 1, 0, 1), digests, 0, g.slot);
+  if (!digests.subarray(0, DIGEST_SIZE[p.algorithm]).equals(root)) {
+    throw new VerityError(
+      'VERITY_ROOT_MISMATCH',
+      `${hashPath}: the top hash block (level ${levels - 1}) does not match the root hash`,
+      {
+        subject: hashPath,
+        block: { kind: 'hash', level: levels - 1, index: 0 },
+      },
+    );
+  }
+  for (let level = levels - 1; level > 0; level--) {
+    const blocks = g.levelBlocks[level - 1]!;
+    for (let first = 0; first < blocks; first += perStep) {
+      const count = Math.min(perStep, blocks - first);
+      hashBlocksInto(hashing, tree.blocks(level - 1, first, count), digests, 0, g.slot);
+      const bad = tree.firstMismatch(level, digests, first, count);
+      if (bad >= 0) {
+        throw new VerityError(
+          'VERITY_HASH_BLOCK_MISMATCH',
+          `${hashPath}: hash block ${first + bad} of level ${level - 1} is corrupt`,
+          {
+            subject: hashPath,
+            block: { kind: 'hash', level: level - 1, index: first + bad },
+          },
+        );
+      }
+    }
+  }
 }
 
 /** The hash of a single buffer as dm-verity computes block hashes (for tests and tools). */

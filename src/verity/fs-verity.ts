@@ -1,16 +1,16 @@
 /**
  * fs-verity file digests (the kernel's and `fsverity digest`'s): a Merkle tree over the file's
- * blocks, the root hash in a 256-byte descriptor, the digest = hash of the descriptor.
+ * blocks, the root hash in a 256-byte descriptor, the digest = hash of the descriptor. The tree
+ * is folded as the digests arrive, one pending block per level, so its memory is a few blocks
+ * whatever the size of the file.
  */
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import { sourceUrl } from '../util/paths.ts';
-import { sharedPool } from '../util/pool.ts';
 import { VerityError } from './errors.ts';
-import { type BlockHashing, DIGEST_SIZE, hashBlocksInto } from './hashing.ts';
+import { type BlockHashing, DIGEST_SIZE, fileBlockDigests, hashBlocksInto } from './hashing.ts';
 
-const HASHING = sourceUrl('verity/hashing.ts').href;
-const TASK_BLOCKS = 8192;
+/** Bytes hashed per step when the data is in memory or streamed. */
+const STEP_BYTES = 1 << 20;
 
 export type FsverityAlgorithm = 'sha256' | 'sha512';
 const ALGORITHM_ID: Record<FsverityAlgorithm, number> = { sha256: 1, sha512: 2 };
@@ -66,20 +66,89 @@ function resolve(o: FsverityOptions): Resolved {
   };
 }
 
-/** From the leaf digests up to the root hash; a one-block file's root is its block's digest. */
-function rootOf(leaves: Buffer, r: Resolved): Buffer {
-  const size = DIGEST_SIZE[r.algorithm];
-  const perBlock = r.blockSize / size;
-  let level = leaves;
-  while (level.length > size) {
-    const blocks = Math.ceil(level.length / size / perBlock);
-    const packed = Buffer.alloc(blocks * r.blockSize);
-    level.copy(packed);
-    const next = Buffer.alloc(blocks * size);
-    hashBlocksInto(r.hashing, packed, next, 0, size);
-    level = next;
+/** Bytes of blocks each level of the tree keeps, at most, before hashing them in one call. */
+const LEVEL_BUFFER = 128 << 10;
+
+interface FoldLevel {
+  /** Whole blocks of digests, zero-padded; `filled` digests so far. */
+  blocks: Buffer;
+  filled: number;
+  /** The digests of those blocks, on their way to the level above. */
+  digests: Buffer;
+  /** Digests this level received in all. */
+  total: number;
+}
+
+/**
+ * The Merkle tree folded as the leaf digests arrive: each level keeps a few blocks of digests
+ * and, when they are full, hashes them in one call into the level above. At the end every
+ * level's last blocks, zero-padded, are hashed upward until a level holds a single digest: the
+ * root (a one-block file's root is its block's digest). A level's buffer starts at one block
+ * and doubles up to LEVEL_BUFFER, so a small file costs a few KiB.
+ */
+class MerkleFold {
+  readonly #r: Resolved;
+  readonly #size: number;
+  readonly #perBlock: number;
+  readonly #capacity: number;
+  readonly #levels: FoldLevel[] = [];
+
+  constructor(r: Resolved) {
+    this.#r = r;
+    this.#size = DIGEST_SIZE[r.algorithm];
+    this.#perBlock = r.blockSize / this.#size;
+    this.#capacity = Math.max(1, Math.floor(LEVEL_BUFFER / r.blockSize));
   }
-  return level;
+
+  /** Adds `count` digests (packed, no padding) to `level` (0: the file's blocks). */
+  add(digests: Uint8Array, count: number, level = 0): void {
+    while (this.#levels.length <= level) {
+      this.#levels.push({
+        blocks: Buffer.alloc(this.#r.blockSize),
+        filled: 0,
+        digests: Buffer.alloc(this.#size),
+        total: 0,
+      });
+    }
+    const l = this.#levels[level]!;
+    for (let i = 0; i < count; ) {
+      const room = (l.blocks.length / this.#r.blockSize) * this.#perBlock;
+      const n = Math.min(count - i, room - l.filled);
+      l.blocks.set(digests.subarray(i * this.#size, (i + n) * this.#size), l.filled * this.#size);
+      l.filled += n;
+      l.total += n;
+      i += n;
+      if (l.filled < room) continue;
+      const held = l.blocks.length / this.#r.blockSize;
+      if (held < this.#capacity) {
+        const grown = Buffer.alloc(Math.min(held * 2, this.#capacity) * this.#r.blockSize);
+        grown.set(l.blocks);
+        l.blocks = grown;
+        l.digests = Buffer.alloc((grown.length / this.#r.blockSize) * this.#size);
+      } else this.#up(level);
+    }
+  }
+
+  /** Hashes the level's filled blocks (the last zero-padded) into the level above. */
+  #up(level: number): void {
+    const l = this.#levels[level]!;
+    const blocks = Math.ceil(l.filled / this.#perBlock);
+    const bytes = l.blocks.subarray(0, blocks * this.#r.blockSize);
+    hashBlocksInto(this.#r.hashing, bytes, l.digests, 0, this.#size);
+    bytes.fill(0);
+    l.filled = 0;
+    this.add(l.digests, blocks, level + 1);
+  }
+
+  /** The root hash; zeros when no block was added (an empty file). */
+  root(): Buffer {
+    for (let level = 0; level < this.#levels.length; level++) {
+      const l = this.#levels[level]!;
+      if (l.total === 1) return Buffer.from(l.blocks.subarray(0, this.#size));
+      if (l.filled > 0) this.#up(level);
+    }
+    return Buffer.alloc(this.#size);
+  }
 }
 
 function descriptorDigest(root: Buffer, dataSize: number, r: Resolved): Buffer {
@@ -94,6 +163,17 @@ function descriptorDigest(root: Buffer, dataSize: number, r: Resolved): Buffer {
   return createHash(r.algorithm).update(d).digest();
 }
 
+let shared = Buffer.alloc(0);
+
+/**
+ * Leaf digests' scratch, shared by every digest in progress: it is filled and emptied into the
+ * tree with no await in between, and composefs digests thousands of small files.
+ */
+function scratch(size: number): Buffer {
+  if (shared.length < size) shared = Buffer.alloc(size);
+  return shared;
+}
+
 /** The fs-verity digest of data held in memory or streamed (hashed on this thread). */
 export async function fsverityDigest(
   data: Uint8Array | AsyncIterable<Uint8Array>,
@@ -101,38 +181,56 @@ export async function fsverityDigest(
 ): Promise<Buffer> {
   const r = resolve(options);
   const size = DIGEST_SIZE[r.algorithm];
-  const leaves: Buffer[] = [];
-  let total = 0;
-  let pending = Buffer.alloc(0);
-  const take = (chunk: Uint8Array, final: boolean) => {
-    let buf = pending.length
-      ? Buffer.concat([pending, chunk])
-      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-    if (final && buf.length % r.blockSize !== 0)
-      buf = Buffer.concat([buf, Buffer.alloc(r.blockSize - (buf.length % r.blockSize))]);
-    const whole = buf.length - (buf.length % r.blockSize);
-    if (whole > 0) {
-      const out = Buffer.alloc((whole / r.blockSize) * size);
-      hashBlocksInto(r.hashing, buf.subarray(0, whole), out, 0, size);
-      leaves.push(out);
+  const tree = new MerkleFold(r);
+  const step = Math.max(1, Math.floor(STEP_BYTES / r.blockSize)) * r.blockSize;
+  const out = scratch((step / r.blockSize) * size);
+  /** Hashes whole blocks of `bytes` (the last zero-padded when `final`); returns what is left. */
+  const hashWhole = (bytes: Uint8Array, final: boolean): number => {
+    let at = 0;
+    for (; bytes.length - at >= r.blockSize || (final && at < bytes.length); ) {
+      const whole = Math.min(step, bytes.length - at - ((bytes.length - at) % r.blockSize));
+      if (whole === 0) {
+        const last = Buffer.alloc(r.blockSize);
+        last.set(bytes.subarray(at));
+        hashBlocksInto(r.hashing, last, out, 0, size);
+        tree.add(out, 1);
+        return bytes.length;
+      }
+      hashBlocksInto(r.hashing, bytes.subarray(at, at + whole), out, 0, size);
+      tree.add(out, whole / r.blockSize);
+      at += whole;
     }
-    pending = Buffer.from(buf.subarray(whole));
+    return at;
   };
+  let total = 0;
   if (data instanceof Uint8Array) {
     total = data.length;
-    take(data, true);
+    hashWhole(data, true);
   } else {
+    // Less than a block carried from one chunk to the next.
+    const carry = Buffer.alloc(r.blockSize);
+    let carried = 0;
     for await (const chunk of data) {
       total += chunk.length;
-      take(chunk, false);
+      let at = 0;
+      if (carried > 0) {
+        at = Math.min(chunk.length, r.blockSize - carried);
+        carry.set(chunk.subarray(0, at), carried);
+        carried += at;
+        if (carried < r.blockSize) continue;
+        hashWhole(carry, false);
+        carried = 0;
+      }
+      at += hashWhole(chunk.subarray(at), false);
+      carry.set(chunk.subarray(at));
+      carried = chunk.length - at;
     }
-    take(new Uint8Array(0), true);
+    hashWhole(carry.subarray(0, carried), true);
   }
-  const root = total === 0 ? Buffer.alloc(size) : rootOf(Buffer.concat(leaves), r);
-  return descriptorDigest(root, total, r);
+  return descriptorDigest(tree.root(), total, r);
 }
 
-/** The fs-verity digest of a file, its blocks hashed on the worker pool. */
+/** The fs-verity digest of a file, its blocks read and hashed on every core. */
 export async function fsverityDigestFile(path: string, options: FsverityOptions = {}): Promise<Buffer> {
   const r = resolve(options);
   const fd = openSync(path, 'r');
@@ -142,23 +240,12 @@ export async function fsverityDigestFile(path: string, options: FsverityOptions 
   } finally {
     closeSync(fd);
   }
+  const tree = new MerkleFold(r);
   const digestSize = DIGEST_SIZE[r.algorithm];
-  if (size === 0) return descriptorDigest(Buffer.alloc(digestSize), 0, r);
   const blocks = Math.ceil(size / r.blockSize);
-  const tasks: Promise<Uint8Array>[] = [];
-  for (let b = 0; b < blocks; b += TASK_BLOCKS) {
-    const n = Math.min(TASK_BLOCKS, blocks - b);
-    tasks.push(
-      sharedPool().run<Uint8Array>(HASHING, 'hashFileBlocks', [
-        path,
-        b * r.blockSize,
-        n,
-        r.hashing,
-        digestSize,
-      ]),
-    );
-  }
-  return descriptorDigest(rootOf(Buffer.concat(await Promise.all(tasks)), r), size, r);
+  for await (const run of fileBlockDigests(path, 0, 0, blocks, r.hashing, digestSize))
+    tree.add(run.digests, run.count);
+  return descriptorDigest(tree.root(), size, r);
 }
 
 /** What kernel fs-verity signatures sign: "FSVerity", u16 algorithm, u16 digest size, digest. */

@@ -1,11 +1,15 @@
 /**
- * Block hashing, the hot loop of both dm-verity and fs-verity. Pure functions of a file range,
- * so the worker pool can run them: each worker reads its range itself (no data crosses
- * threads) and returns the packed digests.
+ * Block hashing, the hot loop of both dm-verity and fs-verity: the digests of a buffer's blocks,
+ * and of a file's blocks streamed in order, a fixed window of steps in flight. With the addon,
+ * reading and hashing run on libuv's threads (one step per core at a time, each thread reading
+ * into a buffer of its own); without it, on the worker pool, which reads its ranges itself.
+ * Either way the memory in use is fixed, whatever the size of the file.
  */
 import { hash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { loadAddon } from '../util/native.ts';
+import { sourceUrl } from '../util/paths.ts';
 import { readFullySync } from '../util/read.ts';
 
 export type HashAlgorithm = 'sha1' | 'sha256' | 'sha512';
@@ -38,10 +42,29 @@ type NativeHashBlocks = (
  * (measured: 1.43 against 0.79 GB/s on one core for 4 KiB SHA-256 blocks). Without it (no
  * compiler where Seal was installed) the same digests come from node:crypto, more slowly.
  */
-const nativeHashBlocks: NativeHashBlocks | undefined = (() => {
-  const addon = loadAddon<{ hashBlocks: NativeHashBlocks }>('blockhash');
-  return addon instanceof Error ? undefined : addon.hashBlocks;
+type NativeHashFileBlocks = (
+  fd: number,
+  position: number,
+  blockSize: number,
+  algorithm: string,
+  prefix: Uint8Array,
+  suffix: Uint8Array,
+  count: number,
+  out: Uint8Array,
+  stride: number,
+) => Promise<number>;
+
+interface BlockhashAddon {
+  hashBlocks: NativeHashBlocks;
+  hashFileBlocks: NativeHashFileBlocks;
+  adviseSequential: (fd: number) => void;
+}
+
+const addon: BlockhashAddon | undefined = (() => {
+  const loaded = loadAddon<BlockhashAddon>('blockhash');
+  return loaded instanceof Error ? undefined : loaded;
 })();
+const nativeHashBlocks = addon?.hashBlocks;
 
 /** Whether block hashing runs in the native addon. */
 export const nativeHashing = nativeHashBlocks !== undefined;
@@ -91,28 +114,168 @@ export function hashBlocksWithNodeCrypto(
   }
 }
 
+/** Digests of `count` consecutive blocks from `first`, each in a `stride`-byte slot. */
+export interface DigestRun {
+  first: number;
+  count: number;
+  /** Valid until the iteration continues: its memory is reused for a later run. */
+  digests: Uint8Array;
+}
+
 /**
- * Hashes `count` blocks of the file at `path` starting at byte `offset`, the last one
- * zero-padded if the file ends inside it. Returns the digests, each in a `stride`-byte slot.
+ * Bytes of a file per step on the addon's threads: a quarter of each thread's share of what is
+ * left, so that the steps shrink towards the end and the cores finish together, within bounds
+ * that keep the steps few (each costs a round trip through the event loop and some JavaScript)
+ * and the first ones quick. A thread reads a step 256 KiB at a time into a buffer of its own;
+ * what a step holds in JavaScript is only its digests (1/128 of it for SHA-256).
  */
-export function hashFileBlocks(
+const MIN_STEP = 256 << 10;
+const MAX_STEP = 32 << 20;
+/** The same on the worker pool, whose every task costs a message each way. */
+const POOL_STEP = 8 << 20;
+
+export interface FileDigestOptions {
+  /** Bytes per step, all alike (default: see MIN_STEP/MAX_STEP; 8 MiB on the worker pool). */
+  chunkBytes?: number;
+  /** Use the addon (default: when it is built); false hashes on the worker pool. */
+  native?: boolean;
+  /** Steps in flight at once (default: one per core, plus one being consumed). */
+  window?: number;
+}
+
+/**
+ * The digests of blocks [first, first + count) of the file at `path` (block i at byte
+ * `offset + i * blockSize`; past the end of the file, blocks read as zeros), in order, a run at a
+ * time. At most `window` runs are read and hashed ahead of the consumer, each into buffers of
+ * its own that are reused, so memory stays fixed and a slow consumer holds the readers back.
+ */
+export async function* fileBlockDigests(
   path: string,
   offset: number,
+  first: number,
+  count: number,
+  h: BlockHashing,
+  stride: number,
+  options: FileDigestOptions = {},
+): AsyncGenerator<DigestRun> {
+  if (count <= 0) return;
+  const native = options.native === false ? undefined : addon;
+  const threads = parallelism();
+  const blocksOf = (bytes: number) => Math.max(1, Math.floor(bytes / h.blockSize));
+  const minRun = blocksOf(options.chunkBytes ?? (native ? MIN_STEP : POOL_STEP));
+  const maxRun = Math.min(count, blocksOf(options.chunkBytes ?? (native ? MAX_STEP : POOL_STEP)));
+  const window = Math.min(Math.ceil(count / minRun), Math.max(1, options.window ?? threads + 1));
+  const step = native ? nativeStep(native, path, h, stride, maxRun) : poolStep(path, h, stride);
+  const inFlight: { first: number; count: number; slot: number; done: Promise<Uint8Array> }[] = [];
+  let next = first;
+  const issue = (slot: number) => {
+    const left = first + count - next;
+    const n = Math.min(left, Math.max(minRun, Math.min(maxRun, Math.floor(left / (threads * 4)))));
+    const done = step.run(slot, offset + next * h.blockSize, n);
+    // Settled later, in order; a failure is seen then, not reported as unhandled now.
+    done.catch(() => {});
+    inFlight.push({ first: next, count: n, slot, done });
+    next += n;
+  };
+  try {
+    for (let slot = 0; slot < window; slot++) issue(slot);
+    while (inFlight.length > 0) {
+      const run = inFlight[0]!;
+      const digests = await run.done;
+      yield { first: run.first, count: run.count, digests };
+      inFlight.shift();
+      if (next < first + count) issue(run.slot);
+    }
+  } finally {
+    // Reads still running write into this window's buffers and use the file: let them end.
+    await Promise.allSettled(inFlight.map((r) => r.done));
+    step.close();
+  }
+}
+
+/** Threads that hash at once: SEAL_THREADS, else one per core. */
+function parallelism(): number {
+  const env = Number(process.env.SEAL_THREADS);
+  return Number.isInteger(env) && env > 0 ? env : availableParallelism();
+}
+
+interface Step {
+  /** Reads and hashes `count` blocks at `position` with `slot`'s buffers; the digests. */
+  run(slot: number, position: number, count: number): Promise<Uint8Array>;
+  close(): void;
+}
+
+function nativeStep(
+  native: BlockhashAddon,
+  path: string,
+  h: BlockHashing,
+  stride: number,
+  perRun: number,
+): Step {
+  const fd = openSync(path, 'r');
+  native.adviseSequential(fd);
+  // Each slot's digests, allocated on first use and reused for every later step.
+  const outs: Uint8Array[] = [];
+  return {
+    async run(slot, position, count) {
+      const out = (outs[slot] ??= new Uint8Array(perRun * stride));
+      await native.hashFileBlocks(
+        fd,
+        position,
+        h.blockSize,
+        h.algorithm,
+        h.prefix,
+        h.suffix,
+        count,
+        out,
+        stride,
+      );
+      return out.subarray(0, count * stride);
+    },
+    close: () => closeSync(fd),
+  };
+}
+
+// Resolved from util/, which also holds for the device agent's bundle (util/paths.ts).
+const HASHING = sourceUrl('verity/hashing.ts').href;
+
+function poolStep(path: string, h: BlockHashing, stride: number): Step {
+  // Loaded on use: with the addon, no worker thread is ever started.
+  const pool = import('../util/pool.ts').then(({ sharedPool }) => sharedPool());
+  return {
+    run: async (_slot, position, count) =>
+      (await pool).run<Uint8Array>(HASHING, 'hashFileRange', [path, position, count, h, stride]),
+    close: () => {},
+  };
+}
+
+/** A worker's read buffer, kept for its next range. */
+let rangeBuffer: Buffer | undefined;
+
+/**
+ * Hashes `count` blocks of the file at `path` from byte `position` (zeros past its end), for a
+ * worker of the pool when the addon is missing. Returns the digests in `stride`-byte slots.
+ */
+export function hashFileRange(
+  path: string,
+  position: number,
   count: number,
   h: BlockHashing,
   stride: number,
 ): Uint8Array {
   const out = new Uint8Array(count * stride);
-  const perRead = Math.max(1, Math.floor((4 << 20) / h.blockSize));
-  const buffer = Buffer.alloc(perRead * h.blockSize);
+  const perRead = Math.max(1, Math.floor((1 << 20) / h.blockSize));
+  if (!rangeBuffer || rangeBuffer.length < perRead * h.blockSize)
+    rangeBuffer = Buffer.alloc(perRead * h.blockSize);
   const fd = openSync(path, 'r');
   try {
     for (let done = 0; done < count; done += perRead) {
       const n = Math.min(perRead, count - done);
       const want = n * h.blockSize;
-      const got = readFullySync(fd, buffer.subarray(0, want), offset + done * h.blockSize);
+      const buffer = rangeBuffer.subarray(0, want);
+      const got = readFullySync(fd, buffer, position + done * h.blockSize);
       buffer.fill(0, got, want);
-      hashBlocksInto(h, buffer.subarray(0, want), out, done * stride, stride);
+      hashBlocksInto(h, buffer, out, done * stride, stride);
     }
   } finally {
     closeSync(fd);

@@ -5,16 +5,23 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { test } from 'node:test';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import {
   type BlockHashing,
   DIGEST_SIZE,
+  fileBlockDigests,
   type HashAlgorithm,
   hashBlocksInto,
   hashBlocksWithNodeCrypto,
   nativeHashing,
 } from '../../src/verity/hashing.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'seal-blockhash-'));
+after(() => rmSync(work, { recursive: true, force: true }));
 
 test('the addon is built by setup and used', () => {
   assert.equal(nativeHashing, true, 'build/Release/blockhash.node is missing: run scripts/setup.sh');
@@ -67,4 +74,140 @@ test('the addon refuses bad arguments instead of writing out of bounds', () => {
   );
   assert.throws(() => hashBlocks('sha256', 'text', 4096, none, none, new Uint8Array(64), 0, 32), /argument/);
   assert.throws(() => hashBlocks('sha256', data), /8 arguments/);
+});
+
+/** Every run of fileBlockDigests, copied out (a run's memory is reused), as one buffer. */
+async function allDigests(
+  path: string,
+  offset: number,
+  first: number,
+  count: number,
+  h: BlockHashing,
+  stride: number,
+  options: Parameters<typeof fileBlockDigests>[6],
+): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let expected = first;
+  for await (const run of fileBlockDigests(path, offset, first, count, h, stride, options)) {
+    assert.equal(run.first, expected, 'runs come in order');
+    assert.equal(run.digests.length, run.count * stride);
+    parts.push(Buffer.from(run.digests));
+    expected += run.count;
+  }
+  assert.equal(expected, first + count);
+  return Buffer.concat(parts);
+}
+
+test('file blocks: the addon threads, the worker pool and in-memory hashing agree', async () => {
+  const file = join(work, 'blocks.bin');
+  const data = randomBytes(4096 * 37 + 1000); // the last block is partial: zeros past the end
+  writeFileSync(file, data);
+  for (const [algorithm, blockSize, prefix, suffix] of [
+    ['sha256', 4096, 32, 0],
+    ['sha1', 512, 0, 7],
+    ['sha512', 1024, 0, 0],
+  ] as const) {
+    const h: BlockHashing = {
+      algorithm,
+      blockSize,
+      prefix: randomBytes(prefix),
+      suffix: randomBytes(suffix),
+    };
+    const stride = DIGEST_SIZE[algorithm] + 4;
+    const offset = 3 * blockSize;
+    const count = Math.ceil((data.length - offset) / blockSize) + 2; // two blocks wholly past the end
+    const first = 2;
+    const padded = Buffer.alloc((first + count) * blockSize);
+    data.copy(padded, 0, offset);
+    const expected = Buffer.alloc(count * stride);
+    hashBlocksWithNodeCrypto(h, padded.subarray(first * blockSize), expected, 0, stride);
+    for (const options of [
+      {},
+      { chunkBytes: blockSize, window: 1 },
+      { chunkBytes: blockSize * 5, window: 4 },
+      { native: false, chunkBytes: blockSize * 3 },
+    ]) {
+      const got = await allDigests(file, offset, first, count, h, stride, options);
+      assert.ok(got.equals(expected), `${algorithm} ${blockSize} ${JSON.stringify(options)}`);
+    }
+  }
+});
+
+test('file blocks: a consumer that stops early leaves no read running and the file closed', async () => {
+  const file = join(work, 'early.bin');
+  writeFileSync(file, randomBytes(4096 * 64));
+  const h: BlockHashing = {
+    algorithm: 'sha256',
+    blockSize: 4096,
+    prefix: new Uint8Array(0),
+    suffix: new Uint8Array(0),
+  };
+  const openFds = () => {
+    const probe = openSync(file, 'r');
+    closeSync(probe);
+    return probe;
+  };
+  const before = openFds();
+  for (let stopAfter = 0; stopAfter < 3; stopAfter++) {
+    let seen = 0;
+    await assert.rejects(async () => {
+      for await (const _ of fileBlockDigests(file, 0, 0, 64, h, 32, { chunkBytes: 4096 * 4, window: 4 })) {
+        if (seen++ === stopAfter) throw new Error('consumer gave up');
+      }
+    }, /consumer gave up/);
+  }
+  // The lowest free descriptor is the same again: every one the iterations opened was closed.
+  assert.equal(openFds(), before);
+});
+
+test('file blocks: a read error rejects the iteration', async () => {
+  const h: BlockHashing = {
+    algorithm: 'sha256',
+    blockSize: 4096,
+    prefix: new Uint8Array(0),
+    suffix: new Uint8Array(0),
+  };
+  await assert.rejects(async () => {
+    for await (const _ of fileBlockDigests(work, 0, 0, 4, h, 32)) void _;
+  }, /EISDIR|directory/i);
+});
+
+test('the file hashing call refuses bad arguments', async () => {
+  const { hashFileBlocks } = createRequire(import.meta.url)('../../build/Release/blockhash.node');
+  const none = new Uint8Array(0);
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(63), 32),
+    /too small/,
+  );
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 16),
+    /too small/,
+  );
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2 ** 32 - 1, new Uint8Array(64), 32),
+    /too small/,
+  );
+  assert.throws(() => hashFileBlocks(0, 0, 0, 'sha256', none, none, 2, new Uint8Array(64), 32), /block size/);
+  assert.throws(
+    () => hashFileBlocks(-1, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
+    /bad file/,
+  );
+  assert.throws(
+    () => hashFileBlocks(0, -5, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
+    /bad file/,
+  );
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'md-none', none, none, 2, new Uint8Array(64), 32),
+    /unknown hash/,
+  );
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 'two', new Uint8Array(64), 32),
+    /argument/,
+  );
+  assert.throws(() => hashFileBlocks(0, 0), /9 arguments/);
+  // A descriptor that is not open: the error comes back through the promise.
+  await assert.rejects(
+    hashFileBlocks(1 << 20, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
+    /EBADF|bad file/i,
+  );
 });

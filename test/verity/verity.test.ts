@@ -151,6 +151,60 @@ test('a few hundred MiB, through the CLI, in the same file at a hash offset', as
   rmSync(copy);
 });
 
+test('trees whose upper levels outgrow the buffers they are built in equal the reference tools', async () => {
+  // Small blocks make many levels and many hash blocks per level from a few tens of MiB.
+  const data = join(work, 'levels.img');
+  const random = prng(11);
+  const bytes = Buffer.alloc(80 << 20);
+  for (let i = 0; i < bytes.length; i += 4096) bytes.writeUInt32LE(Math.floor(random() * 2 ** 32), i);
+  writeFileSync(data, bytes);
+  const theirs = join(work, 'levels-theirs.hash');
+  rmSync(theirs, { force: true });
+  const r = await formatVerity(data, join(work, 'levels-ours.hash'), {
+    dataBlockSize: 512,
+    hashBlockSize: 512,
+    salt: Buffer.from('0a', 'hex'),
+    uuid: UUID,
+  });
+  execFileSync('veritysetup', [
+    'format',
+    data,
+    theirs,
+    '--data-block-size=512',
+    '--hash-block-size=512',
+    '--salt=0a',
+    `--uuid=${UUID}`,
+  ]);
+  assert.ok(readFileSync(join(work, 'levels-ours.hash')).equals(readFileSync(theirs)));
+  assert.ok(geometry(r).levelBlocks[1]! > 512, 'level 1 spans more than one buffer of 512 blocks');
+  await verifyVerity(data, theirs, r.rootHash.toString('hex'));
+  const args = ['--hash-alg=sha512', '--block-size=1024'];
+  const expected = execFileSync('fsverity', ['digest', data, ...args], { encoding: 'utf8' }).split(/[: ]/)[1];
+  const options = { algorithm: 'sha512', blockSize: 1024 } as const;
+  assert.equal((await fsverityDigestFile(data, options)).toString('hex'), expected);
+  assert.equal((await fsverityDigest(bytes, options)).toString('hex'), expected);
+  rmSync(data);
+});
+
+test('a tree into an existing hash file at an offset keeps the bytes around it, as veritysetup does', async () => {
+  const data = join(work, 'offset-data.img');
+  writeFileSync(data, pattern(4096 * 700));
+  const before = Buffer.alloc(20_000, 0xa5);
+  const ours = join(work, 'offset-ours.hash');
+  const theirs = join(work, 'offset-theirs.hash');
+  writeFileSync(ours, before);
+  writeFileSync(theirs, before);
+  const r = await formatVerity(data, ours, { hashOffset: 16384, salt: Buffer.from('77', 'hex'), uuid: UUID });
+  const out = execFileSync(
+    'veritysetup',
+    ['format', data, theirs, '--hash-offset=16384', '--salt=77', `--uuid=${UUID}`],
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.rootHash.toString('hex'), /Root hash:\s+(\S+)/.exec(out)![1]);
+  assert.ok(readFileSync(ours).equals(readFileSync(theirs)));
+  await verifyVerity(data, theirs, r.rootHash.toString('hex'), { hashOffset: 16384 });
+});
+
 test('seal verity format prints what veritysetup prints; fsverity digest output is identical', () => {
   const data = join(work, 'cli.img');
   writeFileSync(data, pattern(4096 * 10));
@@ -198,11 +252,13 @@ test('fs-verity digests: the public vectors and fsverity digest on many sizes', 
         .split(':')[1];
       const options = { algorithm, blockSize, salt: Buffer.from(salt, 'hex') };
       assert.equal((await fsverityDigestFile(file, options)).toString('hex'), expected, `${size} ${args}`);
-      // Streamed in odd-sized chunks: the same digest.
-      const chunks = (async function* () {
-        for (let i = 0; i < data.length; i += 7777) yield data.subarray(i, i + 7777);
-      })();
-      assert.equal((await fsverityDigest(chunks, options)).toString('hex'), expected);
+      // Streamed in chunks of odd and whole-block sizes: the same digest.
+      for (const step of size < 100_000 ? [1, 7777, blockSize, blockSize + 1] : [7777, (1 << 20) + 3]) {
+        const chunks = (async function* () {
+          for (let i = 0; i < data.length; i += step) yield data.subarray(i, i + step);
+        })();
+        assert.equal((await fsverityDigest(chunks, options)).toString('hex'), expected, `${size} by ${step}`);
+      }
     }
   }
 });
@@ -256,6 +312,33 @@ test('any flipped byte of data, tree or superblock fails verification and names 
   const cli = runSeal(['verity', 'verify', data, data, root, '--hash-offset', String(r.hashOffset)]);
   assert.equal(cli.status, 1);
   assert.match(cli.stderr, /data block 42 is corrupt/);
+  // Slots that do not fill their blocks (format 0, SHA-1: 128 of 20 bytes in 4096) are
+  // compared block by block: the culprit is still named.
+  writeFileSync(data, pattern(4096 * 300));
+  const hash = join(work, 'tamper-sha1.hash');
+  const v0 = await formatVerity(data, hash, { algorithm: 'sha1', version: 0, uuid: UUID });
+  for (const [at, expected] of [
+    [4096 * 255 + 9, { kind: 'data', index: 255 }],
+    [4096 * 299, { kind: 'data', index: 299 }],
+  ] as const) {
+    const bytes = pattern(4096 * 300);
+    bytes[at]! ^= 0x10;
+    writeFileSync(data, bytes);
+    await assert.rejects(verifyVerity(data, hash, v0.rootHash.toString('hex')), (e: unknown) => {
+      assert.ok(e instanceof VerityError, String(e));
+      assert.deepEqual(e.block, expected);
+      return true;
+    });
+  }
+  const tree = readFileSync(hash);
+  tree[4096 + 4096 * 1 + 7]! ^= 1; // the first of the three leaf-level hash blocks
+  writeFileSync(hash, tree);
+  writeFileSync(data, pattern(4096 * 300));
+  await assert.rejects(verifyVerity(data, hash, v0.rootHash.toString('hex')), (e: unknown) => {
+    assert.ok(e instanceof VerityError, String(e));
+    assert.deepEqual(e.block, { kind: 'hash', level: 0, index: 0 });
+    return true;
+  });
 });
 
 test('bad input: truncated tree, absurd superblock, long salt, wrong root length, too little data', async () => {

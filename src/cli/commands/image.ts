@@ -1,13 +1,5 @@
 import { UsageError } from '../../errors.ts';
 import {
-  mountImage,
-  sealImage,
-  signSealedImage,
-  unmountImage,
-  verifyImage,
-  verifyImageSignatures,
-} from '../../seal/index.ts';
-import {
   copyImage,
   defaultStorePath,
   destinationTag,
@@ -18,8 +10,15 @@ import {
   unpackImage,
 } from '../../store/index.ts';
 import type { Command } from '../command.ts';
-import { readCertificates, readSigner, signerOptions } from './kernel-signer.ts';
+import { signerOptions } from './signer-options.ts';
 import { registryOptions, SIDE_TRANSPORT_OPTIONS, TRANSPORT_OPTIONS } from './transport-options.ts';
+
+/**
+ * Sealing, signing and the PKI, loaded by the commands that use them: `seal image verify` runs on
+ * devices within a memory budget, and loads only what verifying needs (signatures with --cert).
+ */
+const sealing = () => import('../../seal/index.ts');
+const signers = () => import('./kernel-signer.ts');
 
 /**
  * One line per image when per-layer filesystems hold copies of lower-layer files where the image
@@ -188,6 +187,7 @@ export const imageCommands: Command[] = [
       const compression = (options.compression as 'zstd' | 'gzip' | undefined) ?? 'zstd';
       if (compression !== 'zstd' && compression !== 'gzip')
         throw new UsageError('--compression is zstd or gzip');
+      const [{ sealImage }, { readSigner }] = await Promise.all([sealing(), signers()]);
       const signer = readSigner(options, 'sign-');
       const src = await openSource(srcRef!, registryOptions(options, 'src'));
       try {
@@ -253,7 +253,10 @@ export const imageCommands: Command[] = [
       ...TRANSPORT_OPTIONS,
     },
     async run(ctx, [ref], options) {
-      const trusted = ((options.cert as string[] | undefined) ?? []).flatMap((c) => readCertificates(c));
+      const certs = (options.cert as string[] | undefined) ?? [];
+      const readCertificates = certs.length ? (await signers()).readCertificates : undefined;
+      const trusted = certs.flatMap((c) => readCertificates?.(c) ?? []);
+      const { verifyImage } = await import('../../seal/verify.ts');
       const src = await openSource(ref!, registryOptions(options));
       try {
         const reports = await verifyImage(src, (r) =>
@@ -265,7 +268,9 @@ export const imageCommands: Command[] = [
         );
         const note = hardlinkNote(reports);
         if (note) ctx.print(note);
-        const signatures = trusted.length ? await verifyImageSignatures(src, trusted) : undefined;
+        const signatures = trusted.length
+          ? await (await sealing()).verifyImageSignatures(src, trusted)
+          : undefined;
         for (const c of signatures?.checks ?? []) {
           ctx.print(
             c.accepted
@@ -299,6 +304,7 @@ export const imageCommands: Command[] = [
       'referrer; other signers may attach their own. See docs/signatures.md.',
     options: { ...signerOptions(), ...TRANSPORT_OPTIONS },
     async run(ctx, [ref], options) {
+      const [{ signSealedImage }, { readSigner }] = await Promise.all([sealing(), signers()]);
       const signer = readSigner(options);
       if (!signer) throw new UsageError('--key and --cert are required');
       const src = await openSource(ref!, registryOptions(options));
@@ -339,6 +345,7 @@ export const imageCommands: Command[] = [
       'devices are opened with their root-hash signatures and a composefs image gets fs-verity with its\n' +
       "signature in the store (where the store's filesystem has fs-verity), so the kernel checks them too.",
     async run(ctx, [ref, dir], options) {
+      const [{ mountImage }, { readCertificates }] = await Promise.all([sealing(), signers()]);
       const trusted = ((options.cert as string[] | undefined) ?? []).flatMap((c) => readCertificates(c));
       const src = await openSource(ref!, registryOptions(options));
       try {
@@ -372,7 +379,7 @@ export const imageCommands: Command[] = [
     args: 'DIR',
     arity: [1, 1],
     async run(ctx, [dir]) {
-      await unmountImage(dir!);
+      await (await sealing()).unmountImage(dir!);
       ctx.result({ unmounted: dir });
       ctx.print(`Unmounted ${dir}`);
       return 0;

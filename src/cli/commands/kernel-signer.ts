@@ -8,25 +8,8 @@ import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
 import { loadPrivateKey, toNodeCertificate } from '../../pki/index.ts';
 import type { KernelSigner } from '../../seal/index.ts';
-import type { OptionSpec } from '../command.ts';
 
-export function signerOptions(prefix = ''): Record<string, OptionSpec> {
-  return {
-    [`${prefix}key`]: { type: 'string', value: 'KEY', description: 'signing key (PEM; RSA or ECDSA)' },
-    [`${prefix}cert`]: { type: 'string', value: 'CERT', description: 'its certificate (PEM)' },
-    [`${prefix}chain`]: {
-      type: 'string',
-      value: 'PEM',
-      description:
-        'certificates to carry in each signature (default none: the kernel keyring holds the signer)',
-    },
-    [`${prefix}passphrase-file`]: {
-      type: 'string',
-      value: 'FILE',
-      description: "the key's passphrase, if it has one",
-    },
-  };
-}
+export { signerOptions } from './signer-options.ts';
 
 /** Certificates from a PEM file (one or more). */
 export function readCertificates(path: string): ReturnType<typeof toNodeCertificate>[] {

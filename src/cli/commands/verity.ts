@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
-import { signFsverityDigest, signRootHash } from '../../seal/index.ts';
 import { writeFileAtomic } from '../../util/atomic.ts';
 import {
   appendVerity,
@@ -13,7 +12,19 @@ import {
 } from '../../verity/index.ts';
 import type { Command, OptionSpec } from '../command.ts';
 import { integerOption } from '../options.ts';
-import { readSigner, signerOptions } from './kernel-signer.ts';
+import { signerOptions } from './signer-options.ts';
+
+/**
+ * The signing code, loaded by the sign commands only: it brings the PKI modules (some 25 MB
+ * resident), which format, verify and digest, run on devices, do without.
+ */
+async function signing() {
+  const [{ readSigner }, { signFsverityDigest, signRootHash }] = await Promise.all([
+    import('./kernel-signer.ts'),
+    import('../../seal/index.ts'),
+  ]);
+  return { readSigner, signFsverityDigest, signRootHash };
+}
 
 function hex(value: unknown, name: string): Buffer | undefined {
   if (value === undefined) return undefined;
@@ -153,9 +164,10 @@ export const verityCommands: Command[] = [
         blockSize: integerOption(options['block-size'], 'block-size'),
         salt: hex(options.salt, 'salt'),
       };
-      const results = await Promise.all(
-        files.map(async (file) => ({ file, digest: (await fsverityDigestFile(file, opts)).toString('hex') })),
-      );
+      // One file after another: each already uses every core, and memory stays one file's window.
+      const results: { file: string; digest: string }[] = [];
+      for (const file of files)
+        results.push({ file, digest: (await fsverityDigestFile(file, opts)).toString('hex') });
       ctx.result(results.map((r) => ({ ...r, algorithm: opts.algorithm })));
       for (const r of results) ctx.print(`${opts.algorithm}:${r.digest} ${r.file}`);
       return 0;
@@ -173,6 +185,7 @@ export const verityCommands: Command[] = [
       'root hash from a file.',
     options: signerOptions(),
     async run(ctx, [root, out], options) {
+      const { readSigner, signRootHash } = await signing();
       const signer = readSigner(options);
       if (!signer) throw new UsageError('--key and --cert are required');
       const rootHash = root!.startsWith('@') ? readFileSync(root!.slice(1), 'utf8').trim() : root!;
@@ -198,6 +211,7 @@ export const verityCommands: Command[] = [
       salt: { type: 'string', value: 'HEX', description: 'salt as hex' },
     },
     async run(ctx, [file, out], options) {
+      const { readSigner, signFsverityDigest } = await signing();
       const signer = readSigner(options);
       if (!signer) throw new UsageError('--key and --cert are required');
       const algorithm = (options['hash-alg'] as FsverityAlgorithm | undefined) ?? 'sha256';
