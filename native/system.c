@@ -9,7 +9,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/reboot.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <stdio.h>
@@ -170,6 +173,68 @@ static napi_value interface_up(napi_env env, napi_callback_info info) {
   return result == 0 ? NULL : throw_errno(env, "interfaceUp", error);
 }
 
+/* An IPv4 address argument into a sockaddr; 0 if the string is not one. */
+static int ipv4(napi_env env, napi_value value, struct sockaddr *out) {
+  int ok = 1;
+  char *text = string_argument(env, value, &ok);
+  struct sockaddr_in *in = (struct sockaddr_in *)out;
+  memset(in, 0, sizeof *in);
+  in->sin_family = AF_INET;
+  ok = ok && text != NULL && inet_pton(AF_INET, text, &in->sin_addr) == 1;
+  free(text);
+  return ok;
+}
+
+/* configureInterface(name, address, netmask): an IPv4 address on an interface, which is set up. */
+static napi_value configure_interface(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 3;
+  char *name = ok ? string_argument(env, argv[0], &ok) : NULL;
+  struct ifreq address, netmask;
+  memset(&address, 0, sizeof address);
+  memset(&netmask, 0, sizeof netmask);
+  ok = ok && name != NULL && strlen(name) < IFNAMSIZ && ipv4(env, argv[1], &address.ifr_addr) &&
+       ipv4(env, argv[2], &netmask.ifr_netmask);
+  if (!ok) {
+    free(name);
+    return fail(env, "ERR_SYSTEM", "configureInterface: an interface name, an IPv4 address and a netmask");
+  }
+  strcpy(address.ifr_name, name);
+  strcpy(netmask.ifr_name, name);
+  free(name);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int result = fd < 0 ? -1 : ioctl(fd, SIOCSIFADDR, &address);
+  if (result == 0) result = ioctl(fd, SIOCSIFNETMASK, &netmask);
+  if (result == 0) result = ioctl(fd, SIOCGIFFLAGS, &address);
+  if (result == 0) {
+    address.ifr_flags |= IFF_UP | IFF_RUNNING;
+    result = ioctl(fd, SIOCSIFFLAGS, &address);
+  }
+  int error = errno;
+  if (fd >= 0) close(fd);
+  return result == 0 ? NULL : throw_errno(env, "configureInterface", error);
+}
+
+/* addDefaultRoute(gateway): the IPv4 default route. */
+static napi_value add_default_route(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct rtentry route;
+  memset(&route, 0, sizeof route);
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1 &&
+           ipv4(env, argv[0], &route.rt_gateway);
+  if (!ok) return fail(env, "ERR_SYSTEM", "addDefaultRoute: an IPv4 gateway");
+  ((struct sockaddr_in *)&route.rt_dst)->sin_family = AF_INET;
+  ((struct sockaddr_in *)&route.rt_genmask)->sin_family = AF_INET;
+  route.rt_flags = RTF_UP | RTF_GATEWAY;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int result = fd < 0 ? -1 : ioctl(fd, SIOCADDRT, &route);
+  int error = errno;
+  if (fd >= 0) close(fd);
+  return result == 0 ? NULL : throw_errno(env, "addDefaultRoute", error);
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
@@ -177,6 +242,7 @@ NAPI_MODULE_INIT() {
   } functions[] = {
       {"mount", do_mount}, {"umount", do_umount}, {"chroot", do_chroot},
       {"loadModule", load_module}, {"reboot", do_reboot}, {"interfaceUp", interface_up},
+      {"configureInterface", configure_interface}, {"addDefaultRoute", add_default_route},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

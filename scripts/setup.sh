@@ -30,6 +30,8 @@ DEBIAN_PACKAGES=(
   sbsigntool osslsigncode efitools binutils # sbsign/sbverify, Authenticode, EFI signature lists, objcopy
   crun            # OCI containers on the device
   dosfstools mtools fdisk # FAT and GPT for device disks
+  kmod cpio       # modinfo and cpio: the initrd's modules and contents checked against them
+  socat           # seal machine --registry: relays each guest connection to the registry on 127.0.0.1
   time            # /usr/bin/time: the memory bound of the UKI builder's test
 )
 # From bookworm-backports: qemu 10 (bookworm's 7.2 crashed 2 of 8 TCG boots of the test kernel;

@@ -1,41 +1,38 @@
 /**
  * The boot of a Seal device, step by step, each logged on the console and in /run/seal/boot.json:
  *
- *   API filesystems → command line → kernel modules → the disk → TPM unlock (signed policy),
- *   PCR 7 locked at once → LUKS2 config and data partitions (made on the first boot) → the store
- *   → the system manifest verified (CA from the initrd, product from the device certificate,
- *   anti-rollback against the TPM) → every target's layers through dm-verity → the host target
- *   as the new root (the agent's runtime kept at /seal) → the services under crun.
+ *   API filesystems → command line → kernel modules (→ network) → the disk → TPM unlock (signed
+ *   policy), PCR 7 locked at once → LUKS2 config and data partitions (made on the first boot) →
+ *   the store → the system chosen (a trial system while it has boots left, else `current`) and
+ *   verified (CA from the initrd, product from the device certificate, anti-rollback against the
+ *   TPM) → every target's layers through dm-verity → the host target as the new root (the agent's
+ *   runtime kept at /seal) → the services under crun → the system confirmed good (the TPM's floor
+ *   rises only now) → optionally, a registry tag followed for updates.
  *
  * Any failure names its step and reason on the console and ends the boot as the command line
- * says (poweroff by default); nothing is written that would make a later boot accept what this
- * one refused: the state file and the TPM's accepted version move only after a system verified.
+ * says (poweroff by default) — a failed trial boot reboots instead, until its boots run out and
+ * the good system comes back by itself. Nothing is written that would make a later boot accept
+ * what this one refused.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
-import { verifySystem } from '../manifest/verify.ts';
+import { type SystemManifest, type SystemTarget, securityVersionOf } from '../manifest/spec.ts';
+import type { VerifyReport } from '../manifest/verify.ts';
 import { deviceIdOf, parseCertificates, x509 } from '../pki/index.ts';
 import { LayoutStore } from '../store/index.ts';
-import {
-  lockPcr7,
-  parsePolicy,
-  raiseAcceptedVersion,
-  readAcceptedVersion,
-  Tpm,
-  unlock,
-} from '../tpm/index.ts';
+import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
+import { Device, RUN } from './device.ts';
 import { type DeviceDisk, findDeviceDisk } from './disk.ts';
 import { AgentError } from './errors.ts';
-import { closeLayers, mountOverlay, type OpenedLayers, openLayers } from './images.ts';
+import { mountOverlay, type OpenedLayers } from './images.ts';
 import { BootLog } from './log.ts';
 import { formatLuks, isLuks, openLuks } from './luks.ts';
-import { type ServiceHandle, superviseService } from './services.ts';
+import { loadState, recordEvent, saveState, type TrialState } from './state.ts';
 import { MS, system } from './system.ts';
 import { runProgram, SEAL_ROOT } from './tools.ts';
+import { follow } from './update.ts';
 
-const RUN = '/run/seal';
 const TPM_DEVICE = '/dev/tpmrm0';
 
 /** The API filesystems every later step needs. */
@@ -146,54 +143,54 @@ function switchRoot(root: string): void {
   sys.chroot('.');
 }
 
-/** The NAME=value lines of an os-release file, for the log. */
-function osRelease(root: string): string {
-  try {
-    const text = readFileSync(join(root, 'etc/os-release'), 'utf8');
-    return /^PRETTY_NAME="?([^"\n]*)"?/m.exec(text)?.[1] ?? 'no PRETTY_NAME';
-  } catch (error) {
-    // A read error here is dm-verity refusing a block of the host image.
-    throw new AgentError('AGENT_BOOT', `the host target cannot be read: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-}
-
 /** Ends the boot the way the command line says; never returns. */
-function end(params: AgentParameters | undefined, log: BootLog): never {
-  log.say(`the boot ends: ${params?.onFailure ?? 'poweroff'}`);
-  return system().reboot(params?.onFailure ?? 'poweroff');
+function end(how: AgentParameters['onFailure'], log: BootLog): never {
+  log.say(`the boot ends: ${how}`);
+  return system().reboot(how);
 }
 
-/** Waits until every service has reached running (or one failed), at most `ms`. */
-async function servicesUp(services: ServiceHandle[], ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const states = await Promise.all(
-      services.map(async (s) => {
-        const { stdout } = await runProgram('crun', ['state', s.name]).catch(() => ({ stdout: '' }));
-        return /"status":\s*"running"/.test(stdout) ? 'running' : s.state;
-      }),
+/** The system to boot: the trial one while it has boots left, else the good one (`current`). */
+async function chooseSystem(device: Device, requested: string): Promise<{ tag: string; trial?: TrialState }> {
+  const state = device.state;
+  if (requested !== 'current' || !state.trial) return { tag: requested };
+  const trial = state.trial;
+  if (trial.triesLeft > 0) {
+    trial.triesLeft--;
+    recordEvent(
+      state,
+      `trying version ${trial.version} (boot ${trial.tries - trial.triesLeft} of ${trial.tries})`,
     );
-    if (states.every((s) => s === 'running')) return;
-    const failed = services.filter((_, i) => states[i] === 'failed');
-    if (failed.length > 0 || Date.now() > deadline) {
-      throw new AgentError(
-        'AGENT_SERVICE',
-        `services not running: ${services
-          .filter((_, i) => states[i] !== 'running')
-          .map((s) => s.name)
-          .join(', ')}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 100));
+    await saveState(`${RUN}/config/device.json`, state);
+    return { tag: trial.tag, trial };
   }
+  await giveUpTrial(
+    device,
+    `did not come up within ${trial.tries} boot${trial.tries === 1 ? '' : 's'}${trial.lastFailure ? ` (last: ${trial.lastFailure})` : ''}`,
+  );
+  return { tag: 'current' };
+}
+
+/** Abandons the trial system: the good one stays `current`, and the device state says why. */
+async function giveUpTrial(device: Device, why: string): Promise<void> {
+  const trial = device.state.trial;
+  if (!trial) return;
+  recordEvent(
+    device.state,
+    `version ${trial.version} ${why}; back to version ${device.state.good?.version ?? 'current'}`,
+  );
+  device.log.say(
+    `fallback: version ${trial.version} ${why}; booting version ${device.state.good?.version ?? 'current'}`,
+  );
+  device.state.trial = undefined;
+  await saveState(`${RUN}/config/device.json`, device.state);
+  await device.writingStore(() => device.store.untag(trial.tag)).catch(() => {});
 }
 
 export async function boot(): Promise<void> {
   const log = new BootLog(`${RUN}/boot.json`);
   let params: AgentParameters | undefined;
-  const services: ServiceHandle[] = [];
+  let device: Device | undefined;
+  let trial: TrialState | undefined;
   try {
     log.say(`agent started, Node.js ${process.versions.node}, PID ${process.pid}`);
     await log.step('mount the API filesystems', mountApiFilesystems);
@@ -206,8 +203,18 @@ export async function boot(): Promise<void> {
     params = await log.step('read the kernel command line', () =>
       parseCommandLine(readFileSync('/proc/cmdline', 'utf8')),
     );
-    const tag = params.tag;
     await log.step('load kernel modules', loadModules, (n) => `${n} modules`);
+    const net = params.net;
+    if (net) {
+      await log.step(
+        'configure the network',
+        () => {
+          system().configureInterface(net.device, net.address, net.netmask);
+          if (net.gateway) system().addDefaultRoute(net.gateway);
+        },
+        () => `${net.device} ${net.address}/${net.netmask}${net.gateway ? ` via ${net.gateway}` : ''}`,
+      );
+    }
     const disk: DeviceDisk = await log.step(
       'find the disk',
       () => findDeviceDisk(),
@@ -241,51 +248,66 @@ export async function boot(): Promise<void> {
         null,
       );
     });
-    const store = await LayoutStore.open(`${RUN}/store`);
-    const ca = parseCertificates(
-      readFileSync(`${SEAL_ROOT}/etc/manifest-ca.pem`, 'utf8'),
-      'the manifest CA of the initrd',
-    )[0]!;
-    const report = await log.step(
-      'verify the system manifest',
-      () =>
-        verifySystem(`oci:${RUN}/store:${tag}`, {
-          ca,
-          product: secrets.product,
-          minimumVersion: secrets.accepted,
-          state: `${RUN}/config/accepted.json`,
-        }),
-      (r) => `version ${r.document.version}, ${r.document.targets.length} targets, ${r.manifest.digest}`,
-    );
-    await log.step(
-      'record the accepted version in the TPM',
-      () => raiseAcceptedVersion(tpm, secrets.versionAuth, report.document.version),
-      (r) => (r.from === r.to ? `${r.to}, as before` : `${r.from} -> ${r.to}`),
-    );
-    const system_ = report.document as SystemManifest;
-    const targets = system_.targets as SystemTarget[];
+    device = new Device({
+      store: await LayoutStore.open(`${RUN}/store`),
+      ca: parseCertificates(
+        readFileSync(`${SEAL_ROOT}/etc/manifest-ca.pem`, 'utf8'),
+        'the manifest CA of the initrd',
+      )[0]!,
+      product: secrets.product,
+      tpm,
+      versionAuth: secrets.versionAuth,
+      log,
+      state: loadState(`${RUN}/config/device.json`),
+    });
+    const d = device;
+    const chosen = await chooseSystem(d, params.tag);
+    trial = chosen.trial;
+    let tag = chosen.tag;
+    let report: VerifyReport;
+    try {
+      report = await log.step(
+        'verify the system manifest',
+        () => d.verify(tag),
+        (r) => `version ${r.document.version}, ${r.document.targets.length} targets, ${r.manifest.digest}`,
+      );
+    } catch (error) {
+      if (!trial) throw error;
+      // A trial that does not verify is given up at once: the good system boots instead.
+      await giveUpTrial(d, `was refused: ${(error as Error).message}`);
+      trial = undefined;
+      tag = 'current';
+      report = await log.step(
+        'verify the system manifest',
+        () => d.verify(tag),
+        (r) => `version ${r.document.version}, ${r.document.targets.length} targets, ${r.manifest.digest}`,
+      );
+    }
+    const document = report.document as SystemManifest;
+    const targets = document.targets as SystemTarget[];
     const host = targets.find((t) => t.role === 'host');
     if (!host) throw new AgentError('AGENT_BOOT', 'the system manifest has no host target');
     const hostLayers: OpenedLayers = await log.step(
       `open the host target ${host.name}`,
-      () => openLayers(store, host.image, `seal-${host.name}`, `${RUN}/targets/${host.name}`),
+      () => d.openImage(host),
       (o) => `${o.lowers.length} layers through dm-verity`,
     );
     await log.step(
       'mount the host root',
       () => {
         mountOverlay(hostLayers.lowers, '/sysroot', `${RUN}/targets/${host.name}/rw`);
-        return osRelease('/sysroot');
+        return Device.osRelease('/sysroot');
       },
       (name) => name,
     );
+    const services = targets.filter((t) => t.role === 'service');
     const opened = new Map<string, OpenedLayers>();
-    for (const t of targets.filter((t) => t.role === 'service')) {
+    for (const t of services) {
       opened.set(
         t.name,
         await log.step(
           `open the service image ${t.name}`,
-          () => openLayers(store, t.image, `seal-${t.name}`, `${RUN}/targets/${t.name}`),
+          () => d.openImage(t),
           (o) => `${o.lowers.length} layers through dm-verity`,
         ),
       );
@@ -296,37 +318,34 @@ export async function boot(): Promise<void> {
     await log.step(
       'start the services',
       async () => {
-        for (const t of targets.filter((t) => t.role === 'service')) {
-          const layers = opened.get(t.name)!;
-          mkdirSync(`${RUN}/data/journal`, { recursive: true });
-          services.push(
-            superviseService({
-              name: t.name,
-              lowers: layers.lowers,
-              config: layers.config,
-              spec: t.service ?? {},
-              dir: `${RUN}/services/${t.name}`,
-              volumes: `${RUN}/data/volumes`,
-              journal: `${RUN}/data/journal/${t.name}.log`,
-              log: (line) => log.say(line),
-            }),
-          );
-        }
-        await servicesUp(services, 60_000);
+        mkdirSync(`${RUN}/data/journal`, { recursive: true });
+        for (const t of services) d.startService(t, opened.get(t.name)!);
+        await d.servicesUp(services.map((t) => t.name));
       },
       () => `${services.length} running`,
     );
+    await log.step(
+      'confirm the system',
+      () => d.confirm(report, tag),
+      () => `version ${document.version} is good; accepted version ${securityVersionOf(document)}`,
+    );
+    trial = undefined;
     log.record.result = 'running';
     log.save();
+    for (const e of d.state.events.slice(-3)) log.say(`history: ${e.at} ${e.event}`);
     const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0;
     log.say(
-      `boot complete: ${system_.product} version ${system_.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
+      `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
     );
+    if (params.follow) {
+      const { source, intervalMs, plainHttp } = params.follow;
+      log.say(`following ${source} every ${intervalMs / 1000} s`);
+      follow(d, source, intervalMs, { transport: { plainHttp }, trialBoots: params.trialBoots });
+    }
     const stop = async (signal: string) => {
       log.say(`${signal}: stopping the services`);
-      for (const s of services) await s.stop();
-      for (const layers of opened.values()) await closeLayers(layers);
-      end({ ...(params as AgentParameters), onFailure: 'poweroff' }, log);
+      for (const name of [...d.services.keys()]) await d.stopService(name);
+      end('poweroff', log);
     };
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGINT', () => void stop('SIGINT'));
@@ -334,7 +353,14 @@ export async function boot(): Promise<void> {
     log.record.result = 'refused';
     log.save();
     if (params?.debug && error instanceof Error) log.say(error.stack ?? String(error));
-    for (const s of services) await s.stop().catch(() => {});
-    end(params, log);
+    if (device)
+      for (const name of [...device.services.keys()]) await device.stopService(name).catch(() => {});
+    if (device && trial) {
+      // A trial that failed after it verified: noted, and rebooted until its boots run out.
+      trial.lastFailure = (error as Error).message;
+      await saveState(`${RUN}/config/device.json`, device.state).catch(() => {});
+      end('reboot', log);
+    }
+    end(params?.onFailure ?? 'poweroff', log);
   }
 }

@@ -6,22 +6,78 @@
  *                           store's `current` tag)
  *   seal.debug=1            stack traces with every failure, and the tools' output
  *   seal.on-failure=ACTION  what a refused boot ends in: poweroff (default), halt or reboot
+ *   seal.net=ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]
+ *                           a static IPv4 address for the network (default interface eth0), for
+ *                           following a registry (qemu's user network: 10.0.2.15/24,gw=10.0.2.2)
+ *   seal.follow=REF         follow this image reference (docker://HOST:PORT/REPO:TAG): every
+ *                           interval, a new signed system there is fetched, verified and applied
+ *   seal.follow-interval=S  seconds between checks (default 300)
+ *   seal.follow-insecure=1  speak plain HTTP to the followed registry (a lab registry)
+ *   seal.trial-boots=N      boots a new host may take before the device returns to the good
+ *                           system by itself (default 3)
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
  */
 import { AgentError } from './errors.ts';
+
+export interface NetworkParameters {
+  device: string;
+  address: string;
+  netmask: string;
+  gateway?: string;
+}
 
 export interface AgentParameters {
   tag: string;
   debug: boolean;
   onFailure: 'poweroff' | 'halt' | 'reboot';
+  net?: NetworkParameters;
+  follow?: { source: string; intervalMs: number; plainHttp: boolean };
+  trialBoots: number;
   test?: string;
 }
 
-const KNOWN = new Set(['seal.tag', 'seal.debug', 'seal.on-failure', 'seal.test']);
+const KNOWN = new Set([
+  'seal.tag',
+  'seal.debug',
+  'seal.on-failure',
+  'seal.net',
+  'seal.follow',
+  'seal.follow-interval',
+  'seal.follow-insecure',
+  'seal.trial-boots',
+  'seal.test',
+]);
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+/** `ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]`. */
+function parseNet(value: string): NetworkParameters {
+  const bad = () =>
+    new AgentError('AGENT_CMDLINE', `seal.net=${value} is not ADDR/PREFIX[,gw=GATEWAY][,dev=NAME]`, {
+      subject: 'seal.net',
+    });
+  const [cidr, ...options] = value.split(',');
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr ?? '');
+  if (!m || !IPV4.test(m[1]!) || Number(m[2]) > 32) throw bad();
+  const prefix = Number(m[2]);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const net: NetworkParameters = {
+    device: 'eth0',
+    address: m[1]!,
+    netmask: [24, 16, 8, 0].map((shift) => (mask >>> shift) & 0xff).join('.'),
+  };
+  for (const option of options) {
+    const [k, v = ''] = option.split('=');
+    if (k === 'gw' && IPV4.test(v)) net.gateway = v;
+    else if (k === 'dev' && /^[a-z][a-z0-9]{0,14}$/.test(v)) net.device = v;
+    else throw bad();
+  }
+  return net;
+}
 
 /** Parses /proc/cmdline (space-separated words; "double quotes" group a value with spaces, as the kernel does). */
 export function parseCommandLine(text: string): AgentParameters {
-  const params: AgentParameters = { tag: 'current', debug: false, onFailure: 'poweroff' };
+  const params: AgentParameters = { tag: 'current', debug: false, onFailure: 'poweroff', trialBoots: 3 };
   for (const word of text.trim().match(/(?:[^\s"]+|"[^"]*")+/g) ?? []) {
     const eq = word.indexOf('=');
     const key = eq < 0 ? word : word.slice(0, eq);
@@ -45,10 +101,45 @@ export function parseCommandLine(text: string): AgentParameters {
           });
         params.onFailure = value;
         break;
+      case 'seal.net':
+        params.net = parseNet(value);
+        break;
+      case 'seal.follow':
+        if (!/^(docker|oci):[!-~]+$/.test(value))
+          throw new AgentError('AGENT_CMDLINE', `seal.follow=${value} is not an image reference`, {
+            subject: key,
+          });
+        params.follow = { intervalMs: 300_000, plainHttp: false, ...params.follow, source: value };
+        break;
+      case 'seal.follow-interval': {
+        const seconds = Number(value);
+        if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400)
+          throw new AgentError('AGENT_CMDLINE', `seal.follow-interval is 1 to 86400 seconds, not ${value}`, {
+            subject: key,
+          });
+        params.follow = { source: '', plainHttp: false, ...params.follow, intervalMs: seconds * 1000 };
+        break;
+      }
+      case 'seal.follow-insecure':
+        params.follow = { source: '', intervalMs: 300_000, ...params.follow, plainHttp: value !== '0' };
+        break;
+      case 'seal.trial-boots': {
+        const n = Number(value);
+        if (!Number.isInteger(n) || n < 1 || n > 10)
+          throw new AgentError('AGENT_CMDLINE', `seal.trial-boots is 1 to 10, not ${value}`, {
+            subject: key,
+          });
+        params.trialBoots = n;
+        break;
+      }
       case 'seal.test':
         params.test = value;
         break;
     }
   }
+  if (params.follow && !params.follow.source)
+    throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval and seal.follow-insecure need seal.follow', {
+      subject: 'seal.follow',
+    });
   return params;
 }

@@ -64,13 +64,14 @@ async function openLayer(
 
 /**
  * Opens every layer of the sealed image `image` (pinned by the verified system manifest) from
- * `store` through dm-verity and mounts it read-only under `scratch`. `name` prefixes the dm
- * devices. A refusal names the layer.
+ * `store` through dm-verity and mounts it read-only under `scratch`. `devices` prefixes the dm
+ * devices; `name` (the target's) names a refused layer in the error.
  */
 export async function openLayers(
   store: LayoutStore,
   image: Descriptor,
   name: string,
+  devices: string,
   scratch: string,
 ): Promise<OpenedLayers> {
   const manifest: Manifest = parseManifest(await store.readBlob(image), image.digest);
@@ -88,17 +89,19 @@ export async function openLayers(
         });
       }
       const blob = store.blobPath(layer.digest);
-      const device = await openLayer(blob, `${name}-${i}`, rootHash, await hashOffsetOf(blob, fs), what);
-      opened.devices.push(`${name}-${i}`);
+      const device = await openLayer(blob, `${devices}-${i}`, rootHash, await hashOffsetOf(blob, fs), what);
+      opened.devices.push(`${devices}-${i}`);
       const at = join(scratch, `layer-${i}`);
       mkdirSync(at, { recursive: true });
       try {
         sys.mount(device, at, fs, MS.RDONLY, null);
       } catch (error) {
-        throw new AgentError('AGENT_BOOT', `${what}: cannot be mounted (${(error as Error).message})`, {
-          subject: what,
-          cause: error,
-        });
+        // An I/O error reading a dm-verity device is a block whose hash does not match.
+        const why =
+          (error as NodeJS.ErrnoException).code === 'EIO'
+            ? 'dm-verity refused a block of it (I/O error): the layer was changed'
+            : `cannot be mounted (${(error as Error).message})`;
+        throw new AgentError('AGENT_BOOT', `${what}: ${why}`, { subject: what, cause: error });
       }
       opened.lowers.push(at);
     }

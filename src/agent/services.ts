@@ -66,6 +66,32 @@ export function resolveUser(user: string | undefined, rootfs: string): { uid: nu
   return { uid, gid };
 }
 
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options?: string[];
+}
+
+/** The parts of the OCI runtime specification's config.json that Seal writes. */
+export interface OciRuntimeConfig {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: Record<'bounding' | 'effective' | 'permitted', string[]>;
+    rlimits: { type: string; hard: number; soft: number }[];
+    noNewPrivileges: boolean;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: OciMount[];
+  linux: { namespaces: { type: string }[]; maskedPaths: string[]; readonlyPaths: string[] };
+}
+
 /** The OCI runtime configuration of a service. */
 export function runtimeConfig(
   name: string,
@@ -73,7 +99,7 @@ export function runtimeConfig(
   image: ImageConfig,
   service: ServiceSpec,
   volumes: string,
-): Record<string, unknown> {
+): OciRuntimeConfig {
   const c = image.config ?? {};
   const args = service.command ?? [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
   if (args.length === 0)
@@ -88,7 +114,7 @@ export function runtimeConfig(
     if (eq > 0) env.set(e.slice(0, eq), e.slice(eq + 1));
   }
   for (const [k, v] of Object.entries(service.env ?? {})) env.set(k, v);
-  const mounts: Record<string, unknown>[] = [
+  const mounts: OciMount[] = [
     { destination: '/proc', type: 'proc', source: 'proc' },
     {
       destination: '/dev',

@@ -11,6 +11,8 @@ interface SystemAddon {
   loadModule(path: string, parameters: string): void;
   reboot(how: 'poweroff' | 'reboot' | 'halt'): never;
   interfaceUp(name: string): void;
+  configureInterface(name: string, address: string, netmask: string): void;
+  addDefaultRoute(gateway: string): void;
 }
 
 /** mount(2) flags used by the agent. */

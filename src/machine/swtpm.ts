@@ -4,7 +4,7 @@
  * CMD_INIT here); the process lives as long as this object, and its state directory persists.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { SealError } from '../errors.ts';
@@ -14,7 +14,14 @@ export type MachineErrorCode =
   | 'MACHINE_SWTPM'
   | 'MACHINE_QEMU'
   | 'MACHINE_INVALID_OPTION'
-  | 'MACHINE_INSTALL';
+  | 'MACHINE_INSTALL'
+  | 'MACHINE_NAME'
+  | 'MACHINE_EXISTS'
+  | 'MACHINE_NOT_FOUND'
+  | 'MACHINE_RUNNING'
+  | 'MACHINE_CONFIG'
+  | 'MACHINE_QMP'
+  | 'MACHINE_TIMEOUT';
 
 export class MachineError extends SealError<MachineErrorCode> {}
 
@@ -28,6 +35,19 @@ export interface SwtpmOptions {
    * sends TPM2_Startup itself.
    */
   mode: 'tcp' | 'unix' | 'qemu';
+  /** `qemu` mode: the control socket's path (default `stateDir/swtpm.ctrl`). */
+  controlSocket?: string;
+  /** swtpm writes its process id here (and removes it when it exits). */
+  pidFile?: string;
+  /** swtpm logs here instead of to its standard streams. */
+  logFile?: string;
+  /** swtpm ends when its client (qemu) closes the connection. */
+  terminate?: boolean;
+  /**
+   * The process outlives this one: its own session, no standard streams (give `logFile`), not
+   * waited for. With `terminate` it ends with the qemu it serves.
+   */
+  detached?: boolean;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -88,6 +108,16 @@ export class Swtpm {
   }
 
   static async start(options: SwtpmOptions): Promise<Swtpm> {
+    // swtpm splits its options at commas.
+    for (const path of [options.stateDir, options.controlSocket, options.pidFile, options.logFile])
+      if (path !== undefined && /[,\n\0]/.test(path))
+        throw new MachineError(
+          'MACHINE_INVALID_OPTION',
+          `swtpm cannot take the path ${JSON.stringify(path)}`,
+          {
+            subject: path,
+          },
+        );
     mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
     const common = ['socket', '--tpm2', '--tpmstate', `dir=${options.stateDir}`];
     let args: string[];
@@ -116,19 +146,35 @@ export class Swtpm {
       address = `swtpm:unix:${server}`;
       probe = { path: controlSocket };
     } else {
-      controlSocket = join(options.stateDir, 'swtpm.ctrl');
+      controlSocket = options.controlSocket ?? join(options.stateDir, 'swtpm.ctrl');
       args = [...common, '--ctrl', `type=unixio,path=${controlSocket}`];
       address = controlSocket;
       probe = { path: controlSocket };
     }
-    const child = spawn('swtpm', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (options.pidFile) args.push('--pid', `file=${options.pidFile}`);
+    if (options.logFile) args.push('--log', `file=${options.logFile},truncate`);
+    if (options.terminate) args.push('--terminate');
+    if (options.detached && !options.logFile)
+      throw new MachineError('MACHINE_INVALID_OPTION', 'a detached swtpm logs to a file');
+    const child = spawn('swtpm', args, {
+      stdio: options.detached ? 'ignore' : ['ignore', 'pipe', 'pipe'],
+      detached: options.detached ?? false,
+    });
     const tpm = new Swtpm(child, address, options.stateDir, controlSocket);
+    const logged = () => {
+      if (!options.logFile) return tpm.#log.join('').trim();
+      try {
+        return readFileSync(options.logFile, 'utf8').trim().split('\n').slice(-3).join(' ');
+      } catch {
+        return '';
+      }
+    };
     const failed = new Promise<never>((_, reject) => {
       child.once('error', (e) =>
         reject(new MachineError('MACHINE_SWTPM', `cannot run swtpm (install Debian's swtpm): ${e.message}`)),
       );
       child.once('exit', (code) =>
-        reject(new MachineError('MACHINE_SWTPM', `swtpm exited (${code}): ${tpm.#log.join('').trim()}`)),
+        reject(new MachineError('MACHINE_SWTPM', `swtpm exited (${code}): ${logged()}`)),
       );
     });
     failed.catch(() => {});
@@ -145,6 +191,7 @@ export class Swtpm {
       child.kill('SIGKILL');
       throw error;
     }
+    if (options.detached) child.unref();
     return tpm;
   }
 
@@ -169,6 +216,11 @@ export class Swtpm {
     } finally {
       await transport.close();
     }
+  }
+
+  /** The process id. */
+  get pid(): number | undefined {
+    return this.#child.pid;
   }
 
   /** Stops the process (its state stays in `stateDir`). */

@@ -66,6 +66,8 @@ export async function buildSystem(
     schemaVersion: 1,
     product: spec.product,
     version: spec.version,
+    ...(spec.securityVersion !== undefined ? { securityVersion: spec.securityVersion } : {}),
+    ...(spec.downgrade ? { downgrade: true } : {}),
     updateType: spec.updateType,
     targets: await resolveTargets(spec, transport),
     storage: spec.storage,

@@ -17,5 +17,7 @@ export {
   SYSTEM_MEDIA_TYPE,
   type SystemManifest,
   type SystemSpec,
+  type SystemTarget,
+  securityVersionOf,
 } from './spec.ts';
 export { type Check, type VerifyOptions, type VerifyReport, verifySystem } from './verify.ts';

@@ -32,6 +32,13 @@ export interface TargetSpec {
 export interface SystemSpec {
   product: string;
   version: number;
+  /**
+   * The anti-rollback number a device keeps in its TPM (default: the version). A device refuses a
+   * system whose security version is below the highest it accepted.
+   */
+  securityVersion?: number;
+  /** The product signs this system as a permitted downgrade from any later version (same security version). */
+  downgrade?: boolean;
   updateType: 'complete' | 'partial';
   targets: TargetSpec[];
   storage: { name: string; size: string; mount?: string }[];
@@ -53,6 +60,8 @@ export interface SystemManifest {
   schemaVersion: 1;
   product: string;
   version: number;
+  securityVersion?: number;
+  downgrade?: boolean;
   updateType: 'complete' | 'partial';
   targets: SystemTarget[];
   storage: { name: string; size: string; mount?: string }[];
@@ -134,11 +143,18 @@ export function parseSystemSpec(text: string, file = 'system manifest'): SystemS
     });
   }
   const o = object(doc, file);
-  only(o, file, ['product', 'version', 'update_type', 'targets', 'storage']);
+  only(o, file, ['product', 'version', 'security_version', 'downgrade', 'update_type', 'targets', 'storage']);
   const product = string(o.product, `${file}: product`).toLowerCase();
   if (!UUID.test(product)) fail(`${file}: product`, 'must be a UUID');
   if (!Number.isSafeInteger(o.version) || (o.version as number) < 0)
     fail(`${file}: version`, 'must be a non-negative integer');
+  if (
+    o.security_version !== undefined &&
+    (!Number.isSafeInteger(o.security_version) || (o.security_version as number) < 0)
+  )
+    fail(`${file}: security_version`, 'must be a non-negative integer');
+  if (o.downgrade !== undefined && typeof o.downgrade !== 'boolean')
+    fail(`${file}: downgrade`, 'must be true or false');
   const updateType = o.update_type ?? 'complete';
   if (updateType !== 'complete' && updateType !== 'partial')
     fail(`${file}: update_type`, 'must be complete or partial');
@@ -182,7 +198,15 @@ export function parseSystemSpec(text: string, file = 'system manifest'): SystemS
       ...(so.mount !== undefined ? { mount: string(so.mount, `${path}.mount`) } : {}),
     };
   });
-  return { product, version: o.version as number, updateType, targets, storage };
+  return {
+    product,
+    version: o.version as number,
+    ...(o.security_version !== undefined ? { securityVersion: o.security_version as number } : {}),
+    ...(o.downgrade === true ? { downgrade: true } : {}),
+    updateType,
+    targets,
+    storage,
+  };
 }
 
 /** Canonical JSON: keys sorted at every level, no whitespace (the bytes that get signed). */
@@ -195,6 +219,11 @@ export function canonicalJson(value: unknown): string {
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value);
+}
+
+/** The number anti-rollback compares: the security version, or the version. */
+export function securityVersionOf(doc: { version: number; securityVersion?: number }): number {
+  return doc.securityVersion ?? doc.version;
 }
 
 /** Reads and checks a system manifest document (after its digest was verified). */
@@ -212,7 +241,9 @@ export function parseSystemManifest(bytes: Uint8Array, subject: string): SystemM
     typeof doc.product !== 'string' ||
     !Number.isSafeInteger(doc.version) ||
     !Array.isArray(doc.targets) ||
-    doc.targets.some((t) => typeof t?.image?.digest !== 'string' || !Number.isSafeInteger(t.image.size))
+    doc.targets.some((t) => typeof t?.image?.digest !== 'string' || !Number.isSafeInteger(t.image.size)) ||
+    (doc.securityVersion !== undefined && !Number.isSafeInteger(doc.securityVersion)) ||
+    (doc.downgrade !== undefined && typeof doc.downgrade !== 'boolean')
   ) {
     throw new ManifestError('MANIFEST_NOT_A_SYSTEM', `${subject} is not a system manifest`, { subject });
   }

@@ -22,7 +22,7 @@ import {
   machineSignatures,
   parseMachineInstall,
 } from './machine.ts';
-import { parseSystemManifest, SYSTEM_ARTIFACT_TYPE, type SystemManifest } from './spec.ts';
+import { parseSystemManifest, SYSTEM_ARTIFACT_TYPE, type SystemManifest, securityVersionOf } from './spec.ts';
 
 export interface VerifyOptions {
   ca: Certificate;
@@ -218,10 +218,12 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
       state && state.product === document.product ? state.version : 0,
       options.minimumVersion ?? 0,
     );
-    if (document.version < floor) {
+    // Seal's manifests may carry a security version (the anti-rollback number); Project Machine's compare versions.
+    const security = machine ? document.version : securityVersionOf(document as SystemManifest);
+    if (security < floor) {
       throw new ManifestError(
         'MANIFEST_ROLLBACK',
-        `${ref}: version ${document.version} is older than version ${floor} already accepted`,
+        `${ref}: version ${document.version}${security !== document.version ? ` (security version ${security})` : ''} is older than version ${floor} already accepted`,
         { subject: String(document.version) },
       );
     }
@@ -272,7 +274,7 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
     if (options.state) {
       const next: State = {
         product: document.product,
-        version: Math.max(document.version, state?.product === document.product ? state.version : 0),
+        version: Math.max(security, state?.product === document.product ? state.version : 0),
         manifest: descriptor.digest,
         acceptedAt: new Date().toISOString(),
       };

@@ -8,9 +8,10 @@
  * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
  * prints it, so one console line proves both run and the data survived.
  */
-import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OVMF_CODE_SECURE_BOOT, runQemu, Swtpm } from '../../src/machine/index.ts';
+import { Machine } from '../../src/machine/index.ts';
 import { runSeal } from './cli.ts';
 import { opensslKeyPair } from './keys.ts';
 import { CRASH } from './uki-vm.ts';
@@ -76,82 +77,88 @@ export interface DeviceFixture {
   layout: string;
 }
 
+/** A sealed busybox image `NAME-sealed` in the fixture's layout, with `files` added (path → contents). */
+export function sealedImage(
+  f: { work: string; layout: string },
+  name: string,
+  files: Record<string, string> = {},
+): string {
+  const dir = join(f.work, 'roots', name);
+  busyboxRoot(dir, files);
+  seal(['image', 'import', `dir:${dir}`, `oci:${f.layout}:${name}`]);
+  seal([
+    'image',
+    'seal',
+    `oci:${f.layout}:${name}`,
+    `oci:${f.layout}:${name}-sealed`,
+    '--format',
+    'squashfs',
+  ]);
+  return `${name}-sealed`;
+}
+
 /** The PKI, the keys and the sealed images (built once per test file). */
 export function buildFixture(work: string): DeviceFixture {
   const pki = join(work, 'pki');
   seal(['pki', 'init', pki]);
   seal(['pki', 'product', 'new', pki, '--name', 'seal-test', '--id', PRODUCT]);
   seal(['pki', 'device', 'new', pki, '--product', PRODUCT, '--serial', 'SN0001']);
-  const files = readdirDeep(pki);
-  const find = (re: RegExp) => {
-    const f = files.find((p) => re.test(p));
-    if (!f) throw new Error(`no ${re} in ${pki}: ${files.join(' ')}`);
-    return f;
-  };
   const { key: policyKey, pub: policyPub } = opensslKeyPair(join(work, 'policy.key'));
-  const layout = join(work, 'images');
-  const roots: Record<string, Record<string, string>> = {
-    host: { 'etc/os-release': 'PRETTY_NAME="Seal test host"\nID=seal-test\n' },
-    web: {},
-    counter: {},
-  };
-  for (const [name, extra] of Object.entries(roots)) {
-    const dir = join(work, 'roots', name);
-    busyboxRoot(dir, extra);
-    seal(['image', 'import', `dir:${dir}`, `oci:${layout}:${name}`]);
-    seal(['image', 'seal', `oci:${layout}:${name}`, `oci:${layout}:${name}-sealed`, '--format', 'squashfs']);
-  }
-  return {
+  const f: DeviceFixture = {
     work,
     pki,
-    ca: find(/manifest-ca\.(crt|pem)$/),
-    productKey: find(/product.*\.key$/),
-    productCert: find(/product.*\.(crt|pem)$/),
+    ca: join(pki, 'manifest-ca.pem'),
+    productKey: join(pki, `products/${PRODUCT}.key`),
+    productCert: join(pki, `products/${PRODUCT}.pem`),
     policyKey,
     policyPub,
-    deviceCert: find(/SN0001.*\.(crt|pem)$/),
-    deviceKey: find(/SN0001.*\.key$/),
-    layout,
+    deviceCert: join(pki, 'devices/SN0001.pem'),
+    deviceKey: join(pki, 'devices/SN0001.key'),
+    layout: join(work, 'images'),
   };
+  sealedImage(f, 'host', { 'etc/os-release': 'PRETTY_NAME="Seal test host"\nID=seal-test\n' });
+  sealedImage(f, 'web');
+  sealedImage(f, 'counter');
+  return f;
 }
 
-function readdirDeep(dir: string): string[] {
-  const out: string[] = [];
-  const visit = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) visit(join(d, e.name));
-      else out.push(join(d, e.name));
-    }
-  };
-  visit(dir);
-  return out;
+export interface SystemOptions {
+  /** Signing key and certificate (default the product's). */
+  key?: string;
+  cert?: string;
+  /** Tag in the layout (default `system-VERSION`). */
+  tag?: string;
+  /** Images (tags in the fixture's layout) and service entries replacing the fixture's. */
+  host?: string;
+  web?: { image?: string; command?: string[] };
+  counter?: { image?: string; command?: string[]; restart?: 'always' | 'on-failure' | 'no' };
+  /** Extra top-level YAML lines (security_version, downgrade). */
+  extra?: string[];
 }
 
-/** A signed system manifest of the fixture's images, version `version`, at `oci:LAYOUT:system-VERSION`. */
-export function buildSystem(
-  f: DeviceFixture,
-  version: number,
-  options: { key?: string; cert?: string; tag?: string } = {},
-): string {
-  const yaml = join(f.work, `system-${version}.yaml`);
+/** A signed system manifest of the fixture's images, version `version`, at `oci:LAYOUT:TAG`. */
+export function buildSystem(f: DeviceFixture, version: number, options: SystemOptions = {}): string {
+  const yaml = join(f.work, `system-${version}-${options.tag ?? 'default'}.yaml`);
   writeFileSync(
     yaml,
     [
       `product: ${PRODUCT}`,
       `version: ${version}`,
+      ...(options.extra ?? []),
       'targets:',
-      `  - { name: host, role: host, image: "oci:${f.layout}:host-sealed" }`,
-      `  - name: web`,
+      `  - { name: host, role: host, image: "oci:${f.layout}:${options.host ?? 'host-sealed'}" }`,
+      '  - name: web',
       '    role: service',
-      `    image: "oci:${f.layout}:web-sealed"`,
+      `    image: "oci:${f.layout}:${options.web?.image ?? 'web-sealed'}"`,
       '    service:',
-      '      command: [/bin/httpd, -f, -p, "8080", -h, /srv]',
+      `      command: ${JSON.stringify(options.web?.command ?? ['/bin/httpd', '-f', '-p', '8080', '-h', '/srv'])}`,
       '      mounts: [{ source: state, target: /srv, readonly: true }]',
-      `  - name: counter`,
+      '  - name: counter',
       '    role: service',
-      `    image: "oci:${f.layout}:counter-sealed"`,
+      `    image: "oci:${f.layout}:${options.counter?.image ?? 'counter-sealed'}"`,
       '    service:',
-      `      command: [/bin/sh, -c, ${JSON.stringify(COUNTER)}]`,
+      `      command: ${JSON.stringify(options.counter?.command ?? ['/bin/sh', '-c', COUNTER])}`,
+      ...(options.counter?.restart ? [`      restart: ${options.counter.restart}`] : []),
       '      mounts: [{ source: state, target: /data }]',
       'storage: [{ name: state, size: 16M }]',
       '',
@@ -334,52 +341,123 @@ export const bootRetries = { count: 0 };
 /**
  * Boots a device — its disk, its varstore (written by the firmware) and its TPM's state — under
  * OVMF with Secure Boot, until the agent completes (and the counter reported), refuses, or the
- * firmware refuses. A guest that crashed is booted again (up to 3 times), as the other VM tests do.
+ * firmware refuses. The device is a `seal machine` using the three in place (its directory,
+ * sockets and console log are temporary). A guest that crashed is booted again (up to 3 times),
+ * as the other VM tests do.
  */
 export async function bootDevice(
   device: { disk: string; vars: string; tpm: string },
   timeoutMs = 240_000,
 ): Promise<DeviceBoot> {
-  for (let attempt = 1; ; attempt++) {
-    const tpm = await Swtpm.start({ stateDir: device.tpm, mode: 'qemu' });
-    let result: Awaited<ReturnType<typeof runQemu>>;
-    try {
-      result = await runQemu({
-        firmware: { code: OVMF_CODE_SECURE_BOOT, vars: device.vars },
-        disks: [{ path: device.disk, virtio: true }],
-        tpm,
-        memory: 2048,
+  const root = mkdtempSync(join(tmpdir(), 'seal-boot-'));
+  try {
+    const machine = await Machine.create({
+      root,
+      name: 'device',
+      disk: { path: device.disk, inPlace: true },
+      vars: { path: device.vars, inPlace: true },
+      tpm: { stateDir: device.tpm, inPlace: true },
+      memory: 2048,
+    });
+    for (let attempt = 1; ; attempt++) {
+      const result = await machine.start({
         timeoutMs,
-        stopOn: /counter: boot \d+.*\n|seal: the boot ends|Access Denied|No bootable option/,
+        noReboot: true,
+        // Complete once both the agent (boot complete, after it confirmed the system) and the counter said so.
+        stopOn:
+          /counter: boot \d+.*\n[\s\S]*seal: boot complete.*\n|seal: boot complete.*\n[\s\S]*counter: boot \d+.*\n|seal: the boot ends|Access Denied|No bootable option/,
       });
-    } finally {
-      await tpm.stop();
+      const output = result.output;
+      const failed = /seal: \[FAIL\] ([^:]+): (.*)\n/.exec(output);
+      const counter = /counter: boot (\d+), web says: (.*)\n/.exec(output);
+      const boot: DeviceBoot = {
+        output,
+        booted: /seal: boot complete/.test(output),
+        ...(failed ? { failed: { step: failed[1]!, message: failed[2]! } } : {}),
+        firmwareRefused: /Access Denied/.test(output),
+        ...(counter
+          ? {
+              counter: {
+                boot: Number(counter[1]),
+                page: counter[2]!,
+                rootfs: /rootfs: (\w+)/.exec(output)?.[1] ?? '',
+                pcr7: /pcr7: ([0-9a-fA-F]{64})/.exec(output)?.[1]?.toLowerCase(),
+              },
+            }
+          : {}),
+        ...(/since the kernel started/.test(output)
+          ? { uptime: Number(/running \(([\d.]+) s since the kernel started/.exec(output)?.[1]) }
+          : {}),
+      };
+      const finished = boot.counter || boot.failed || boot.firmwareRefused;
+      if (finished || attempt === 3 || (!CRASH.test(output) && !result.timedOut)) return boot;
+      bootRetries.count++;
+      console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
     }
-    const output = result.output;
-    const failed = /seal: \[FAIL\] ([^:]+): (.*)\n/.exec(output);
-    const counter = /counter: boot (\d+), web says: (.*)\n/.exec(output);
-    const boot: DeviceBoot = {
-      output,
-      booted: /seal: boot complete/.test(output),
-      ...(failed ? { failed: { step: failed[1]!, message: failed[2]! } } : {}),
-      firmwareRefused: /Access Denied/.test(output),
-      ...(counter
-        ? {
-            counter: {
-              boot: Number(counter[1]),
-              page: counter[2]!,
-              rootfs: /rootfs: (\w+)/.exec(output)?.[1] ?? '',
-              pcr7: /pcr7: ([0-9a-fA-F]{64})/.exec(output)?.[1]?.toLowerCase(),
-            },
-          }
-        : {}),
-      ...(/since the kernel started/.test(output)
-        ? { uptime: Number(/running \(([\d.]+) s since the kernel started/.exec(output)?.[1]) }
-        : {}),
-    };
-    const finished = boot.counter || boot.failed || boot.firmwareRefused;
-    if (finished || attempt === 3 || (!CRASH.test(output) && !result.timedOut)) return boot;
-    bootRetries.count++;
-    console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** A device running in the foreground of a `seal machine` (reboots included), driven by what its console shows. */
+export class DeviceSession {
+  #output = '';
+  readonly #listeners = new Set<() => void>();
+  readonly #abort = new AbortController();
+  readonly done: Promise<unknown>;
+  #ended = false;
+
+  constructor(machine: Machine, timeoutMs = 1_200_000) {
+    this.done = machine
+      .start({
+        timeoutMs,
+        signal: this.#abort.signal,
+        onOutput: (text) => {
+          this.#output += text;
+          for (const l of this.#listeners) l();
+        },
+      })
+      .finally(() => {
+        this.#ended = true;
+        for (const l of this.#listeners) l();
+      });
+  }
+
+  get output(): string {
+    return this.#output;
+  }
+
+  /** Where the console is now: later waits look only at what comes after. */
+  mark(): number {
+    return this.#output.length;
+  }
+
+  /** Resolves with the first match of `re` in the console after `from`; rejects if the machine ends or time runs out. */
+  waitFor(re: RegExp, from = 0, timeoutMs = 240_000): Promise<RegExpExecArray> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => finish(new Error(`no ${re} within ${timeoutMs} ms:\n${this.#output.slice(-3000)}`)),
+        timeoutMs,
+      );
+      const finish = (error?: Error, match?: RegExpExecArray) => {
+        clearTimeout(timer);
+        this.#listeners.delete(check);
+        if (error) reject(error);
+        else resolve(match!);
+      };
+      const check = () => {
+        const m = re.exec(this.#output.slice(from));
+        if (m) finish(undefined, m);
+        else if (this.#ended)
+          finish(new Error(`the machine ended before ${re}:\n${this.#output.slice(-3000)}`));
+      };
+      this.#listeners.add(check);
+      check();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.done.catch(() => {});
   }
 }

@@ -18,6 +18,8 @@ export type AuthSetup = 'none' | 'basic' | 'token';
 export interface TestRegistry {
   /** `127.0.0.1:PORT` */
   host: string;
+  /** Its storage: blobs are at data/docker/registry/v2/blobs/sha256/XX/HEX/data. */
+  dir: string;
   auth: AuthSetup;
   username: string;
   password: string;
@@ -259,7 +261,7 @@ ${tlsYaml}${authYaml}`;
     }
     await sleep(50);
   }
-  return { host: `127.0.0.1:${port}`, auth, username, password, tokenRequests, stop };
+  return { host: `127.0.0.1:${port}`, dir, auth, username, password, tokenRequests, stop };
 }
 
 export type FaultKind = 'reset' | 'truncate' | 'corrupt' | '429' | '500';

@@ -24,13 +24,14 @@ import {
   openSync,
   readFileSync,
   readSync,
+  rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { readTable, SECTOR } from '../../src/gpt/index.ts';
 import { Swtpm } from '../../src/machine/index.ts';
 import { extend } from '../../src/measure/index.ts';
@@ -52,6 +53,7 @@ import {
 import { vmKernel } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-device-vm-'));
+const OTHER_PRODUCT = '0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b';
 after(async () => {
   if (bootRetries.count) console.error(`device VM tests: ${bootRetries.count} crashed guest(s) booted again`);
   await rm(work, { recursive: true, force: true });
@@ -189,11 +191,12 @@ test('first boot: LUKS made, system verified, host switched into, both services 
     'open the config partition \\(\\d+ ms\\): created',
     'open the data partition \\(\\d+ ms\\): created',
     'verify the system manifest \\(\\d+ ms\\): version 7',
-    'record the accepted version in the TPM \\(\\d+ ms\\): 0 -> 7',
+
     'open the host target host',
     'mount the host root \\(\\d+ ms\\): Seal test host',
     'switch into the host root',
     'start the services \\(\\d+ ms\\): 2 running',
+    'confirm the system \\(\\d+ ms\\): version 7 is good; accepted version 7',
   ])
     assert.match(boot.output, new RegExp(`seal: \\[ ok \\] ${step}`), step);
   assert.equal(boot.counter?.boot, 1);
@@ -211,130 +214,153 @@ test('second boot: the data of the first is there, the container roots are fresh
   const boot = await bootDevice(device);
   assert.ok(boot.booted, boot.output.slice(-3000));
   assert.match(boot.output, /open the data partition \(\d+ ms\): opened/);
-  assert.match(boot.output, /record the accepted version in the TPM \(\d+ ms\): 7, as before/);
+  assert.match(boot.output, /history: \S+ version 7 confirmed good; accepted version 7/);
   assert.equal(boot.counter?.boot, 2);
   assert.equal(boot.counter?.page, '<p>boot 2</p>');
   assert.equal(boot.counter?.rootfs, 'fresh');
 });
 
-test('a flipped byte in a host layer or a service image is refused by dm-verity, naming the layer', async () => {
-  for (const [target, step] of [
-    ['host', /open the host target host|mount the host root/],
-    ['web', /open the service image web/],
+describe('tampered devices, two booted at a time, each refused at its step', { concurrency: 2 }, () => {
+  /** The devices to boot, each a copy of the good one with one thing changed, made before any boots. */
+  const cases = new Map<string, typeof device>();
+  const layers: Record<string, string> = {};
+
+  before(async () => {
+    for (const target of ['host', 'web']) {
+      const layer = (layers[target] = layerOf(v7, target));
+      const copy = variant(`flip-${target}`, v7);
+      // The first block of a squashfs layer (its superblock and first metadata) is read at mount.
+      flipByte(copy.disk, storeOffset(copy.disk, `/blobs/sha256/${layer.slice(7)}`, 200));
+      cases.set(`flip-${target}`, copy);
+    }
+    seal('pki', 'product', 'new', f.pki, '--name', 'other', '--id', OTHER_PRODUCT);
+    const other = {
+      key: join(f.pki, `products/${OTHER_PRODUCT}.key`),
+      cert: join(f.pki, `products/${OTHER_PRODUCT}.pem`),
+    };
+    const foreignPki = join(work, 'foreign-pki');
+    seal('pki', 'init', foreignPki);
+    seal('pki', 'product', 'new', foreignPki, '--name', 'same id, other CA', '--id', PRODUCT);
+    const foreign = {
+      key: join(foreignPki, `products/${PRODUCT}.key`),
+      cert: join(foreignPki, `products/${PRODUCT}.pem`),
+    };
+    cases.set(
+      'other-product',
+      variant('other-product', buildSystem(f, 8, { ...other, tag: 'other-product' })),
+    );
+    cases.set('other-ca', variant('other-ca', buildSystem(f, 8, { ...foreign, tag: 'foreign-ca' })));
+    cases.set('rollback', variant('rollback', buildSystem(f, 6)));
+
+    const swapped = variant('swapped', v7);
+    const doc = JSON.parse(seal('manifest', 'verify', v7, '--ca', f.ca, '--json')).document as {
+      targets: { name: string; image: { digest: string } }[];
+    };
+    const web = doc.targets.find((t) => t.name === 'web')!.image.digest;
+    const counter = doc.targets.find((t) => t.name === 'counter')!.image.digest;
+    const store = readTable(swapped.disk).partitions.find((p) => p.name === 'seal-store')!;
+    const image = `${swapped.disk}?offset=${store.firstLba * SECTOR}`;
+    const replacement = join(work, 'counter-manifest.json');
+    writeFileSync(replacement, readFileSync(join(f.layout, 'blobs/sha256', counter.slice(7))));
+    execFileSync('debugfs', ['-w', '-R', `rm /blobs/sha256/${web.slice(7)}`, image], { stdio: 'ignore' });
+    execFileSync('debugfs', ['-w', '-R', `write ${replacement} /blobs/sha256/${web.slice(7)}`, image], {
+      stdio: 'ignore',
+    });
+    cases.set('swapped', swapped);
+
+    const foreignKeys = join(work, 'foreign-secureboot');
+    seal('secureboot', 'keys', foreignKeys);
+    const foreignSigned = buildUki(f, kit, join(work, 'foreign-signed.efi'), {
+      signer: { key: join(foreignKeys, 'db.key'), cert: join(foreignKeys, 'db.crt') },
+    });
+    cases.set('foreign-uki', variant('foreign-uki', v7, foreignSigned));
+    const otherCa = join(work, 'other-ca');
+    seal('pki', 'init', otherCa);
+    const wrongCa = buildUki(f, kit, join(work, 'wrong-ca.efi'), { ca: join(otherCa, 'manifest-ca.pem') });
+    cases.set('wrong-ca', variant('wrong-ca', v7, wrongCa));
+
+    // Revocation, as a management image would do it (here from the host, PCR 7 of a fresh swtpm).
+    const revoked = variant('revoked', v7);
+    const tpm = await Swtpm.start({ stateDir: revoked.tpm, mode: 'tcp' });
+    try {
+      const value = JSON.parse(seal('tpm', 'pcrs', '7', '--tpm', tpm.address, '--json'))[
+        'sha256:7'
+      ] as string;
+      const mgmt = join(work, 'mgmt.json');
+      seal(
+        'tpm',
+        'policy',
+        'sign',
+        '--management',
+        '--key',
+        f.policyKey,
+        '--pcr7',
+        value,
+        '--version',
+        '1',
+        mgmt,
+      );
+      seal('tpm', 'revoke', '--tpm', tpm.address, '--management-policy', mgmt);
+    } finally {
+      await tpm.stop();
+    }
+    cases.set('revoked', revoked);
+    // The same disk in another machine, whose TPM the factory provisioned for another device.
+    const moved = variant('moved', v7);
+    rmSync(moved.tpm, { recursive: true, force: true });
+    mkdirSync(moved.tpm);
+    await provision(moved.tpm, 'SN0002');
+    execFileSync('cp', ['--sparse=always', device.disk, moved.disk]);
+    cases.set('moved', moved);
+  });
+
+  for (const target of ['host', 'web'] as const) {
+    test(`a flipped byte in the ${target} image: dm-verity refuses it, naming the layer`, async () => {
+      const boot = await bootDevice(cases.get(`flip-${target}`)!);
+      assertRefused(
+        boot,
+        target === 'host' ? /open the host target host|mount the host root/ : /open the service image web/,
+        new RegExp(`${target} layer 1 \\(${layers[target]}\\).*(dm-verity|I/O error|cannot be mounted)`),
+        `flipped ${target}`,
+      );
+    });
+  }
+
+  for (const [name, what, reason] of [
+    ['other-product', 'a manifest signed by another product', /product|no valid signature/],
+    ['other-ca', 'a manifest whose product certificate chains to another CA', /no valid signature|chain/],
+    ['rollback', 'a validly signed older manifest (rollback)', /version 6 is older than version 7/],
+    ['swapped', 'a target swapped for another sealed image', /target web: no image matches the pinned/],
+    ['wrong-ca', 'a correctly signed UKI whose initrd holds another CA', /no valid signature/],
   ] as const) {
-    const layer = layerOf(v7, target);
-    const copy = variant(`flip-${target}`, v7);
-    // The first block of a squashfs layer (its superblock and first metadata) is read at mount.
-    flipByte(copy.disk, storeOffset(copy.disk, `/blobs/sha256/${layer.slice(7)}`, 200));
-    const boot = await bootDevice(copy);
+    test(`${what}: refused at verification`, async () => {
+      assertRefused(await bootDevice(cases.get(name)!), /verify the system manifest/, reason, what);
+    });
+  }
+
+  test('a UKI signed by a key not in db: the firmware refuses it', async () => {
+    const refused = await bootDevice(cases.get('foreign-uki')!);
+    assert.ok(refused.firmwareRefused, refused.output.slice(-2000));
+    assert.doesNotMatch(refused.output, /seal: agent started/);
+  });
+
+  test('a TPM whose policy version was bumped refuses the unlock', async () => {
     assertRefused(
-      boot,
-      step,
-      new RegExp(`${target} layer 1 \\(${layer}\\).*(dm-verity|I/O error|cannot be mounted)`),
-      `flipped ${target}`,
+      await bootDevice(cases.get('revoked')!),
+      /unlock the TPM/,
+      /TPM_RC_POLICY|revoked|policy version is 2/,
+      'revoked',
     );
-  }
-});
-
-test('manifests signed by another product, chaining to another CA, or older than accepted are refused at verification', async () => {
-  seal('pki', 'product', 'new', f.pki, '--name', 'other', '--id', '0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b');
-  const other = {
-    key: join(f.pki, 'products/0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b.key'),
-    cert: join(f.pki, 'products/0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b.pem'),
-  };
-  const foreignPki = join(work, 'foreign-pki');
-  seal('pki', 'init', foreignPki);
-  seal('pki', 'product', 'new', foreignPki, '--name', 'same id, other CA', '--id', PRODUCT);
-  const foreign = {
-    key: join(foreignPki, `products/${PRODUCT}.key`),
-    cert: join(foreignPki, `products/${PRODUCT}.pem`),
-  };
-  const cases: [string, string, RegExp][] = [
-    ['another product', buildSystem(f, 8, { ...other, tag: 'other-product' }), /product|no valid signature/],
-    ['another CA', buildSystem(f, 8, { ...foreign, tag: 'foreign-ca' }), /no valid signature|chain/],
-    ['rollback to 6', buildSystem(f, 6), /version 6 is older than version 7/],
-  ];
-  for (const [what, system, reason] of cases) {
-    const boot = await bootDevice(variant(what.replace(/\W+/g, '-'), system));
-    assertRefused(boot, /verify the system manifest/, reason, what);
-  }
-});
-
-test('a target swapped for another sealed image is refused at verification', async () => {
-  const copy = variant('swapped', v7);
-  const doc = JSON.parse(seal('manifest', 'verify', v7, '--ca', f.ca, '--json')).document as {
-    targets: { name: string; image: { digest: string } }[];
-  };
-  const web = doc.targets.find((t) => t.name === 'web')!.image.digest;
-  const counter = doc.targets.find((t) => t.name === 'counter')!.image.digest;
-  const store = readTable(copy.disk).partitions.find((p) => p.name === 'seal-store')!;
-  const image = `${copy.disk}?offset=${store.firstLba * SECTOR}`;
-  const replacement = join(work, 'counter-manifest.json');
-  writeFileSync(replacement, readFileSync(join(f.layout, 'blobs/sha256', counter.slice(7))));
-  execFileSync('debugfs', ['-w', '-R', `rm /blobs/sha256/${web.slice(7)}`, image], { stdio: 'ignore' });
-  execFileSync('debugfs', ['-w', '-R', `write ${replacement} /blobs/sha256/${web.slice(7)}`, image], {
-    stdio: 'ignore',
   });
-  const boot = await bootDevice(copy);
-  assertRefused(
-    boot,
-    /verify the system manifest/,
-    /target web: no image matches the pinned/,
-    'swapped target',
-  );
-});
 
-test('boot images: one signed by a key not in db is refused by the firmware; one whose initrd holds another CA cannot verify', async () => {
-  const foreignKeys = join(work, 'foreign-secureboot');
-  seal('secureboot', 'keys', foreignKeys);
-  const foreignSigned = buildUki(f, kit, join(work, 'foreign-signed.efi'), {
-    signer: { key: join(foreignKeys, 'db.key'), cert: join(foreignKeys, 'db.crt') },
-  });
-  const refused = await bootDevice(variant('foreign-uki', v7, foreignSigned));
-  assert.ok(refused.firmwareRefused, refused.output.slice(-2000));
-  assert.doesNotMatch(refused.output, /seal: agent started/);
-
-  const otherCa = join(work, 'other-ca');
-  seal('pki', 'init', otherCa);
-  const wrongCa = buildUki(f, kit, join(work, 'wrong-ca.efi'), { ca: join(otherCa, 'manifest-ca.pem') });
-  const boot = await bootDevice(variant('wrong-ca', v7, wrongCa));
-  assertRefused(boot, /verify the system manifest/, /no valid signature/, 'another CA in the initrd');
-});
-
-test('the TPM refuses: after its policy version was bumped, and for a disk moved to another machine with its own TPM', async () => {
-  // Revocation, as a management image would do it (here from the host, PCR 7 of a fresh swtpm).
-  const revoked = variant('revoked', v7);
-  const tpm = await Swtpm.start({ stateDir: revoked.tpm, mode: 'tcp' });
-  try {
-    const pcr7 = JSON.parse(seal('tpm', 'pcrs', '7', '--tpm', tpm.address, '--json'));
-    const value = pcr7['sha256:7'] as string;
-    const mgmt = join(work, 'mgmt.json');
-    seal(
-      'tpm',
-      'policy',
-      'sign',
-      '--management',
-      '--key',
-      f.policyKey,
-      '--pcr7',
-      value,
-      '--version',
-      '1',
-      mgmt,
+  test('the disk moved to another machine with its own TPM cannot be opened', async () => {
+    assertRefused(
+      await bootDevice(cases.get('moved')!),
+      /open the config partition/,
+      /cryptsetup|No key available|passphrase/,
+      'moved disk',
     );
-    seal('tpm', 'revoke', '--tpm', tpm.address, '--management-policy', mgmt);
-  } finally {
-    await tpm.stop();
-  }
-  const boot = await bootDevice(revoked);
-  assertRefused(boot, /unlock the TPM/, /TPM_RC_POLICY|revoked|policy version is 2/, 'revoked');
-
-  const moved = { disk: device.disk, vars: join(work, 'moved.vars'), tpm: join(work, 'other-tpm') };
-  copyFileSync(device.vars, moved.vars);
-  mkdirSync(moved.tpm);
-  await provision(moved.tpm, 'SN0002');
-  const other = await bootDevice(moved);
-  assertRefused(other, /open the config partition/, /cryptsetup|No key available|passphrase/, 'moved disk');
+  });
 });
 
 test('after every refusal the untampered device boots again, its count continuing', async () => {

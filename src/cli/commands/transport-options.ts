@@ -25,7 +25,7 @@ const SIZE_UNITS: Record<string, number> = {
 };
 
 /** `90`, `90s`, `1.5m`, `500ms`, `2h` (seconds without a unit), in milliseconds; positive. */
-function parseDuration(text: string, flag: string): number {
+export function parseDuration(text: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   const ms = m ? Number(m[1]) * (DURATION_UNITS[m[2] ?? 's'] as number) : Number.NaN;
   if (!(ms > 0) || !Number.isFinite(ms))

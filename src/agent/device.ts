@@ -1,0 +1,203 @@
+/**
+ * A running Seal device, as the agent holds it after the boot's unlock: its store, its CA and
+ * product, its TPM (for the anti-rollback floor), the system it runs, the images it has open and
+ * its services. Boot and updates both work through it, so a system is verified, mounted and run
+ * the same way whichever brought it.
+ */
+import { readFileSync } from 'node:fs';
+import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
+import { securityVersionOf } from '../manifest/spec.ts';
+import { type VerifyReport, verifySystem } from '../manifest/verify.ts';
+import type { Certificate } from '../pki/index.ts';
+import type { LayoutStore } from '../store/index.ts';
+import { raiseAcceptedVersion, readAcceptedVersion, type Tpm } from '../tpm/index.ts';
+import { AgentError } from './errors.ts';
+import { closeLayers, type OpenedLayers, openLayers } from './images.ts';
+import type { BootLog } from './log.ts';
+import { type ServiceHandle, superviseService } from './services.ts';
+import { type DeviceState, recordEvent, saveState } from './state.ts';
+import { MS, system } from './system.ts';
+import { runProgram } from './tools.ts';
+
+export const RUN = '/run/seal';
+
+export interface RunningSystem {
+  digest: string;
+  document: SystemManifest;
+}
+
+export interface RunningService {
+  target: SystemTarget;
+  layers: OpenedLayers;
+  handle: ServiceHandle;
+}
+
+export class Device {
+  readonly store: LayoutStore;
+  readonly ca: Certificate;
+  readonly product: string;
+  readonly tpm: Tpm;
+  readonly log: BootLog;
+  readonly state: DeviceState;
+  readonly #versionAuth: Buffer;
+  /** The system running now (set once the boot verified it). */
+  running: RunningSystem | undefined;
+  readonly services = new Map<string, RunningService>();
+  /** Images open through dm-verity, by manifest digest. */
+  readonly #images = new Map<string, OpenedLayers>();
+
+  constructor(options: {
+    store: LayoutStore;
+    ca: Certificate;
+    product: string;
+    tpm: Tpm;
+    versionAuth: Buffer;
+    log: BootLog;
+    state: DeviceState;
+  }) {
+    this.store = options.store;
+    this.ca = options.ca;
+    this.product = options.product;
+    this.tpm = options.tpm;
+    this.#versionAuth = options.versionAuth;
+    this.log = options.log;
+    this.state = options.state;
+  }
+
+  /** Verifies the system under `tag` as the device accepts systems: CA, product, the TPM's floor, every target. */
+  async verify(tag: string, deep = false): Promise<VerifyReport> {
+    return verifySystem(`oci:${RUN}/store:${tag}`, {
+      ca: this.ca,
+      product: this.product,
+      minimumVersion: await readAcceptedVersion(this.tpm),
+      deep,
+    });
+  }
+
+  /** Mounts the store read-write for a change, and back read-only after it, whatever happened. */
+  async writingStore<T>(change: () => Promise<T>): Promise<T> {
+    const remount = (rw: boolean) =>
+      system().mount(
+        null,
+        `${RUN}/store`,
+        null,
+        MS.REMOUNT | MS.NOSUID | MS.NODEV | (rw ? 0 : MS.RDONLY),
+        null,
+      );
+    remount(true);
+    try {
+      return await change();
+    } finally {
+      remount(false);
+    }
+  }
+
+  /** The layers of a target's image, opened once through dm-verity (shared by every user of the image). */
+  async openImage(target: SystemTarget): Promise<OpenedLayers> {
+    const open = this.#images.get(target.image.digest);
+    if (open) return open;
+    const id = target.image.digest.slice(7, 19);
+    const layers = await openLayers(
+      this.store,
+      target.image,
+      target.name,
+      `seal-${id}`,
+      `${RUN}/images/${id}`,
+    );
+    this.#images.set(target.image.digest, layers);
+    return layers;
+  }
+
+  /** Closes images no running service or the host uses. */
+  async closeUnused(keep: Set<string>): Promise<void> {
+    for (const [digest, layers] of this.#images) {
+      if (keep.has(digest)) continue;
+      await closeLayers(layers);
+      this.#images.delete(digest);
+    }
+  }
+
+  /** Starts a service target from its (already opened) image. */
+  startService(target: SystemTarget, layers: OpenedLayers): RunningService {
+    const handle = superviseService({
+      name: target.name,
+      lowers: layers.lowers,
+      config: layers.config,
+      spec: target.service ?? {},
+      dir: `${RUN}/services/${target.name}`,
+      volumes: `${RUN}/data/volumes`,
+      journal: `${RUN}/data/journal/${target.name}.log`,
+      log: (line) => this.log.say(line),
+    });
+    const running = { target, layers, handle };
+    this.services.set(target.name, running);
+    return running;
+  }
+
+  async stopService(name: string): Promise<void> {
+    const s = this.services.get(name);
+    if (!s) return;
+    await s.handle.stop();
+    this.services.delete(name);
+  }
+
+  /** Waits until the named services run (crun says so), or throws naming those that did not within `ms`. */
+  async servicesUp(names: string[], ms = 60_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const states = await Promise.all(
+        names.map(async (name) => {
+          const s = this.services.get(name);
+          if (!s) return 'missing';
+          const { stdout } = await runProgram('crun', ['state', name]).catch(() => ({ stdout: '' }));
+          return /"status":\s*"running"/.test(stdout) ? 'running' : s.handle.state;
+        }),
+      );
+      if (states.every((s) => s === 'running')) return;
+      const down = names.filter((_, i) => states[i] !== 'running');
+      if (states.some((s) => s === 'failed' || s === 'exited' || s === 'missing') || Date.now() > deadline) {
+        throw new AgentError('AGENT_SERVICE', `services not running: ${down.join(', ')}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * The system `report` (under `tag`) is good: it becomes `current` in the store, the TPM's floor
+   * rises to its security version, and the device state says so. Until this, a power loss or a
+   * failure leaves the previous good system in place.
+   */
+  async confirm(report: VerifyReport, tag: string): Promise<void> {
+    const document = report.document as SystemManifest;
+    if (tag !== 'current') {
+      await this.writingStore(async () => {
+        await this.store.tag(report.manifest, 'current');
+        await this.store.untag(tag).catch(() => {});
+      });
+    }
+    const raised = await raiseAcceptedVersion(this.tpm, this.#versionAuth, securityVersionOf(document));
+    const previous = this.state.good;
+    this.state.good = { digest: report.manifest.digest, version: document.version };
+    this.state.trial = undefined;
+    if (previous?.digest !== report.manifest.digest) {
+      recordEvent(
+        this.state,
+        `version ${document.version} confirmed good${previous ? ` (was ${previous.version})` : ''}; accepted version ${raised.to}`,
+      );
+    }
+    await saveState(`${RUN}/config/device.json`, this.state);
+    this.running = { digest: report.manifest.digest, document };
+  }
+
+  /** The host's os-release name (read through dm-verity: a refused block is an error here). */
+  static osRelease(root: string): string {
+    try {
+      const text = readFileSync(`${root}/etc/os-release`, 'utf8');
+      return /^PRETTY_NAME="?([^"\n]*)"?/m.exec(text)?.[1] ?? 'no PRETTY_NAME';
+    } catch (error) {
+      throw new AgentError('AGENT_BOOT', `the host target cannot be read: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * What a device remembers between boots, on its encrypted config partition (`device.json`,
+ * replaced atomically): the system it runs and knows good, the system it is trying (with the
+ * boots it has left before it falls back by itself), and a short history of what happened and
+ * why — what `seal status` reports. The anti-rollback floor is not here: the TPM keeps it.
+ */
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic.ts';
+
+export interface SystemRef {
+  digest: string;
+  version: number;
+}
+
+export interface TrialState extends SystemRef {
+  /** The store tag the trial is under. */
+  tag: string;
+  /** Boots the trial may still take; at 0 the next boot returns to the good system. */
+  triesLeft: number;
+  /** Boots it was given. */
+  tries: number;
+  /** Why it is tried (the update's source). */
+  reason: string;
+  /** The last failure of a trial boot, reported when it is given up. */
+  lastFailure?: string;
+}
+
+export interface DeviceEvent {
+  at: string;
+  event: string;
+}
+
+export interface DeviceState {
+  good?: SystemRef;
+  trial?: TrialState;
+  events: DeviceEvent[];
+}
+
+const KEEP_EVENTS = 50;
+
+export function loadState(path: string): DeviceState {
+  try {
+    const parsed = JSON.parse(readFileSync(path, 'utf8')) as DeviceState;
+    if (typeof parsed !== 'object' || parsed === null || !Array.isArray(parsed.events))
+      throw new Error('shape');
+    return parsed;
+  } catch {
+    // A first boot, or a state file that cannot be read: the store's `current` system is the good one.
+    return { events: [] };
+  }
+}
+
+export async function saveState(path: string, state: DeviceState): Promise<void> {
+  state.events = state.events.slice(-KEEP_EVENTS);
+  await writeFileAtomic(path, `${JSON.stringify(state, null, 2)}\n`, 0o600);
+}
+
+export function recordEvent(state: DeviceState, event: string): DeviceEvent {
+  const e = { at: new Date().toISOString(), event };
+  state.events.push(e);
+  return e;
+}

@@ -1,0 +1,72 @@
+/** The seal.* kernel parameters: every accepted form, and the malformed ones refused with AGENT_CMDLINE. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { AgentError, parseCommandLine } from '../../src/agent/index.ts';
+
+test('defaults, and every parameter in its accepted forms among the kernel’s own', () => {
+  assert.deepEqual(parseCommandLine('console=ttyS0 quiet loglevel=3\n'), {
+    tag: 'current',
+    debug: false,
+    onFailure: 'poweroff',
+    trialBoots: 3,
+  });
+  const p = parseCommandLine(
+    'BOOT_IMAGE=x seal.tag=system-8 seal.debug seal.on-failure=reboot seal.net=10.0.2.15/24,gw=10.0.2.2 seal.test=before-switch rd.x="a b"',
+  );
+  assert.equal(p.tag, 'system-8');
+  assert.equal(p.debug, true);
+  assert.equal(p.onFailure, 'reboot');
+  assert.equal(p.test, 'before-switch');
+  assert.deepEqual(p.net, {
+    device: 'eth0',
+    address: '10.0.2.15',
+    netmask: '255.255.255.0',
+    gateway: '10.0.2.2',
+  });
+  assert.deepEqual(parseCommandLine('seal.net=192.168.7.9/20,dev=enp1s0').net, {
+    device: 'enp1s0',
+    address: '192.168.7.9',
+    netmask: '255.255.240.0',
+  });
+  assert.equal(parseCommandLine('seal.debug=0').debug, false);
+  assert.equal(parseCommandLine('seal.tag="quoted"').tag, 'quoted');
+  assert.deepEqual(
+    parseCommandLine(
+      'seal.follow=docker://10.0.2.100:5000/device/system:stable seal.follow-interval=5 seal.follow-insecure seal.trial-boots=1',
+    ),
+    {
+      tag: 'current',
+      debug: false,
+      onFailure: 'poweroff',
+      trialBoots: 1,
+      follow: { source: 'docker://10.0.2.100:5000/device/system:stable', intervalMs: 5000, plainHttp: true },
+    },
+  );
+});
+
+test('malformed or unknown seal.* parameters are refused, naming the parameter', () => {
+  for (const bad of [
+    'seal.tag=../etc',
+    'seal.tag=a/b',
+    'seal.tag=',
+    'seal.on-failure=shell',
+    'seal.net=10.0.2.15',
+    'seal.net=10.0.2.256/24',
+    'seal.net=10.0.2.15/33',
+    'seal.net=10.0.2.15/24,gw=host',
+    'seal.net=10.0.2.15/24,dev=eth0;rm',
+    'seal.net=10.0.2.15/24,mtu=1500',
+    'seal.unknown=1',
+    'seal.follow=http://x',
+    'seal.follow-interval=0',
+    'seal.follow-interval=5',
+    'seal.trial-boots=0',
+    'seal.trial-boots=11',
+  ]) {
+    assert.throws(
+      () => parseCommandLine(`quiet ${bad}`),
+      (e) => e instanceof AgentError && e.code === 'AGENT_CMDLINE' && e.message.includes(bad.split('=')[0]!),
+      bad,
+    );
+  }
+});

@@ -1,0 +1,147 @@
+/**
+ * The initrd of a device: its kernel modules resolved as kmod resolves them (modinfo) and
+ * decompressed as xz does, its contents as cpio and zstd read them, byte-identical when built
+ * twice, and the refusals of what it cannot be built from.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { AGENT_MODULES, AgentError, buildInitrd, resolveModules } from '../../src/agent/index.ts';
+import { SealError } from '../../src/errors.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'seal-initrd-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+let deb: string;
+let modules: string;
+
+before(() => {
+  deb = execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim();
+  execFileSync('dpkg-deb', ['-x', deb, join(work, 'kernel')]);
+  const base = join(work, 'kernel/lib/modules');
+  modules = join(base, readdirSync(base)[0]!);
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      join(work, 'ca.key'),
+      '-out',
+      join(work, 'ca.pem'),
+      '-subj',
+      '/CN=test CA',
+      '-days',
+      '1',
+    ],
+    { stdio: 'ignore' },
+  );
+});
+
+test('modules come with their dependencies first, as modinfo names them, decompressed as xz -d does', () => {
+  const resolved = resolveModules(modules, AGENT_MODULES);
+  const names = resolved.map((m) => m.name);
+  for (const m of resolved) {
+    const file = join(modules, `${m.path}.xz`);
+    const depends = execFileSync('modinfo', ['-F', 'depends', file], { encoding: 'utf8' }).trim();
+    for (const d of depends.split(',').filter(Boolean)) {
+      const at = names.indexOf(d.replace(/-/g, '_'));
+      assert.ok(at >= 0 && at < names.indexOf(m.name), `${d} before ${m.name}`);
+    }
+    assert.ok(
+      m.data.equals(execFileSync('xz', ['-dc', file], { maxBuffer: 1 << 28 })),
+      `${m.path} decompressed`,
+    );
+  }
+  for (const expected of [
+    'dm_verity',
+    'dm_bufio',
+    'dm_mod',
+    'dm_crypt',
+    'overlay',
+    'erofs',
+    'squashfs',
+    'virtio_blk',
+    'vfat',
+    'fat',
+  ])
+    assert.ok(names.includes(expected), expected);
+  assert.equal(new Set(names).size, names.length, 'each module once');
+  assert.deepEqual(resolveModules(modules, ['ext4']), [], 'a built-in module needs no file');
+  assert.throws(
+    () => resolveModules(modules, ['no_such_module']),
+    (e) => e instanceof AgentError && e.code === 'AGENT_KERNEL',
+  );
+});
+
+test('the initrd: reproducible, what cpio lists is the runtime, the agent bundle, the CA, the modules and the tools — no tests, no dev tooling', async () => {
+  const a = await buildInitrd(join(work, 'a.zst'), {
+    manifestCa: join(work, 'ca.pem'),
+    kernel: deb,
+    level: 1,
+  });
+  const b = await buildInitrd(join(work, 'b.zst'), {
+    manifestCa: join(work, 'ca.pem'),
+    kernel: deb,
+    level: 1,
+  });
+  assert.equal(a.sha256, b.sha256, 'the same inputs give the same bytes');
+  const cpio = execFileSync('zstd', ['-dc', join(work, 'a.zst')], { maxBuffer: 1 << 30 });
+  const list = execFileSync('cpio', ['-it', '--quiet'], {
+    input: cpio,
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  }).split('\n');
+  for (const path of [
+    'init',
+    'seal/node',
+    'seal/app/src/util/agent.mjs',
+    'seal/app/src/agent/boot.ts',
+    'seal/app/build/Release/system.node',
+    'seal/bin/cryptsetup',
+    'seal/bin/veritysetup',
+    'seal/bin/crun',
+    'seal/bin/mke2fs',
+    'seal/lib/ld-linux-x86-64.so.2',
+    'lib64/ld-linux-x86-64.so.2',
+    'seal/etc/manifest-ca.pem',
+    'seal/etc/modules',
+    `lib/modules/${a.kernelVersion}/kernel/drivers/md/dm-verity.ko`,
+  ])
+    assert.ok(list.includes(path), `${path} in the initrd`);
+  assert.ok(
+    !list.some((p) => p.startsWith('test/') || p.includes('/test/') || p.includes('node_modules/')),
+    'no tests, no node_modules',
+  );
+  assert.ok(!list.includes('seal/etc/policy.json'), 'no policy unless given');
+  const listed = execFileSync('cpio', ['-i', '--quiet', '--to-stdout', 'seal/etc/modules'], {
+    input: cpio,
+    maxBuffer: 1 << 28,
+  }).toString();
+  assert.deepEqual(
+    listed
+      .trim()
+      .split('\n')
+      .map((l) => l.replace(/^.*\//, '').replace(/\.ko$/, '').replace(/-/g, '_')),
+    a.modules,
+  );
+});
+
+test('an initrd cannot be made from a CA file without a certificate, or a kernel without modules', async () => {
+  writeFileSync(join(work, 'not-a-ca.pem'), 'nothing here\n');
+  await assert.rejects(
+    buildInitrd(join(work, 'x.zst'), { manifestCa: join(work, 'not-a-ca.pem'), kernel: deb, level: 1 }),
+    (e) => e instanceof SealError && e.code === 'PKI_BAD_CERTIFICATE',
+  );
+  await assert.rejects(
+    buildInitrd(join(work, 'x.zst'), { manifestCa: join(work, 'ca.pem'), kernel: work, level: 1 }),
+    (e) => e instanceof AgentError && e.code === 'AGENT_KERNEL',
+  );
+});
