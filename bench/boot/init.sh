@@ -82,31 +82,35 @@ mkdir -p $RUN/store
 mount -t ext4 -o ro,nosuid,nodev "$STORE" $RUN/store || fail "mount $STORE"
 ok
 
-# open_target NAME: every layer through dm-verity (status and root hash checked), mounted read-only;
-# the overlay's lowerdir (top first) goes to $RUN/targets/NAME/lowers.
-open_target() {
-  lowers='' n=0
+# open_image NAME ID: every layer of image ID (a target's) through dm-verity — status and root hash
+# checked — mounted read-only; the overlay's lowerdir (top first) goes to $RUN/images/ID/lowers.
+# An image two targets share is opened once, as the agent does.
+open_image() {
+  n=0
+  [ -e "$RUN/images/$2/lowers" ] && return
+  lowers=''
   while read -r i hex fs root offset; do
     what="$1 layer $((i + 1)) (sha256:$hex)"
     blob=$RUN/store/blobs/sha256/$hex
-    veritysetup open "$blob" "seal-$1-$i" "$blob" "$root" --hash-offset "$offset" || fail "$what: dm-verity refused it"
-    status=$(veritysetup status "seal-$1-$i") || fail "$what: no status"
+    veritysetup open "$blob" "seal-$2-$i" "$blob" "$root" --hash-offset "$offset" || fail "$what: dm-verity refused it"
+    status=$(veritysetup status "seal-$2-$i") || fail "$what: no status"
     case $status in *'status:'*verified*) ;; *) fail "$what: not verified" ;; esac
     case $status in *"root hash:"*"$root"*) ;; *) fail "$what: another root hash" ;; esac
-    mkdir -p "$RUN/targets/$1/layer-$i"
-    mount -t "$fs" -o ro "/dev/mapper/seal-$1-$i" "$RUN/targets/$1/layer-$i" || fail "$what: cannot be mounted"
-    lowers=$RUN/targets/$1/layer-$i${lowers:+:$lowers}
+    mkdir -p "$RUN/images/$2/layer-$i"
+    mount -t "$fs" -o ro "/dev/mapper/seal-$2-$i" "$RUN/images/$2/layer-$i" || fail "$what: cannot be mounted"
+    lowers=$RUN/images/$2/layer-$i${lowers:+:$lowers}
     n=$((n + 1))
-  done <"$REF/layers/$1"
-  echo "$lowers" >"$RUN/targets/$1/lowers"
+  done <"$REF/images/$2"
+  echo "$lowers" >"$RUN/images/$2/lowers"
 }
 
-read -r HOST <$REF/host
+read -r HOST HOST_IMAGE <$REF/host
 step "open the host target $HOST"
-open_target "$HOST"
+open_image "$HOST" "$HOST_IMAGE"
 ok "$n layers through dm-verity"
 
 step 'mount the host root'
+read -r lowers <"$RUN/images/$HOST_IMAGE/lowers"
 overlay "$lowers" /sysroot "$RUN/targets/$HOST/rw"
 pretty='no PRETTY_NAME'
 while IFS='=' read -r key value; do
@@ -114,9 +118,9 @@ while IFS='=' read -r key value; do
 done </sysroot/etc/os-release || fail 'the host target cannot be read'
 ok "$pretty"
 
-while read -r service; do
+while read -r service image; do
   step "open the service image $service"
-  open_target "$service"
+  open_image "$service" "$image"
   ok "$n layers through dm-verity"
 done <$REF/services
 

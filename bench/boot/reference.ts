@@ -135,7 +135,11 @@ function putTpmInputs(root: string, policyFile: string): void {
   writeFileSync(join(dir, 'lock.hex'), lockDigest('sha256').toString('hex'));
 }
 
-/** The targets' layers, and each service's runtime configuration as the agent would write it. */
+/**
+ * The images' layers (one file per image, named by the first 12 hex digits of its digest, as the
+ * agent names its devices), the targets (`NAME ID` lines), and each service's runtime
+ * configuration as the agent would write it.
+ */
 async function putSystem(root: string, inputs: ReferenceInputs, scratch: string): Promise<string[]> {
   const ca = parseCertificates(readFileSync(inputs.ca, 'utf8'), inputs.ca)[0]!;
   const report = await verifySystem(inputs.system, { ca });
@@ -144,12 +148,14 @@ async function putSystem(root: string, inputs: ReferenceInputs, scratch: string)
   const host = targets.find((t) => t.role === 'host');
   const services = targets.filter((t) => t.role === 'service');
   if (!host) throw new Error(`${inputs.system} has no host target`);
+  const id = (t: SystemTarget) => t.image.digest.slice(7, 19);
   for (const t of [host, ...services]) {
-    if (!NAME.test(t.name)) throw new Error(`target name ${t.name} is not a plain name`);
-    writeFileSync(join(root, 'etc/ref/layers', t.name), await layerLines(store, t));
+    if (!NAME.test(t.name) || !/^[0-9a-f]{12}$/.test(id(t)))
+      throw new Error(`target ${t.name} (${t.image.digest}) is not a plain name and a sha256 digest`);
+    writeFileSync(join(root, 'etc/ref/images', id(t)), await layerLines(store, t));
   }
-  writeFileSync(join(root, 'etc/ref/host'), `${host.name}\n`);
-  writeFileSync(join(root, 'etc/ref/services'), services.map((s) => `${s.name}\n`).join(''));
+  writeFileSync(join(root, 'etc/ref/host'), `${host.name} ${id(host)}\n`);
+  writeFileSync(join(root, 'etc/ref/services'), services.map((s) => `${s.name} ${id(s)}\n`).join(''));
   // runtimeConfig() makes the volume directories: here in scratch, renamed to the device's path.
   const volumes = join(scratch, 'volumes');
   for (const s of services) {
@@ -157,7 +163,7 @@ async function putSystem(root: string, inputs: ReferenceInputs, scratch: string)
     const image = parseConfig(await store.readBlob(manifest.config), manifest.config.digest);
     const spec = s.service ?? {};
     const config = runtimeConfig(s.name, `${RUN}/services/${s.name}/rootfs`, image, spec, volumes);
-    for (const m of config.mounts as { source: string }[])
+    for (const m of config.mounts)
       if (m.source.startsWith(`${volumes}/`))
         m.source = `${RUN}/data/volumes/${m.source.slice(volumes.length + 1)}`;
     writeFileSync(join(root, 'etc/ref/config', `${s.name}.json`), JSON.stringify(config, null, 2));
@@ -182,7 +188,7 @@ export async function buildReferenceInitrd(dest: string, inputs: ReferenceInputs
     const root = join(scratch, 'root');
     for (const d of ['bin', 'proc', 'sys', 'dev', 'run', 'tmp', 'sysroot', 'usr/bin'])
       mkdirSync(join(root, d), { recursive: true });
-    for (const d of ['tpm', 'layers', 'config']) mkdirSync(join(root, 'etc/ref', d), { recursive: true });
+    for (const d of ['tpm', 'images', 'config']) mkdirSync(join(root, 'etc/ref', d), { recursive: true });
     putBusybox(root);
     putPrograms(root);
     const modules = putModules(root, inputs.kernelPackage, scratch);

@@ -15,9 +15,9 @@ crun() {
 
 step 'start the services'
 count=0
-while read -r service; do
+while read -r service image; do
   dir=$RUN/services/$service
-  read -r lowers <"$RUN/targets/$service/lowers"
+  read -r lowers <"$RUN/images/$image/lowers"
   overlay "$lowers" "$dir/rootfs" "$dir/rw"
   mkdir -p "$dir/bundle" $RUN/data/journal
   while read -r volume; do mkdir -p "$RUN/data/volumes/$volume"; done <"$REF/config/$service.volumes"
@@ -34,7 +34,7 @@ done <$REF/services
 tries=0
 while :; do
   running=0
-  while read -r service; do
+  while read -r service _; do
     case $(crun state "$service" 2>/dev/null) in *'"status"'*'"running"'*) running=$((running + 1)) ;; esac
   done <$REF/services
   [ $running = $count ] && break
