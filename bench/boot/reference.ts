@@ -60,7 +60,7 @@ export interface ReferenceInputs {
   ca: string;
   /** The OCI layout holding the system's images (the same blobs as the device's store). */
   layout: string;
-  /** zstd level (the device's initrd in the tests is built with 3). */
+  /** zstd level: the same as the device's initrd (default 12, as `seal initrd build`). */
   level?: number;
 }
 
@@ -200,7 +200,7 @@ export async function buildReferenceInitrd(dest: string, inputs: ReferenceInputs
     copyFileSync(join(HERE, 'init.sh'), join(root, 'init'));
     chmodSync(join(root, 'init'), 0o755);
     const cpio = await treeToCpio(await treeFromDirectory(root, { xattrs: false }));
-    const bytes = zstdCompressSync(cpio, { params: { [zlib.ZSTD_c_compressionLevel]: inputs.level ?? 3 } });
+    const bytes = zstdCompressSync(cpio, { params: { [zlib.ZSTD_c_compressionLevel]: inputs.level ?? 12 } });
     writeFileSync(dest, bytes);
     return { path: dest, bytes: bytes.length, modules, services };
   } finally {

@@ -258,7 +258,14 @@ export function buildUki(
   f: DeviceFixture,
   kit: BootKit,
   out: string,
-  options: { ca?: string; version?: number; cmdline?: string; signer?: { key: string; cert: string } } = {},
+  options: {
+    ca?: string;
+    version?: number;
+    cmdline?: string;
+    signer?: { key: string; cert: string };
+    /** zstd level of the initrd (default 3: quick to build; `seal initrd build` defaults to 12). */
+    level?: number;
+  } = {},
 ): string {
   const base = out.replace(/\.efi$/, '');
   // PCR 7 depends on the signer's db entry, not on the image: a first, policy-less UKI tells it.
@@ -300,7 +307,7 @@ export function buildUki(
     '--policy',
     `${base}.policy.json`,
     '--level',
-    '3',
+    String(options.level ?? 3),
   ]);
   const signer = options.signer ?? { key: kit.kernelKey, cert: kit.kernelCert };
   seal([
