@@ -3,7 +3,8 @@
  * script or a command line: extended attributes of one path (never following a final symlink),
  * device and FIFO nodes, nanosecond timestamps, and opening a path confined beneath a directory
  * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or a component walk with O_NOFOLLOW where the
- * kernel predates openat2).
+ * kernel predates openat2), and fs-verity's ioctls (enable, with a built-in signature, and
+ * measure) on an open file.
  *
  * Paths and names are Buffers (byte strings); failures throw an Error whose `code` is the errno
  * name ("ENOENT") and whose `errno` is its number, like Node's own fs errors.
@@ -12,11 +13,13 @@
 #include "napi-helpers.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fsverity.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -258,6 +261,58 @@ static napi_value open_beneath(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * enableVerity(fd, algorithm, blockSize, salt, signature): FS_IOC_ENABLE_VERITY on an open
+ * (read-only) file; salt and signature are Uint8Arrays, possibly empty. The kernel hashes the whole
+ * file, then checks the signature, if any, against the .fs-verity keyring.
+ */
+static napi_value enable_verity(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int32_t fd;
+  uint32_t algorithm, block_size;
+  uint8_t *salt, *signature;
+  size_t salt_size, signature_size;
+  if (!arguments(env, info, 5, argv) || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &algorithm) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &block_size) != napi_ok || !bytes(env, argv[3], &salt, &salt_size) ||
+      !bytes(env, argv[4], &signature, &signature_size) || salt_size > 32 || signature_size > UINT32_MAX)
+    return fail(env, "ERR_FSOPS", "enableVerity: bad arguments");
+  struct fsverity_enable_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.version = 1;
+  arg.hash_algorithm = algorithm;
+  arg.block_size = block_size;
+  arg.salt_size = (uint32_t)salt_size;
+  arg.salt_ptr = (uintptr_t)(salt_size ? salt : NULL);
+  arg.sig_size = (uint32_t)signature_size;
+  arg.sig_ptr = (uintptr_t)(signature_size ? signature : NULL);
+  if (ioctl(fd, FS_IOC_ENABLE_VERITY, &arg) != 0) return throw_errno(env, "FS_IOC_ENABLE_VERITY", errno);
+  return NULL;
+}
+
+/* measureVerity(fd): { algorithm, digest } of a verity file (FS_IOC_MEASURE_VERITY). */
+static napi_value measure_verity(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!arguments(env, info, 1, argv) || napi_get_value_int32(env, argv[0], &fd) != napi_ok)
+    return fail(env, "ERR_FSOPS", "measureVerity: bad arguments");
+  struct {
+    struct fsverity_digest header;
+    uint8_t digest[64];
+  } measured;
+  memset(&measured, 0, sizeof measured);
+  measured.header.digest_size = sizeof measured.digest;
+  if (ioctl(fd, FS_IOC_MEASURE_VERITY, &measured) != 0) return throw_errno(env, "FS_IOC_MEASURE_VERITY", errno);
+  napi_value result, algorithm, digest;
+  void *data;
+  napi_create_object(env, &result);
+  napi_create_uint32(env, measured.header.digest_algorithm, &algorithm);
+  napi_create_buffer_copy(env, measured.header.digest_size, measured.digest, &data, &digest);
+  napi_set_named_property(env, result, "algorithm", algorithm);
+  napi_set_named_property(env, result, "digest", digest);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
@@ -265,6 +320,7 @@ NAPI_MODULE_INIT() {
   } functions[] = {
       {"listXattrs", list_xattrs}, {"getXattr", get_xattr},   {"setXattr", set_xattr},
       {"mknod", make_node},        {"setTimes", set_times},   {"openBeneath", open_beneath},
+      {"enableVerity", enable_verity}, {"measureVerity", measure_verity},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -2,9 +2,9 @@
 # Seal's main job, end to end, on a real Debian root filesystem:
 #   build the root filesystem (cached), import it into a store as an OCI image, inspect it,
 #   write it as squashfs, EROFS and composefs, seal it in all three formats, catch tampering,
-#   sign a system manifest with a product PKI, refuse a rollback, build and sign the boot image
-#   (a UKI) for Secure Boot and predict its PCRs, publish it through a registry and verify it in a
-#   fresh device store.
+#   sign the composefs image for the kernel, sign a system manifest with a product PKI, refuse a
+#   rollback, build and sign the boot image (a UKI) for Secure Boot and predict its PCRs, publish
+#   it through a registry and verify it in a fresh device store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -103,6 +103,20 @@ seal pki product new "$pki" --name "Demo appliance" --id "$product"
 seal pki device new "$pki" --product "$product" --serial SN0001
 openssl verify -CAfile "$pki/manifest-ca.pem" -purpose any "$pki/products/$product.pem"
 
+step "Sign the sealed composefs image for the kernel with the product key, check the signature offline"
+# fs-verity signatures (what FS_IOC_ENABLE_VERITY takes) of its merged and per-layer EROFS, its
+# manifest and config, attached as the composefs signature artifact (docs/signatures.md).
+seal image sign-verity debian:sealed-composefs --key "$pki/products/$product.key" --cert "$pki/products/$product.pem"
+seal image verify debian:sealed-composefs --cert "$pki/products/$product.pem" | tail -2
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/stranger.key" \
+  -out "$work/stranger.pem" -subj /CN=stranger -days 1 2>/dev/null
+if seal image verify debian:sealed-composefs --cert "$work/stranger.pem" >/dev/null; then
+  echo "a stranger's certificate was accepted" >&2
+  exit 1
+fi
+echo "refused with a stranger's certificate"
+seal ipe policy "$work/ipe-policy" --key "$pki/products/$product.key" --cert "$pki/products/$product.pem"
+
 system_yaml() { # VERSION
   cat <<EOF
 product: $product
@@ -182,7 +196,63 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
 seal sync appliance:7 "docker://127.0.0.1:$port/appliance/system:7"
 SEAL_STORE="$work/device" seal sync "docker://127.0.0.1:$port/appliance/system:7" system:7
 SEAL_STORE="$work/device" seal manifest verify system:7 --ca "$pki/manifest-ca.pem" --product "$product" --deep
+composefs=$(seal image inspect debian:sealed-composefs --json |
+  node_modules/.bin/node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).descriptor.digest))')
+SEAL_STORE="$work/device" seal image verify "shell@$composefs" --cert "$pki/products/$product.pem" | tail -1
 kill $registry_pid
+
+step "The device: initrd with the agent, signed UKI and TPM policy, factory TPM, installed disk; booted in a VM"
+deb=$(bash scripts/kernel-package.sh)
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/policy.key"
+openssl pkey -in "$work/policy.key" -pubout -out "$work/policy.pub"
+# PCR 7 names the db entry that vouches for the signer, not the image: any UKI it signed predicts it.
+seal tpm policy sign --key "$work/policy.key" --uki "$work/demo.efi" --vars "$work/OVMF_VARS.fd" --version 1 \
+  "$work/policy.json"
+seal initrd build "$pki/manifest-ca.pem" "$work/initrd.zst" --kernel "$deb" --policy "$work/policy.json"
+seal uki build --linux "$kernel" --initrd "$work/initrd.zst" --cmdline "console=ttyS0 quiet loglevel=3 panic=-1" \
+  --os-release "$rootfs/etc/os-release" --key "$pki/kernel/uki.key" --cert "$pki/kernel/uki.pem" \
+  --chain "$pki/kernel-ca.pem" "$work/device.efi"
+greeter='n=$(cat /data/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n >/data/boots; sync; . /etc/os-release; echo "greeter: $PRETTY_NAME, boot $n"; exec sleep infinity'
+cat >"$work/device-8.yaml" <<EOF
+product: $product
+version: 8
+targets:
+  - { name: host, image: debian:sealed, role: host }
+  - name: greeter
+    image: debian:sealed
+    role: service
+    service:
+      command: ["/bin/sh", "-c", $(node_modules/.bin/node -p 'JSON.stringify(process.argv[1])' "$greeter")]
+      mounts: [{ source: state, target: /data }]
+storage: [{ name: state, size: 16M }]
+EOF
+seal manifest build "$work/device-8.yaml" appliance:8
+sign appliance:8
+export SEAL_MACHINES="$work/machines"
+seal machine create demo --uki "$work/device.efi" --vars "$work/OVMF_VARS.fd" --manifest appliance:8 \
+  --ca "$pki/manifest-ca.pem" --provision-policy-key "$work/policy.pub" \
+  --device-cert "$pki/devices/SN0001.pem" --device-key "$pki/devices/SN0001.key"
+# Boots MACHINE until its console shows PATTERN (at most 5 minutes), stops it, shows what the agent said.
+boot_until() {
+  seal machine start "$1" --detach
+  local shown=0
+  for _ in $(seq 300); do
+    if grep -qE "$2" "$SEAL_MACHINES/$1/console.log" 2>/dev/null; then shown=1; break; fi
+    sleep 1
+  done
+  seal machine stop "$1" --timeout 5s >/dev/null
+  grep -aE '^seal: \[(ok |FAIL)\]|seal: boot complete|greeter:|Access Denied' "$SEAL_MACHINES/$1/console.log" || true
+  [ "$shown" = 1 ]
+}
+boot_until demo 'greeter: .*boot 1'
+
+step "Tamper: a UKI signed by a key the device's db does not hold is refused by the firmware"
+seal secureboot keys "$work/foreign-keys"
+seal uki sign "$work/device.efi" "$work/foreign.efi" --key "$work/foreign-keys/db.key" --cert "$work/foreign-keys/db.crt"
+seal machine create demo-foreign --uki "$work/foreign.efi" --vars "$work/OVMF_VARS.fd" --disk "$work/machines/demo/disk.img"
+boot_until demo-foreign 'Access Denied' && echo "refused by the firmware; the agent never ran"
+seal machine rm demo-foreign
+seal machine list
 
 step "Check the store"
 seal store fsck

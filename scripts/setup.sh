@@ -20,6 +20,7 @@ DEBIAN_PACKAGES=(
   openssl
   busybox-static  # the test VM's shell
   e2fsprogs       # mkfs.ext4 -O verity for fs-verity in the test VM
+  keyutils        # keyctl: certificates into the test VM's .fs-verity keyring, dm-verity signatures
   g++ make python3 # node-gyp builds the addons (native/)
   libdeflate-dev liblzma-dev liblzo2-dev # the codecs addon: squashfs gzip, xz and LZO
   # The device side: Secure Boot firmware and a software TPM for the VM tests, the reference

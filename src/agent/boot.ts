@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { type SystemManifest, type SystemTarget, securityVersionOf } from '../manifest/spec.ts';
 import type { VerifyReport } from '../manifest/verify.ts';
 import { deviceIdOf, parseCertificates, x509 } from '../pki/index.ts';
-import { LayoutStore } from '../store/index.ts';
+import { syncImage } from '../registry/sync.ts';
+import { LayoutStore, openDestination, openSource } from '../store/index.ts';
 import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
 import { Device, RUN } from './device.ts';
@@ -143,6 +144,27 @@ function switchRoot(root: string): void {
   sys.chroot('.');
 }
 
+/** Network boot: tmpfs for the store, the state and the volumes, and the system fetched into the store as `current`. */
+async function fetchIntoMemory(source: string, transport: { plainHttp: boolean }): Promise<number> {
+  for (const dir of ['store', 'config', 'data']) {
+    mkdirSync(`${RUN}/${dir}`, { recursive: true });
+    system().mount('tmpfs', `${RUN}/${dir}`, 'tmpfs', MS.NOSUID | MS.NODEV, 'mode=0700');
+  }
+  const src = await openSource(source, transport);
+  try {
+    const dst = await openDestination(`oci:${RUN}/store:current`);
+    try {
+      const result = await syncImage(src, dst, { tag: 'current' });
+      await dst.commit();
+      return result.blobs.bytes;
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+}
+
 /** Ends the boot the way the command line says; never returns. */
 function end(how: AgentParameters['onFailure'], log: BootLog): never {
   log.say(`the boot ends: ${how}`);
@@ -215,39 +237,57 @@ export async function boot(): Promise<void> {
         () => `${net.device} ${net.address}/${net.netmask}${net.gateway ? ` via ${net.gateway}` : ''}`,
       );
     }
-    const disk: DeviceDisk = await log.step(
-      'find the disk',
-      () => findDeviceDisk(),
-      (d) => d.device,
-    );
+    const disk: DeviceDisk | undefined = params.boot
+      ? undefined
+      : await log.step(
+          'find the disk',
+          () => findDeviceDisk(),
+          (d) => d.device,
+        );
     const tpm = await Tpm.open(TPM_DEVICE);
     const secrets = await log.step(
       'unlock the TPM and lock PCR 7',
       () => unlockTpm(tpm),
       (s) => `product ${s.product}, serial ${s.serial}, accepted version ${s.accepted}`,
     );
-    await log.step(
-      'open the config partition',
-      () =>
-        openEncrypted(disk.partitions.config.device, 'seal-config', secrets.luksPassphrase, `${RUN}/config`),
-      (how) => how,
-    );
-    await log.step(
-      'open the data partition',
-      () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
-      (how) => how,
-    );
-    secrets.luksPassphrase.fill(0);
-    await log.step('mount the store', () => {
-      mkdirSync(`${RUN}/store`, { recursive: true });
-      system().mount(
-        disk.partitions.store.device,
-        `${RUN}/store`,
-        'ext4',
-        MS.RDONLY | MS.NOSUID | MS.NODEV,
-        null,
+    const transport = { plainHttp: params.registryInsecure };
+    if (disk) {
+      await log.step(
+        'open the config partition',
+        () =>
+          openEncrypted(
+            disk.partitions.config.device,
+            'seal-config',
+            secrets.luksPassphrase,
+            `${RUN}/config`,
+          ),
+        (how) => how,
       );
-    });
+      await log.step(
+        'open the data partition',
+        () => openEncrypted(disk.partitions.data.device, 'seal-data', secrets.luksPassphrase, `${RUN}/data`),
+        (how) => how,
+      );
+      await log.step('mount the store', () => {
+        mkdirSync(`${RUN}/store`, { recursive: true });
+        system().mount(
+          disk.partitions.store.device,
+          `${RUN}/store`,
+          'ext4',
+          MS.RDONLY | MS.NOSUID | MS.NODEV,
+          null,
+        );
+      });
+    } else {
+      // Network boot: the store, the state and the volumes live in memory for this boot.
+      const source = params.boot!;
+      await log.step(
+        `fetch the system ${source} into memory`,
+        () => fetchIntoMemory(source, transport),
+        (n) => `${n} bytes`,
+      );
+    }
+    secrets.luksPassphrase.fill(0);
     device = new Device({
       store: await LayoutStore.open(`${RUN}/store`),
       ca: parseCertificates(
@@ -338,9 +378,9 @@ export async function boot(): Promise<void> {
       `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
     );
     if (params.follow) {
-      const { source, intervalMs, plainHttp } = params.follow;
+      const { source, intervalMs } = params.follow;
       log.say(`following ${source} every ${intervalMs / 1000} s`);
-      follow(d, source, intervalMs, { transport: { plainHttp }, trialBoots: params.trialBoots });
+      follow(d, source, intervalMs, { transport, trialBoots: params.trialBoots });
     }
     const stop = async (signal: string) => {
       log.say(`${signal}: stopping the services`);

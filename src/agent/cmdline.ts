@@ -12,7 +12,9 @@
  *   seal.follow=REF         follow this image reference (docker://HOST:PORT/REPO:TAG): every
  *                           interval, a new signed system there is fetched, verified and applied
  *   seal.follow-interval=S  seconds between checks (default 300)
- *   seal.follow-insecure=1  speak plain HTTP to the followed registry (a lab registry)
+ *   seal.boot=REF           network boot: no disk; the system at REF (docker://HOST:PORT/REPO:TAG)
+ *                           is fetched into memory, verified as from disk, and run
+ *   seal.registry-insecure=1  speak plain HTTP to the registry of seal.boot and seal.follow (a lab)
  *   seal.trial-boots=N      boots a new host may take before the device returns to the good
  *                           system by itself (default 3)
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
@@ -31,7 +33,11 @@ export interface AgentParameters {
   debug: boolean;
   onFailure: 'poweroff' | 'halt' | 'reboot';
   net?: NetworkParameters;
-  follow?: { source: string; intervalMs: number; plainHttp: boolean };
+  follow?: { source: string; intervalMs: number };
+  /** Network boot from this reference. */
+  boot?: string;
+  /** Plain HTTP to the registries of `boot` and `follow`. */
+  registryInsecure: boolean;
   trialBoots: number;
   test?: string;
 }
@@ -43,7 +49,8 @@ const KNOWN = new Set([
   'seal.net',
   'seal.follow',
   'seal.follow-interval',
-  'seal.follow-insecure',
+  'seal.boot',
+  'seal.registry-insecure',
   'seal.trial-boots',
   'seal.test',
 ]);
@@ -77,7 +84,13 @@ function parseNet(value: string): NetworkParameters {
 
 /** Parses /proc/cmdline (space-separated words; "double quotes" group a value with spaces, as the kernel does). */
 export function parseCommandLine(text: string): AgentParameters {
-  const params: AgentParameters = { tag: 'current', debug: false, onFailure: 'poweroff', trialBoots: 3 };
+  const params: AgentParameters = {
+    tag: 'current',
+    debug: false,
+    onFailure: 'poweroff',
+    trialBoots: 3,
+    registryInsecure: false,
+  };
   for (const word of text.trim().match(/(?:[^\s"]+|"[^"]*")+/g) ?? []) {
     const eq = word.indexOf('=');
     const key = eq < 0 ? word : word.slice(0, eq);
@@ -105,11 +118,13 @@ export function parseCommandLine(text: string): AgentParameters {
         params.net = parseNet(value);
         break;
       case 'seal.follow':
+      case 'seal.boot':
         if (!/^(docker|oci):[!-~]+$/.test(value))
-          throw new AgentError('AGENT_CMDLINE', `seal.follow=${value} is not an image reference`, {
+          throw new AgentError('AGENT_CMDLINE', `${key}=${value} is not an image reference`, {
             subject: key,
           });
-        params.follow = { intervalMs: 300_000, plainHttp: false, ...params.follow, source: value };
+        if (key === 'seal.boot') params.boot = value;
+        else params.follow = { intervalMs: 300_000, ...params.follow, source: value };
         break;
       case 'seal.follow-interval': {
         const seconds = Number(value);
@@ -117,11 +132,11 @@ export function parseCommandLine(text: string): AgentParameters {
           throw new AgentError('AGENT_CMDLINE', `seal.follow-interval is 1 to 86400 seconds, not ${value}`, {
             subject: key,
           });
-        params.follow = { source: '', plainHttp: false, ...params.follow, intervalMs: seconds * 1000 };
+        params.follow = { source: '', ...params.follow, intervalMs: seconds * 1000 };
         break;
       }
-      case 'seal.follow-insecure':
-        params.follow = { source: '', intervalMs: 300_000, ...params.follow, plainHttp: value !== '0' };
+      case 'seal.registry-insecure':
+        params.registryInsecure = value !== '0';
         break;
       case 'seal.trial-boots': {
         const n = Number(value);
@@ -138,7 +153,7 @@ export function parseCommandLine(text: string): AgentParameters {
     }
   }
   if (params.follow && !params.follow.source)
-    throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval and seal.follow-insecure need seal.follow', {
+    throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval needs seal.follow', {
       subject: 'seal.follow',
     });
   return params;

@@ -141,25 +141,42 @@ export class Device {
     this.services.delete(name);
   }
 
-  /** Waits until the named services run (crun says so), or throws naming those that did not within `ms`. */
-  async servicesUp(names: string[], ms = 60_000): Promise<void> {
+  /**
+   * Waits until the named services run (crun says so) and then stay up for `settleMs` without a
+   * restart — a service that starts and dies at once has not come up. Throws naming those that
+   * did not, within `ms`.
+   */
+  async servicesUp(names: string[], ms = 60_000, settleMs = 3_000): Promise<void> {
     const deadline = Date.now() + ms;
-    for (;;) {
-      const states = await Promise.all(
+    const states = () =>
+      Promise.all(
         names.map(async (name) => {
           const s = this.services.get(name);
           if (!s) return 'missing';
           const { stdout } = await runProgram('crun', ['state', name]).catch(() => ({ stdout: '' }));
-          return /"status":\s*"running"/.test(stdout) ? 'running' : s.handle.state;
+          return /"status":\s*"running"/.test(stdout) && s.handle.state === 'running'
+            ? 'running'
+            : s.handle.state;
         }),
       );
-      if (states.every((s) => s === 'running')) return;
-      const down = names.filter((_, i) => states[i] !== 'running');
-      if (states.some((s) => s === 'failed' || s === 'exited' || s === 'missing') || Date.now() > deadline) {
-        throw new AgentError('AGENT_SERVICE', `services not running: ${down.join(', ')}`);
-      }
+    const fail = (current: string[]) =>
+      new AgentError(
+        'AGENT_SERVICE',
+        `services not running: ${names.filter((_, i) => current[i] !== 'running').join(', ')}`,
+      );
+    for (;;) {
+      const current = await states();
+      if (current.every((s) => s === 'running')) break;
+      if (current.some((s) => s === 'failed' || s === 'exited' || s === 'missing') || Date.now() > deadline)
+        throw fail(current);
       await new Promise((r) => setTimeout(r, 100));
     }
+    const starts = names.map((name) => this.services.get(name)?.handle.starts);
+    await new Promise((r) => setTimeout(r, settleMs));
+    const settled = await states();
+    const restarted = names.filter((name, i) => this.services.get(name)?.handle.starts !== starts[i]);
+    if (!settled.every((s) => s === 'running') || restarted.length > 0)
+      throw fail(settled.map((s, i) => (restarted.includes(names[i]!) ? 'restarted' : s)));
   }
 
   /**

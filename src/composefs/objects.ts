@@ -95,7 +95,8 @@ export class ObjectWriter {
 
   async commit(): Promise<void> {
     if (this.#staged.length === 0) return;
-    await run('sync', ['--file-system', this.dir]);
+    // -f, not --file-system: busybox's sync (a device's initrd) knows only the short form.
+    await run('sync', ['-f', this.dir]);
     const prefixes = new Set<string>();
     for (const { temp, path } of this.#staged) {
       const prefix = path.slice(0, 2);

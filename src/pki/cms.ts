@@ -86,7 +86,19 @@ export function certificateDer(input: CertificateInput): Buffer {
 }
 
 export interface CmsSignOptions {
-  key: KeyObject;
+  /** The signer's private key (or `signature`, for a key held elsewhere). */
+  key?: KeyObject;
+  /**
+   * Makes the signature value over the bytes given, for a key held elsewhere (a TPM, an HSM):
+   * RSA PKCS#1 v1.5, or ECDSA in DER.
+   */
+  signature?: (data: Buffer, digest: CmsDigest) => Buffer | Uint8Array;
+  /**
+   * Carry the certificates in the SignedData (default true). False leaves them out, as OpenSSL's
+   * PKCS7_NOCERTS does (`fsverity sign`, `openssl smime -nocerts`): the kernel finds the signer's
+   * certificate in its keyring.
+   */
+  carryCertificates?: boolean;
   /** The signer's certificate first, then any others to include (its issuers). */
   certificates: CertificateInput[];
   digest?: CmsDigest;
@@ -112,6 +124,7 @@ function signatureParameters(
   key: KeyObject,
   digest: CmsDigest,
 ): { algorithm: string; parameters: ArrayBuffer | null | undefined; sign: (data: Buffer) => Buffer } {
+  // A public key (with an external `signature`) tells the algorithm; only a private one signs.
   const type = keyTypeOf(key);
   if (type.startsWith('rsa-')) {
     return {
@@ -146,10 +159,20 @@ export function signCms(options: CmsSignOptions): Buffer {
   if (!signerInput) throw new PkiError('PKI_INVALID_OPTION', 'a signature needs the signer certificate');
   const signerDer = certificateDer(signerInput);
   const signer = AsnParser.parse(signerDer, AsnCertificate);
-  const keySpki = createPublicKey(options.key).export({ type: 'spki', format: 'der' });
-  if (!Buffer.from(AsnConvert.serialize(signer.tbsCertificate.subjectPublicKeyInfo)).equals(keySpki))
-    throw new PkiError('PKI_BAD_KEY', 'the key does not belong to the signer certificate');
-  const parameters = signatureParameters(options.key, digest);
+  const certificateSpki = Buffer.from(AsnConvert.serialize(signer.tbsCertificate.subjectPublicKeyInfo));
+  if (options.key) {
+    const keySpki = createPublicKey(options.key).export({ type: 'spki', format: 'der' });
+    if (!certificateSpki.equals(keySpki))
+      throw new PkiError('PKI_BAD_KEY', 'the key does not belong to the signer certificate');
+  } else if (!options.signature) {
+    throw new PkiError('PKI_INVALID_OPTION', 'a signature needs the private key');
+  }
+  const parameters = signatureParameters(
+    options.key ?? createPublicKey({ key: certificateSpki, format: 'der', type: 'spki' }),
+    digest,
+  );
+  const external = options.signature;
+  if (external) parameters.sign = (data) => Buffer.from(external(data, digest));
   const messageDigest = createHash(digest).update(options.data).digest();
   let signedAttrs: Attribute[] | undefined;
   let toSign: Buffer;
@@ -195,11 +218,15 @@ export function signCms(options: CmsSignOptions): Buffer {
         ? { eContent: new EncapsulatedContent({ any: toArrayBuffer(options.content) }) }
         : {}),
     }),
-    certificates: new CertificateSet(
-      [signerDer, ...rest.map(certificateDer)].map(
-        (der) => new CertificateChoices({ certificate: AsnParser.parse(der, AsnCertificate) }),
-      ),
-    ),
+    ...(options.carryCertificates === false
+      ? {}
+      : {
+          certificates: new CertificateSet(
+            [signerDer, ...rest.map(certificateDer)].map(
+              (der) => new CertificateChoices({ certificate: AsnParser.parse(der, AsnCertificate) }),
+            ),
+          ),
+        }),
     signerInfos: new SignerInfos([signerInfo]),
   });
   const bare = Buffer.from(AsnConvert.serialize(signedData));

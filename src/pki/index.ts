@@ -41,6 +41,17 @@ export {
   parseKeyType,
   privateKeyPem,
 } from './keys.ts';
+export {
+  type CertificateSource,
+  type Pkcs7Digest,
+  type Pkcs7SignOptions,
+  type Pkcs7Verified,
+  parsePkcs7,
+  signerName,
+  signPkcs7,
+  toNodeCertificate,
+  verifyPkcs7,
+} from './pkcs7.ts';
 export { type FirmwareVerdict, firmwareVerdict } from './secure-boot.ts';
 export {
   ecdsaSignatureToDer,

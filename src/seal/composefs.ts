@@ -19,12 +19,16 @@ import {
   COMPOSEFS_LAYER_ANNOTATION,
   COMPOSEFS_MERGED_ANNOTATION,
 } from './formats.ts';
+import type { KernelSigner } from './kernel-signatures.ts';
+import { attachSignature, type SignedEntry } from './sign.ts';
 import { ImageVerifyError, type LayerReport } from './verify.ts';
 
 export interface ComposefsDigests {
   layers: string[];
   merged: string;
   config: string;
+  /** Per layer: hardlinks to a lower layer's file that are copies in that layer's own image. */
+  hardlinksCopied: number[];
 }
 
 async function treeDigest(tree: Tree): Promise<string> {
@@ -39,6 +43,7 @@ export async function composefsDigests(
   spool: Spool,
 ): Promise<ComposefsDigests> {
   const layers: string[] = [];
+  const copied: number[] = docs.manifest.layers.map(() => 0);
   const merged: Tree = { root: emptyDir() };
   for (const [index, layer] of docs.manifest.layers.entries()) {
     if (!isTarLayer(layer.mediaType)) {
@@ -56,9 +61,13 @@ export async function composefsDigests(
       const tree = await layerTree(decompress(src.getBlob(layer)), spool, {
         whiteouts: 'overlayfs',
         lower: merged,
+        symlinkModes: 'header',
+        onLowerHardlink: () => {
+          copied[index]!++;
+        },
       });
       layers.push(await treeDigest(tree));
-      await applyLayer(merged, decompress(src.getBlob(layer)), spool);
+      await applyLayer(merged, decompress(src.getBlob(layer)), spool, { symlinkModes: 'header' });
     } catch (error) {
       if (!(error instanceof TreeError)) throw error;
       throw new ImageVerifyError(
@@ -75,6 +84,7 @@ export async function composefsDigests(
     layers,
     merged: await treeDigest(merged),
     config: (await fsverityDigest(docs.configBytes)).toString('hex'),
+    hardlinksCopied: copied,
   };
 }
 
@@ -82,10 +92,11 @@ export async function composefsDigests(
 export async function sealComposefs(
   src: ImageSource,
   dst: ImageDestination,
-  options: { tag?: string; onLayer?: (index: number, total: number) => void },
+  options: { tag?: string; onLayer?: (index: number, total: number) => void; signer?: KernelSigner },
 ): Promise<{
   descriptor: Descriptor;
-  layers: { digest: string; size: number; rootHash: string; kept: boolean }[];
+  layers: { digest: string; size: number; rootHash: string; kept: boolean; hardlinksCopied?: number }[];
+  signature?: { artifact: Descriptor; entries: SignedEntry[] };
 }> {
   const docs = await readImage(src);
   const spool = await Spool.create();
@@ -125,14 +136,23 @@ export async function sealComposefs(
       size: bytes.length,
     };
     await dst.putManifest(descriptor, bytes, options.tag);
+    const signature = options.signer
+      ? await attachSignature(
+          dst,
+          { name: dst.name, descriptor, manifest, manifestBytes: bytes, configBytes: docs.configBytes },
+          options.signer,
+        )
+      : undefined;
     await dst.commit();
     return {
+      ...(signature ? { signature } : {}),
       descriptor,
       layers: layers.map((l, i) => ({
         digest: l.digest,
         size: l.size,
         rootHash: digests.layers[i]!,
         kept: true,
+        ...(digests.hardlinksCopied[i] ? { hardlinksCopied: digests.hardlinksCopied[i] } : {}),
       })),
     };
   } finally {
@@ -173,6 +193,7 @@ export async function verifyComposefs(
         filesystem: 'composefs',
         rootHash: expected,
         dataBlocks: 0,
+        ...(digests.hardlinksCopied[index] ? { hardlinksCopied: digests.hardlinksCopied[index] } : {}),
       };
       reports.push(report);
       onLayer?.(report);

@@ -16,6 +16,12 @@ const LEGACY_VERITY_ANNOTATIONS = [
   'com.cisco.stacker.squashfs_verity_root_hash',
 ];
 
+/**
+ * On a per-layer sealed layer: how many of its hardlinks pointed to a lower layer's file and are
+ * copies in this layer's filesystem (a per-layer filesystem cannot link across layers).
+ */
+export const HARDLINKS_COPIED_ANNOTATION = 'seal.layer.hardlinks-copied';
+
 /** composefs sealing (composefs OCI sealing specification, "metadata included" mode). */
 export const COMPOSEFS_LAYER_ANNOTATION = 'composefs.layer.erofs.v1.fsverity-sha256-12';
 export const COMPOSEFS_MERGED_ANNOTATION = 'composefs.merged.erofs.v1.fsverity-sha256-12';

@@ -2,26 +2,31 @@
  * Mounting a sealed image as its root filesystem. This host kernel has no device-mapper, so
  * every layer is verified in userspace against its root hash first, then loop-mounted from the
  * store read-only and the layers are stacked with overlayfs as atomfs does. What was mounted is
- * recorded beside the mount point so `umount` removes exactly that.
+ * recorded beside the mount point so `umount` removes exactly that. Given trusted certificates,
+ * the image's kernel signatures are checked and handed to the kernel (dm-verity root-hash
+ * signatures, the composefs image's fs-verity signature), which checks them against its keys.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { composefsTree, mountComposefs, writeComposefsImage } from '../composefs/index.ts';
+import { type CfsNode, composefsTree, mountComposefs, writeComposefsImage } from '../composefs/index.ts';
 import { SealError } from '../errors.ts';
 import type { ImageSource } from '../oci/transport.ts';
+import type { CertificateSource } from '../pki/index.ts';
 import { LayoutSource, mergedTree, readImage } from '../store/index.ts';
 import { Spool } from '../tree/index.ts';
-import { writeFileAtomic } from '../util/atomic.ts';
+import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
+import { enableKernelVerity, measureKernelVerity, VerityError } from '../verity/index.ts';
 import {
   COMPOSEFS_MERGED_ANNOTATION,
   isComposefsSealed,
   layerFilesystem,
   verityRootHash,
 } from './formats.ts';
+import { type ImageSignatures, verifyImageSignatures } from './sign.ts';
 import { hashOffsetOf, verifyImage } from './verify.ts';
 
 const run = promisify(execFile);
@@ -45,11 +50,26 @@ export function hasDeviceMapper(): boolean {
  * Opens a sealed layer as a dm-verity device with its annotated root hash and checks that the
  * kernel reports it verified (atomfs's `V` status); returns the device path.
  */
-async function openVerity(blob: string, name: string, rootHash: string, hashOffset: number): Promise<string> {
+async function openVerity(
+  blob: string,
+  name: string,
+  rootHash: string,
+  hashOffset: number,
+  signature?: string,
+): Promise<string> {
   try {
-    await run('veritysetup', ['open', blob, name, blob, rootHash, '--hash-offset', String(hashOffset)]);
+    await run('veritysetup', [
+      'open',
+      blob,
+      name,
+      blob,
+      rootHash,
+      '--hash-offset',
+      String(hashOffset),
+      ...(signature ? [`--root-hash-signature=${signature}`] : []),
+    ]);
     const { stdout } = await run('veritysetup', ['status', name]);
-    if (!/status:\s+verified/.test(stdout)) {
+    if (!(signature ? /status:\s+verified \(with signature\)/ : /status:\s+verified/).test(stdout)) {
       await run('veritysetup', ['close', name]).catch(() => {});
       throw new MountError('MOUNT_FAILED', `dm-verity device ${name} is not verified: ${stdout.trim()}`, {
         subject: name,
@@ -81,9 +101,26 @@ function stateDir(target: string): string {
   return join(base, createHash('sha256').update(resolve(target)).digest('hex').slice(0, 16));
 }
 
+export interface MountOptions {
+  /** Add a writable upper layer. */
+  writable?: boolean;
+  /**
+   * Trusted signing certificates: the image's kernel signatures (seal image sign-verity) are
+   * checked against them first, then handed to the kernel, which checks them again against its
+   * own keys — dm-verity root-hash signatures to `veritysetup open`, the composefs image's
+   * fs-verity signature to FS_IOC_ENABLE_VERITY.
+   */
+  trusted?: CertificateSource[];
+}
+
 export interface MountResult {
   target: string;
   layers: number;
+  /**
+   * With `trusted`: true when the kernel itself checked the signatures (dm-verity devices, or a
+   * composefs image on a filesystem with fs-verity); false when only Seal could.
+   */
+  kernelSignatures?: boolean;
   /**
    * True when the kernel checks every block as it is read (dm-verity, or fs-verity for
    * composefs); false where it cannot, and the layers were verified before mounting instead.
@@ -105,7 +142,7 @@ async function mountCmd(args: string[], what: string): Promise<void> {
 export async function mountImage(
   src: ImageSource,
   target: string,
-  options: { writable?: boolean } = {},
+  options: MountOptions = {},
 ): Promise<MountResult> {
   if (!(src instanceof LayoutSource)) {
     throw new MountError(
@@ -120,6 +157,7 @@ export async function mountImage(
   // Without device-mapper every byte of every layer is checked before the kernel sees it; with
   // it the kernel checks each block as it is read (the documents' digests are checked here).
   if (!deviceMapper) await verifyImage(src);
+  const signed = options.trusted ? await verifyImageSignatures(src, options.trusted) : undefined;
   const { manifest } = await readImage(src);
   const state: MountState = { target: resolve(target), mounts: [], created: [] };
   const dir = stateDir(target);
@@ -132,7 +170,7 @@ export async function mountImage(
   await mkdir(target, { recursive: true });
   if (isComposefsSealed(manifest)) {
     try {
-      return await mountComposefsImage(src, target, dir, state);
+      return await mountComposefsImage(src, target, dir, state, signed);
     } catch (error) {
       await rm(dir, { recursive: true, force: true });
       throw error;
@@ -158,7 +196,13 @@ export async function mountImage(
             subject: layer.digest,
           });
         const name = `seal-${basename(dir)}-${i}`;
-        const device = await openVerity(blob, name, rootHash, await hashOffsetOf(blob, fs));
+        const signature = signed?.signatures.find((x) => x.what === `layer ${i + 1}`);
+        let signatureFile: string | undefined;
+        if (signature) {
+          signatureFile = join(dir, `layer-${i}.p7s`);
+          await writeFileAtomic(signatureFile, signature.signature);
+        }
+        const device = await openVerity(blob, name, rootHash, await hashOffsetOf(blob, fs), signatureFile);
         state.devices = [...(state.devices ?? []), name];
         await mountCmd(['-t', fs, '-o', 'ro', device, at], `layer ${i + 1}`);
       } else {
@@ -187,28 +231,46 @@ export async function mountImage(
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
-  return { target: state.target, layers: manifest.layers.length, runtimeEnforcement: deviceMapper };
+  return {
+    target: state.target,
+    layers: manifest.layers.length,
+    runtimeEnforcement: deviceMapper,
+    ...(signed ? { kernelSignatures: deviceMapper } : {}),
+  };
+}
+
+/** The object-store paths of an image's external files. */
+function objectsOf(root: CfsNode): string[] {
+  const found = new Set<string>();
+  (function visit(node: CfsNode) {
+    if (node.payload !== undefined && node.digest !== undefined) found.add(node.payload);
+    for (const e of node.children ?? []) if (!e.link) visit(e.node);
+  })(root);
+  return [...found].sort();
 }
 
 /**
  * A composefs-sealed image: its files go into the store's object store, its composefs image
  * (checked against the annotated digest) into the mount's state directory, and the kernel mounts
- * it over the objects.
+ * it over the objects. With accepted signatures (`signed`), the image goes into the store itself
+ * and gets fs-verity with its signature, which the kernel checks against its .fs-verity keyring,
+ * and every object gets fs-verity too, for overlayfs `verity=require` — where the store's
+ * filesystem has fs-verity; elsewhere only Seal checked the signature.
  */
 async function mountComposefsImage(
   src: LayoutSource,
   target: string,
   dir: string,
   state: MountState,
+  signed?: ImageSignatures,
 ): Promise<MountResult> {
   const docs = await readImage(src);
   const spool = await Spool.create();
   try {
     const objects = join(src.store.dir, 'composefs-objects');
-    const tree = await mergedTree(src, docs, spool);
-    const { image, digest } = await writeComposefsImage(await composefsTree(tree, { objects }), {
-      version: 1,
-    });
+    const tree = await mergedTree(src, docs, spool, { symlinkModes: 'header' });
+    const root = await composefsTree(tree, { objects });
+    const { image, digest } = await writeComposefsImage(root, { version: 1 });
     const expected = docs.manifest.annotations?.[COMPOSEFS_MERGED_ANNOTATION];
     if (digest.toString('hex') !== expected) {
       throw new MountError(
@@ -219,14 +281,77 @@ async function mountComposefsImage(
         },
       );
     }
-    const imagePath = join(dir, 'image.cfs');
-    await writeFileAtomic(imagePath, image);
+    let imagePath = join(dir, 'image.cfs');
+    let kernelSignatures: boolean | undefined;
+    const signature = signed?.signatures.find((x) => x.what === 'merged');
+    if (signature) {
+      kernelSignatures = await signedComposefsImage(
+        src,
+        image,
+        expected,
+        signature.signature,
+        objectsOf(root),
+      );
+      if (kernelSignatures) imagePath = join(src.store.dir, 'composefs-images', `${expected}.cfs`);
+    }
+    if (!kernelSignatures) await writeFileAtomic(imagePath, image);
     const mounted = await mountComposefs(imagePath, target, objects);
     state.mounts.push(state.target);
     await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
-    return { target: state.target, layers: docs.manifest.layers.length, runtimeEnforcement: mounted.verity };
+    return {
+      target: state.target,
+      layers: docs.manifest.layers.length,
+      runtimeEnforcement: mounted.verity,
+      ...(kernelSignatures !== undefined ? { kernelSignatures } : {}),
+    };
   } finally {
     await spool.close();
+  }
+}
+
+/**
+ * Puts the composefs image into the store (`composefs-images/<digest>.cfs`) with fs-verity
+ * enabled with its signature, and fs-verity on every object it names. The image is always made
+ * afresh (written under a temporary name, verity enabled, renamed), so a file left there cannot
+ * stand in for one the kernel checked. False when the store's filesystem has no fs-verity.
+ */
+async function signedComposefsImage(
+  src: LayoutSource,
+  image: Uint8Array,
+  digest: string,
+  signature: Uint8Array,
+  objects: string[],
+): Promise<boolean> {
+  const images = join(src.store.dir, 'composefs-images');
+  await mkdir(images, { recursive: true });
+  const path = join(images, `${digest}.cfs`);
+  const temporary = temporaryNameFor(path);
+  await writeFile(temporary, image, { mode: 0o444 });
+  try {
+    try {
+      enableKernelVerity(temporary, { signature });
+    } catch (error) {
+      if (error instanceof VerityError && error.code === 'VERITY_UNSUPPORTED') return false;
+      throw new MountError('MOUNT_FAILED', `${src.name}: ${(error as Error).message}`, {
+        subject: src.name,
+        cause: error,
+      });
+    }
+    const measured = measureKernelVerity(temporary);
+    if (measured?.digest.toString('hex') !== digest) {
+      throw new MountError(
+        'MOUNT_FAILED',
+        `${src.name}: the kernel measured another digest for the composefs image`,
+        {
+          subject: src.name,
+        },
+      );
+    }
+    for (const object of objects) enableKernelVerity(join(src.store.dir, 'composefs-objects', object));
+    await rename(temporary, path);
+    return true;
+  } finally {
+    await rm(temporary, { force: true });
   }
 }
 

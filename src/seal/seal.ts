@@ -20,7 +20,15 @@ import { decompress } from '../tar/index.ts';
 import { applyLayer, emptyDir, layerTree, Spool, type Tree } from '../tree/index.ts';
 import { appendVerity } from '../verity/index.ts';
 import { sealComposefs } from './composefs.ts';
-import { isSealedLayer, StackerMediaType, VERITY_ANNOTATION } from './formats.ts';
+import {
+  HARDLINKS_COPIED_ANNOTATION,
+  isSealedLayer,
+  StackerMediaType,
+  VERITY_ANNOTATION,
+} from './formats.ts';
+import type { KernelSigner } from './kernel-signatures.ts';
+import { attachSignature, type SignedEntry } from './sign.ts';
+import { hardlinkCount } from './verify.ts';
 
 export class SealingError extends SealError<'SEAL_UNSUPPORTED_LAYER' | 'SEAL_INVALID_OPTION'> {}
 
@@ -35,11 +43,22 @@ export interface SealOptions {
   /** Tag at the destination. */
   tag?: string;
   onLayer?: (index: number, total: number) => void;
+  /** Also sign what the kernel will check (dm-verity root hashes, composefs images) and attach it. */
+  signer?: KernelSigner;
 }
 
 export interface SealResult {
   descriptor: Descriptor;
-  layers: { digest: string; size: number; rootHash: string; kept: boolean }[];
+  layers: {
+    digest: string;
+    size: number;
+    rootHash: string;
+    kept: boolean;
+    /** Hardlinks to a lower layer's file that are copies in this layer's own filesystem. */
+    hardlinksCopied?: number;
+  }[];
+  /** The signature artifact attached, when a signer was given. */
+  signature?: { artifact: Descriptor; entries: SignedEntry[] };
 }
 
 async function fileDigest(path: string): Promise<{ digest: string; size: number }> {
@@ -55,6 +74,7 @@ async function sealTree(
   dst: ImageDestination,
   options: SealOptions,
   index: number,
+  hardlinksCopied = 0,
 ) {
   const image = join(work, `layer-${index}.img`);
   const compression = options.compression ?? 'zstd';
@@ -76,7 +96,10 @@ async function sealTree(
           : StackerMediaType.SquashfsGzip,
     digest,
     size,
-    annotations: { [VERITY_ANNOTATION]: rootHash },
+    annotations: {
+      [VERITY_ANNOTATION]: rootHash,
+      ...(hardlinksCopied ? { [HARDLINKS_COPIED_ANNOTATION]: String(hardlinksCopied) } : {}),
+    },
   };
   if (!(await dst.hasBlob(descriptor)))
     await dst.putBlob(descriptor, createReadStream(image, { highWaterMark: 1 << 20 }));
@@ -131,23 +154,27 @@ export async function sealImage(
             size: layer.size,
             rootHash: layer.annotations![VERITY_ANNOTATION] ?? '',
             kept: true,
+            ...hardlinkCount(layer),
           });
           continue;
         }
+        let copied = 0;
         const tree = await layerTree(tarLayer(layer), spool, {
           whiteouts: 'overlayfs',
           xattrPrefix: 'user.overlay.',
           lower: merged,
+          onLowerHardlink: () => copied++,
         });
         // The merged view below the next layer, for hardlinks that reach into lower layers.
         if (i < total - 1) await applyLayer(merged, tarLayer(layer), spool);
-        const sealed = await sealTree(tree, work, dst, options, i);
+        const sealed = await sealTree(tree, work, dst, options, i, copied);
         layers.push(sealed.descriptor);
         result.push({
           digest: sealed.descriptor.digest,
           size: sealed.descriptor.size,
           rootHash: sealed.rootHash,
           kept: false,
+          ...(copied ? { hardlinksCopied: copied } : {}),
         });
       }
     }
@@ -185,8 +212,15 @@ export async function sealImage(
       size: bytes.length,
     };
     await dst.putManifest(descriptor, bytes, options.tag);
+    const signature = options.signer
+      ? await attachSignature(
+          dst,
+          { name: dst.name, descriptor, manifest, manifestBytes: bytes, configBytes },
+          options.signer,
+        )
+      : undefined;
     await dst.commit();
-    return { descriptor, layers: result };
+    return { descriptor, layers: result, ...(signature ? { signature } : {}) };
   } finally {
     await spool.close();
     await rm(work, { recursive: true, force: true });

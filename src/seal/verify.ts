@@ -14,10 +14,21 @@ import type { ImageSource } from '../oci/transport.ts';
 import { readImage } from '../store/index.ts';
 import { VerityError, verifyVerity } from '../verity/index.ts';
 import { verifyComposefs } from './composefs.ts';
-import { isComposefsSealed, layerFilesystem, verityRootHash } from './formats.ts';
+import {
+  HARDLINKS_COPIED_ANNOTATION,
+  isComposefsSealed,
+  layerFilesystem,
+  verityRootHash,
+} from './formats.ts';
 
 export class ImageVerifyError extends SealError<
-  'IMAGE_NOT_SEALED' | 'IMAGE_LAYER_CORRUPT' | 'IMAGE_INCONSISTENT'
+  | 'IMAGE_NOT_SEALED'
+  | 'IMAGE_LAYER_CORRUPT'
+  | 'IMAGE_INCONSISTENT'
+  /** No kernel signature of the image's kind is attached. */
+  | 'IMAGE_UNSIGNED'
+  /** Signatures are attached, none is accepted. */
+  | 'IMAGE_SIGNATURE_INVALID'
 > {}
 
 export interface LayerReport {
@@ -26,6 +37,8 @@ export interface LayerReport {
   filesystem: string;
   rootHash: string;
   dataBlocks: number;
+  /** Hardlinks to a lower layer's file that are copies in this layer's own filesystem. */
+  hardlinksCopied?: number;
 }
 
 /** Where a layer's filesystem ends and its appended hash tree starts. */
@@ -40,6 +53,12 @@ export async function hashOffsetOf(path: string, filesystem: string): Promise<nu
   } finally {
     await handle.close();
   }
+}
+
+/** The hardlink copies a sealed layer's annotation records (none when absent). */
+export function hardlinkCount(layer: { annotations?: Record<string, string> }): { hardlinksCopied?: number } {
+  const n = Number(layer.annotations?.[HARDLINKS_COPIED_ANNOTATION] ?? 0);
+  return Number.isSafeInteger(n) && n > 0 ? { hardlinksCopied: n } : {};
 }
 
 export async function verifyImage(
@@ -85,6 +104,7 @@ export async function verifyImage(
           filesystem,
           rootHash: root,
           dataBlocks: params.dataBlocks,
+          ...hardlinkCount(layer),
         };
         reports.push(report);
         onLayer?.(report);

@@ -4,7 +4,7 @@ import { hostArchitecture } from '../oci/platform.ts';
 import type { ImageSource } from '../oci/transport.ts';
 import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.ts';
 import { isIndexType, parseConfig, parseIndex, parseManifest } from '../oci/validate.ts';
-import type { Spool, Tree } from '../tree/index.ts';
+import type { Spool, TarTreeOptions, Tree } from '../tree/index.ts';
 import { StoreError } from './errors.ts';
 
 export interface ImageDocuments {
@@ -67,7 +67,12 @@ export async function readImage(src: ImageSource, root?: Descriptor): Promise<Im
 }
 
 /** Merges the image's tar layers into one tree (contents spooled to `spool`). */
-export async function mergedTree(src: ImageSource, docs: ImageDocuments, spool: Spool): Promise<Tree> {
+export async function mergedTree(
+  src: ImageSource,
+  docs: ImageDocuments,
+  spool: Spool,
+  options: TarTreeOptions = {},
+): Promise<Tree> {
   // Loaded on use: commands that only move blobs (copy, sync) need no tar or tree code.
   const [{ decompress }, { applyLayer, emptyDir }] = await Promise.all([
     import('../tar/index.ts'),
@@ -84,7 +89,7 @@ export async function mergedTree(src: ImageSource, docs: ImageDocuments, spool: 
         },
       );
     }
-    await applyLayer(tree, decompress(src.getBlob(layer)), spool);
+    await applyLayer(tree, decompress(src.getBlob(layer)), spool, options);
   }
   return tree;
 }

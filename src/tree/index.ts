@@ -16,6 +16,7 @@ export {
   mergeLayers,
   OPAQUE_WHITEOUT,
   pathComponents,
+  type TarTreeOptions,
   treeFromTar,
   WHITEOUT_PREFIX,
 } from './overlay.ts';

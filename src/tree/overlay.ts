@@ -28,10 +28,21 @@ export function pathComponents(raw: string): string[] {
   return parts;
 }
 
+export interface TarTreeOptions {
+  /**
+   * The permission bits of symlinks: 'linux' (default) makes them 0777 whatever the tar header
+   * says, as Linux shows every symlink once extracted (and as umoci, tar, mksquashfs and
+   * mkfs.erofs from a directory give); 'header' keeps the header's bits, as composefs-rs's tar
+   * to composefs mapping does (its EROFS inode mode is the file type | the header's mode), which
+   * composefs digests must match.
+   */
+  symlinkModes?: 'linux' | 'header';
+}
+
 /** Attributes of a tar entry as an inode (files get their content from the spool). */
-async function inodeOf(entry: TarEntry, spool: Spool): Promise<Inode> {
+async function inodeOf(entry: TarEntry, spool: Spool, options: TarTreeOptions = {}): Promise<Inode> {
   const common = {
-    mode: entry.mode,
+    mode: entry.type === 'symlink' && options.symlinkModes !== 'header' ? 0o777 : entry.mode,
     uid: entry.uid,
     gid: entry.gid,
     mtime: entry.mtime,
@@ -135,7 +146,12 @@ class LayerState {
 }
 
 /** Applies one (decompressed) tar layer onto `tree` with the image-spec's overlay semantics. */
-export async function applyLayer(tree: Tree, tar: AsyncIterable<Uint8Array>, spool: Spool): Promise<void> {
+export async function applyLayer(
+  tree: Tree,
+  tar: AsyncIterable<Uint8Array>,
+  spool: Spool,
+  options: TarTreeOptions = {},
+): Promise<void> {
   const state = new LayerState();
   for await (const entry of readTar(tar)) {
     const parts = pathComponents(entry.path);
@@ -174,7 +190,7 @@ export async function applyLayer(tree: Tree, tar: AsyncIterable<Uint8Array>, spo
       existing.xattrs = entry.xattrs;
     } else {
       const inode =
-        entry.type === 'hardlink' ? resolveHardlink(tree.root, entry) : await inodeOf(entry, spool);
+        entry.type === 'hardlink' ? resolveHardlink(tree.root, entry) : await inodeOf(entry, spool, options);
       dir.children.set(name, inode);
     }
     state.markAdded(dir, name);
@@ -182,18 +198,26 @@ export async function applyLayer(tree: Tree, tar: AsyncIterable<Uint8Array>, spo
 }
 
 /** Merges layers bottom-up into one tree (the image's root filesystem). */
-export async function mergeLayers(layers: AsyncIterable<Uint8Array>[], spool: Spool): Promise<Tree> {
+export async function mergeLayers(
+  layers: AsyncIterable<Uint8Array>[],
+  spool: Spool,
+  options: TarTreeOptions = {},
+): Promise<Tree> {
   const tree: Tree = { root: emptyDir() };
-  for (const layer of layers) await applyLayer(tree, layer, spool);
+  for (const layer of layers) await applyLayer(tree, layer, spool, options);
   return tree;
 }
 
 /** A single tar layer as a tree (whiteouts applied to nothing, i.e. dropped). */
-export async function treeFromTar(tar: AsyncIterable<Uint8Array>, spool: Spool): Promise<Tree> {
-  return mergeLayers([tar], spool);
+export async function treeFromTar(
+  tar: AsyncIterable<Uint8Array>,
+  spool: Spool,
+  options: TarTreeOptions = {},
+): Promise<Tree> {
+  return mergeLayers([tar], spool, options);
 }
 
-export interface LayerTreeOptions {
+export interface LayerTreeOptions extends TarTreeOptions {
   /**
    * 'oci' keeps `.wh.` entries as the empty files they are in the tar; 'overlayfs' turns them
    * into what overlayfs reads from a lower layer: a 0/0 character device for a whiteout and
@@ -204,12 +228,17 @@ export interface LayerTreeOptions {
   xattrPrefix?: 'trusted.overlay.' | 'user.overlay.';
   /** The merged tree below this layer, to materialise hardlinks that point into lower layers. */
   lower?: Tree;
+  /** Told of each hardlink to a lower layer's file that became a copy in this layer. */
+  onLowerHardlink?: (path: string, target: string) => void;
 }
 
 /**
  * One layer on its own, as a filesystem image of that layer must hold it: its entries, with
  * whiteouts kept in the requested form. Hardlinks to files of lower layers become copies of the
- * lower inode, since a per-layer filesystem cannot link across layers.
+ * lower inode, since a per-layer filesystem cannot link across layers (atomfs does the same):
+ * the copy has the lower file's content and attributes, and the layer's links to the same lower
+ * file share one copy, but the lower file and the copy are two inodes, each with its own link
+ * count. `onLowerHardlink` is told of each.
  */
 export async function layerTree(
   tar: AsyncIterable<Uint8Array>,
@@ -221,6 +250,8 @@ export async function layerTree(
   const state = new LayerState();
   /** Paths this layer put an overlayfs whiteout at. */
   const whiteouts = new Set<string>();
+  /** The copies made of lower files this layer links to, by lower inode. */
+  const copies = new Map<Inode, Inode>();
   // A directory the layer only implies must not shadow the lower one's owner, mode and mtime.
   const implicit = (path: string[]): DirInode => {
     let lower: Inode | undefined = options.lower?.root;
@@ -276,7 +307,7 @@ export async function layerTree(
     state.checkDuplicate(parts, entry.type, entry.path);
     const existing = dir.children.get(name);
     if (replacesWhiteout && entry.type === 'dir') {
-      const opaque = (await inodeOf(entry, spool)) as DirInode;
+      const opaque = (await inodeOf(entry, spool, options)) as DirInode;
       opaque.xattrs.set(`${prefix}opaque`, Buffer.from('y'));
       dir.children.set(name, opaque);
       continue;
@@ -296,11 +327,17 @@ export async function layerTree(
       } catch (error) {
         if (!options.lower) throw error;
         const lowerTarget = resolveHardlink(options.lower.root, entry);
-        target = { ...lowerTarget, xattrs: new Map(lowerTarget.xattrs) } as Inode;
+        let copy = copies.get(lowerTarget);
+        if (!copy) {
+          copy = { ...lowerTarget, xattrs: new Map(lowerTarget.xattrs) } as Inode;
+          copies.set(lowerTarget, copy);
+        }
+        target = copy;
+        options.onLowerHardlink?.(entry.path, entry.linkname);
       }
       dir.children.set(name, target);
     } else {
-      dir.children.set(name, await inodeOf(entry, spool));
+      dir.children.set(name, await inodeOf(entry, spool, options));
     }
   }
   return tree;

@@ -15,6 +15,14 @@ interface FsOps {
   mknod(path: Buffer, mode: number, major: number, minor: number): void;
   setTimes(path: Buffer, seconds: number, nanoseconds: number): void;
   openBeneath(root: Buffer, path: Buffer, flags: number, mode: number): number;
+  enableVerity(
+    fd: number,
+    algorithm: number,
+    blockSize: number,
+    salt: Uint8Array,
+    signature: Uint8Array,
+  ): void;
+  measureVerity(fd: number): { algorithm: number; digest: Buffer };
 }
 
 let addon: FsOps | undefined;
@@ -71,6 +79,30 @@ export function setTimes(path: Buffer, seconds: number, nanoseconds: number): vo
 export function openBeneath(root: string | Buffer, path: string | Buffer, flags: number, mode = 0): number {
   const buffer = (p: string | Buffer) => (typeof p === 'string' ? Buffer.from(p) : p);
   return fsops().openBeneath(buffer(root), buffer(path), flags, mode);
+}
+
+/**
+ * FS_IOC_ENABLE_VERITY on an open file (opened read-only, and by no one for writing): the kernel
+ * builds the Merkle tree and, with a signature, checks it against its .fs-verity keyring.
+ * Errors carry the errno name as `code` (EEXIST: already enabled; ENOKEY, EKEYREJECTED,
+ * EBADMSG, EPERM: the signature refused or required; EOPNOTSUPP, ENOTTY: no fs-verity here).
+ */
+export function enableVerity(
+  fd: number,
+  options: { algorithm: number; blockSize: number; salt?: Uint8Array; signature?: Uint8Array },
+): void {
+  fsops().enableVerity(
+    fd,
+    options.algorithm,
+    options.blockSize,
+    options.salt ?? new Uint8Array(0),
+    options.signature ?? new Uint8Array(0),
+  );
+}
+
+/** FS_IOC_MEASURE_VERITY: the file's fs-verity digest as the kernel holds it (ENODATA: no verity). */
+export function measureVerity(fd: number): { algorithm: number; digest: Buffer } {
+  return fsops().measureVerity(fd);
 }
 
 /** An open regular file inside a directory tree, and its size. */

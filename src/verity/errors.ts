@@ -6,7 +6,11 @@ export type VerityErrorCode =
   | 'VERITY_TRUNCATED'
   | 'VERITY_ROOT_MISMATCH'
   | 'VERITY_HASH_BLOCK_MISMATCH'
-  | 'VERITY_DATA_BLOCK_MISMATCH';
+  | 'VERITY_DATA_BLOCK_MISMATCH'
+  /** The running kernel or filesystem has no fs-verity. */
+  | 'VERITY_UNSUPPORTED'
+  /** The kernel refused to enable fs-verity (a signature refused or required, a busy file). */
+  | 'VERITY_KERNEL_REFUSED';
 
 export class VerityError extends SealError<VerityErrorCode> {
   /** For mismatches: which block failed. */

@@ -22,3 +22,4 @@ export {
   fsverityDigestFile,
 } from './fs-verity.ts';
 export { DIGEST_SIZE, type HashAlgorithm, nativeHashing } from './hashing.ts';
+export { enableKernelVerity, type KernelVerityOptions, measureKernelVerity } from './kernel.ts';

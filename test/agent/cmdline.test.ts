@@ -9,6 +9,7 @@ test('defaults, and every parameter in its accepted forms among the kernel’s o
     debug: false,
     onFailure: 'poweroff',
     trialBoots: 3,
+    registryInsecure: false,
   });
   const p = parseCommandLine(
     'BOOT_IMAGE=x seal.tag=system-8 seal.debug seal.on-failure=reboot seal.net=10.0.2.15/24,gw=10.0.2.2 seal.test=before-switch rd.x="a b"',
@@ -30,16 +31,21 @@ test('defaults, and every parameter in its accepted forms among the kernel’s o
   });
   assert.equal(parseCommandLine('seal.debug=0').debug, false);
   assert.equal(parseCommandLine('seal.tag="quoted"').tag, 'quoted');
+  assert.equal(
+    parseCommandLine('seal.boot=docker://10.0.2.100:5000/device/system:8').boot,
+    'docker://10.0.2.100:5000/device/system:8',
+  );
   assert.deepEqual(
     parseCommandLine(
-      'seal.follow=docker://10.0.2.100:5000/device/system:stable seal.follow-interval=5 seal.follow-insecure seal.trial-boots=1',
+      'seal.follow=docker://10.0.2.100:5000/device/system:stable seal.follow-interval=5 seal.registry-insecure seal.trial-boots=1',
     ),
     {
       tag: 'current',
       debug: false,
       onFailure: 'poweroff',
       trialBoots: 1,
-      follow: { source: 'docker://10.0.2.100:5000/device/system:stable', intervalMs: 5000, plainHttp: true },
+      follow: { source: 'docker://10.0.2.100:5000/device/system:stable', intervalMs: 5000 },
+      registryInsecure: true,
     },
   );
 });
@@ -58,6 +64,7 @@ test('malformed or unknown seal.* parameters are refused, naming the parameter',
     'seal.net=10.0.2.15/24,mtu=1500',
     'seal.unknown=1',
     'seal.follow=http://x',
+    'seal.boot=/etc/passwd',
     'seal.follow-interval=0',
     'seal.follow-interval=5',
     'seal.trial-boots=0',

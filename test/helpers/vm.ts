@@ -11,6 +11,7 @@ import {
   copyFileSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   realpathSync,
   rmSync,
   symlinkSync,
@@ -56,6 +57,34 @@ export function addProgram(root: string, program: string): void {
   }
 }
 
+/**
+ * Seal itself for a VM: the pinned Node.js, the sources, the addons and the runtime packages,
+ * copied into `dir`, to pass as `directories: { seal: dir }` with `SEAL_IN_VM_PROGRAMS`; the
+ * guest runs it as `SEAL_IN_VM`.
+ */
+export function sealForVm(dir: string): string {
+  const repo = fileURLToPath(new URL('../..', import.meta.url));
+  mkdirSync(join(dir, 'node_modules'), { recursive: true });
+  execFileSync('cp', ['-a', join(repo, 'src'), join(repo, 'build'), join(repo, 'package.json'), dir]);
+  execFileSync('cp', [join(repo, 'node_modules/node/bin/node'), join(dir, 'node')]);
+  for (const dep of readdirSync(join(repo, 'node_modules'))) {
+    if (['node', 'typescript', '@biomejs', '@types', '.bin'].includes(dep) || dep.startsWith('.')) continue;
+    execFileSync('cp', ['-a', join(repo, 'node_modules', dep), join(dir, 'node_modules')]);
+  }
+  return dir;
+}
+
+/** What Seal in a VM needs besides busybox: mount(8) for its mounts, Node's libraries. */
+export const SEAL_IN_VM_PROGRAMS = [
+  '/usr/bin/mount',
+  '/usr/bin/umount',
+  ...['libstdc++.so.6', 'libdl.so.2', 'libpthread.so.0'].map((l) => `/lib/x86_64-linux-gnu/${l}`),
+];
+
+/** The command line that runs Seal in the guest (with sealForVm's tree at /seal). */
+export const SEAL_IN_VM =
+  'HOME=/tmp SEAL_RUNTIME_DIR=/run/seal /seal/node --disable-warning=ExperimentalWarning /seal/src/cli/main.ts';
+
 export interface VmResult {
   status: number;
   output: string;
@@ -69,6 +98,15 @@ export interface VmOptions {
   timeoutMs?: number;
   /** Guest memory in MiB (default 3072: TCG guests with less were seen corrupting memory under load). */
   memory?: number;
+  /**
+   * Boot through UEFI firmware (OVMF's code and a copy of `vars`, its variable store) instead of
+   * qemu's direct boot, so the kernel sees EFI variables: its `.platform` keyring then holds the
+   * certificates of the store's `db` (what dm-verity root-hash and IPE policy signatures may be
+   * checked against). The kernel and initrd are still handed over by qemu.
+   */
+  uefi?: { code: string; vars: string };
+  /** More kernel command-line words. */
+  append?: string[];
   /** The control socket of a qemu-mode swtpm (Swtpm.start mode 'qemu'): the guest gets it as a TIS TPM. */
   tpm?: string;
 }
@@ -137,13 +175,7 @@ poweroff -f
       for (let attempt = 1; ; attempt++) {
         let result: VmResult;
         try {
-          result = await boot(
-            join(kernel, 'vmlinuz'),
-            initrd,
-            options.memory ?? 3072,
-            options.timeoutMs ?? 240_000,
-            options.tpm,
-          );
+          result = await boot(join(kernel, 'vmlinuz'), initrd, options, root);
         } catch (error) {
           const crashed = /Kernel panic|Oops|general protection fault|BUG: |invalid opcode/.test(
             String(error),
@@ -165,24 +197,35 @@ poweroff -f
   }
 }
 
-function boot(
-  kernel: string,
-  initrd: string,
-  memory: number,
-  timeoutMs: number,
-  tpm?: string,
-): Promise<VmResult> {
+function boot(kernel: string, initrd: string, options: VmOptions, work: string): Promise<VmResult> {
+  const memory = options.memory ?? 3072;
+  const timeoutMs = options.timeoutMs ?? 240_000;
+  const firmware: string[] = [];
+  if (options.uefi) {
+    // A fresh copy of the variable store for every boot: the firmware writes to it.
+    const vars = join(work, 'OVMF_VARS.fd');
+    copyFileSync(options.uefi.vars, vars);
+    firmware.push(
+      ...['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${options.uefi.code}`],
+      ...['-drive', `if=pflash,format=raw,unit=1,file=${vars}`],
+    );
+  }
+  const append = [
+    'console=ttyS0 quiet loglevel=3 oops=panic panic=-1 rdinit=/init',
+    ...(options.append ?? []),
+  ];
   return new Promise((resolve, reject) => {
     const qemu = spawn(
       'qemu-system-x86_64',
       [
         ...['-accel', 'tcg', '-m', String(memory), '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
+        ...firmware,
         ...['-kernel', kernel, '-initrd', initrd],
-        ...['-append', 'console=ttyS0 quiet loglevel=3 oops=panic panic=-1 rdinit=/init'],
-        ...(tpm
+        ...['-append', append.join(' ')],
+        ...(options.tpm
           ? [
               '-chardev',
-              `socket,id=chrtpm,path=${tpm}`,
+              `socket,id=chrtpm,path=${options.tpm}`,
               '-tpmdev',
               'emulator,id=tpm0,chardev=chrtpm',
               '-device',
@@ -205,7 +248,15 @@ function boot(
       clearTimeout(timer);
       const m = new RegExp(`${MARK} (\\d+)`).exec(output);
       if (!m) reject(new Error(`the VM did not finish its script:\n${output.slice(-3000)}`));
-      else resolve({ status: Number(m[1]), output: output.slice(0, m.index).replace(/\r/g, '') });
+      // The firmware's console clears the screen: its escape sequences are not the script's output.
+      else
+        resolve({
+          status: Number(m[1]),
+          output: output
+            .slice(0, m.index)
+            .replace(/\r/g, '')
+            .replace(/\x1b\[[0-9;=?]*[A-Za-z]/g, ''),
+        });
     });
   });
 }

@@ -15,11 +15,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { runSeal } from '../helpers/cli.ts';
 import { writeThreeLayerImage } from '../helpers/layout.ts';
 import { prng, randomBytes } from '../helpers/trees.ts';
-import { runInVm } from '../helpers/vm.ts';
+import { runInVm, SEAL_IN_VM, SEAL_IN_VM_PROGRAMS, sealForVm } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-vm-test-'));
 after(() => rm(work, { recursive: true, force: true }));
@@ -149,15 +148,7 @@ echo "refused $refused"
 
 test('seal image mount on a device-mapper kernel: every layer through dm-verity, status checked, cleaned up', async () => {
   // Seal itself goes into the VM: the pinned Node.js, the sources, the runtime packages.
-  const repo = fileURLToPath(new URL('../..', import.meta.url));
-  const disk = join(work, 'seal-tree');
-  execFileSync('mkdir', ['-p', join(disk, 'node_modules')]);
-  execFileSync('cp', ['-a', join(repo, 'src'), join(repo, 'build'), join(repo, 'package.json'), disk]);
-  execFileSync('cp', [join(repo, 'node_modules/node/bin/node'), join(disk, 'node')]);
-  for (const dep of readdirSync(join(repo, 'node_modules'))) {
-    if (['node', 'typescript', '@biomejs', '@types', '.bin'].includes(dep) || dep.startsWith('.')) continue;
-    execFileSync('cp', ['-a', join(repo, 'node_modules', dep), join(disk, 'node_modules')]);
-  }
+  const disk = sealForVm(join(work, 'seal-tree'));
 
   const source = join(work, 'source-mount');
   await writeThreeLayerImage(source);
@@ -168,8 +159,7 @@ test('seal image mount on a device-mapper kernel: every layer through dm-verity,
   for (const f of execFileSync('find', [layout, '-type', 'f'], { encoding: 'utf8' }).trim().split('\n')) {
     files[join('layout', f.slice(layout.length + 1))] = f;
   }
-  const seal_ =
-    'HOME=/tmp SEAL_RUNTIME_DIR=/run/seal /seal/node --disable-warning=ExperimentalWarning /seal/src/cli/main.ts';
+  const seal_ = SEAL_IN_VM;
   const script = `
 mkdir -p /mnt/e /mnt/q
 ${seal_} image mount oci:/data/layout:s /mnt/e
@@ -183,11 +173,7 @@ echo "after: $(ls /dev/mapper | grep -c seal-) devices, $(grep -c /mnt/ /proc/mo
 `;
   const r = await runInVm(script, files, {
     directories: { seal: disk },
-    programs: [
-      '/usr/bin/mount',
-      '/usr/bin/umount',
-      ...['libstdc++.so.6', 'libdl.so.2', 'libpthread.so.0'].map((l) => `/lib/x86_64-linux-gnu/${l}`),
-    ],
+    programs: SEAL_IN_VM_PROGRAMS,
     timeoutMs: 300_000,
   });
   assert.equal(r.status, 0, r.output);

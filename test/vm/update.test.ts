@@ -10,6 +10,8 @@
  *  - v10 changes the host: the device reboots into it as a trial and confirms it.
  *  - v11's service never comes up: its trial boot fails, and the device returns to v10 by itself,
  *    saying why.
+ *  - Network boot: a second device with a blank disk boots v10 straight from the registry, its
+ *    store in memory, verified exactly as from disk.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -38,6 +40,8 @@ let registry: TestRegistry;
 let f: DeviceFixture;
 let session: DeviceSession;
 let stable: string;
+let kit!: ReturnType<typeof buildBootKit>;
+let port: string;
 
 function seal(...args: string[]): string {
   const r = runSeal(args);
@@ -73,10 +77,10 @@ function blobsOf(system: string): Map<string, number> {
 
 before(async () => {
   registry = await startRegistry('none');
-  const port = registry.host.split(':')[1];
+  port = registry.host.split(':')[1]!;
   stable = `docker://${registry.host}/device/system:stable`;
   f = buildFixture(join(work, 'fixture'));
-  const kit = buildBootKit(
+  kit = buildBootKit(
     f,
     join(vmKernel(), 'vmlinuz'),
     execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
@@ -86,7 +90,7 @@ before(async () => {
       'console=ttyS0 quiet loglevel=3 panic=-1',
       'seal.net=10.0.2.15/24,gw=10.0.2.2',
       `seal.follow=docker://10.0.2.100:${port}/device/system:stable`,
-      'seal.follow-interval=3 seal.follow-insecure seal.trial-boots=1',
+      'seal.follow-interval=3 seal.registry-insecure seal.trial-boots=1',
     ].join(' '),
   });
   const v7 = buildSystem(f, 7);
@@ -124,6 +128,8 @@ before(async () => {
 });
 
 after(async () => {
+  // The console of the whole run, for a failure's diagnosis.
+  if (process.env.SEAL_TEST_CONSOLE) writeFileSync(process.env.SEAL_TEST_CONSOLE, session?.output ?? '');
   await session?.stop();
   await registry?.stop();
   await rm(work, { recursive: true, force: true });
@@ -180,16 +186,8 @@ test('refused without a change: another product, a rollback, a corrupted layer',
   }
   // The new layer of v9, changed in the registry's storage after it was pushed.
   publish(corrupt);
-  const layer = JSON.parse(
-    readFileSync(
-      join(
-        f.layout,
-        'blobs/sha256',
-        JSON.parse(seal('image', 'inspect', `oci:${f.layout}:${web9}`, '--json')).digest.slice(7),
-      ),
-      'utf8',
-    ),
-  ).layers[0].digest as string;
+  const layer = JSON.parse(seal('image', 'inspect', `oci:${f.layout}:${web9}`, '--json')).manifest.layers[0]
+    .digest as string;
   const stored = join(
     registry.dir,
     'data/docker/registry/v2/blobs/sha256',
@@ -238,4 +236,38 @@ test('version 11 never brings its service up: the trial boot fails and the devic
   );
   await session.waitFor(/seal: boot complete: \S+ version 10 is running/, from);
   await session.waitFor(/counter: boot 3,/, from);
+});
+
+test('network boot: a device with a blank disk boots version 10 from the registry, verified as from disk', async () => {
+  // v10 republished under a tag of its own: the test above left v11 under `stable`.
+  seal('sync', `oci:${f.layout}:system-10`, `docker://${registry.host}/device/system:netboot`);
+  const uki = buildUki(f, kit, join(work, 'netboot.efi'), {
+    cmdline: [
+      'console=ttyS0 quiet loglevel=3 panic=-1',
+      'seal.net=10.0.2.15/24,gw=10.0.2.2',
+      `seal.boot=docker://10.0.2.100:${port}/device/system:netboot seal.registry-insecure`,
+    ].join(' '),
+  });
+  const machine = await Machine.create({
+    root: join(work, 'machines'),
+    name: 'netboot',
+    uki,
+    vars: { path: kit.vars },
+    diskSize: 64 << 20,
+    provision: { policyKey: f.policyPub, deviceCert: f.deviceCert, deviceKey: f.deviceKey },
+    registry: Number(port),
+    memory: 2048,
+  });
+  const netboot = new DeviceSession(machine);
+  try {
+    await netboot.waitFor(
+      /seal: \[ ok \] fetch the system docker:\/\/10\.0\.2\.100:\d+\/device\/system:netboot into memory \(\d+ ms\): \d+ bytes/,
+    );
+    await netboot.waitFor(/seal: \[ ok \] verify the system manifest \(\d+ ms\): version 10/);
+    await netboot.waitFor(/seal: \[ ok \] mount the host root \(\d+ ms\): Seal test host 10/);
+    await netboot.waitFor(/counter: boot 1, web says: <p>boot 1<\/p>/);
+    assert.doesNotMatch(netboot.output, /find the disk|open the config partition/, 'no disk was used');
+  } finally {
+    await netboot.stop();
+  }
 });

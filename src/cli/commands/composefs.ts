@@ -66,7 +66,8 @@ export const composefsCommands: Command[] = [
               progress.done();
               return build(root);
             },
-            { transport: registryOptions(options) },
+            // Symlink modes as the tar headers give them, as composefs-rs maps tar to composefs.
+            { transport: registryOptions(options), symlinkModes: 'header' },
           );
       const digest = result.digest.toString('hex');
       ctx.result({ image: out, digest, version: result.version, size: result.image.length });

@@ -27,6 +27,7 @@ const FILES: [words: string[], load: Loader][] = [
   [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
   [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],
   [['measure'], async () => (await import('./cvm.ts')).cvmCommands],
+  [['ipe'], async () => (await import('./ipe.ts')).ipeCommands],
 ];
 
 /** The commands that can start with `word` (all of them when it names none, e.g. for help). */

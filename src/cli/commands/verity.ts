@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { UsageError } from '../../errors.ts';
+import { signFsverityDigest, signRootHash } from '../../seal/index.ts';
+import { writeFileAtomic } from '../../util/atomic.ts';
 import {
   appendVerity,
   type FsverityAlgorithm,
@@ -10,6 +13,7 @@ import {
 } from '../../verity/index.ts';
 import type { Command, OptionSpec } from '../command.ts';
 import { integerOption } from '../options.ts';
+import { readSigner, signerOptions } from './kernel-signer.ts';
 
 function hex(value: unknown, name: string): Buffer | undefined {
   if (value === undefined) return undefined;
@@ -154,6 +158,63 @@ export const verityCommands: Command[] = [
       );
       ctx.result(results.map((r) => ({ ...r, algorithm: opts.algorithm })));
       for (const r of results) ctx.print(`${opts.algorithm}:${r.digest} ${r.file}`);
+      return 0;
+    },
+  },
+  {
+    path: ['verity', 'sign'],
+    summary: 'Sign a dm-verity root hash for the kernel (veritysetup open --root-hash-signature)',
+    args: 'ROOT_HASH|@FILE OUT',
+    arity: [2, 2],
+    details:
+      'Writes the PKCS#7 signature the kernel checks when a dm-verity device is opened with a signature\n' +
+      '(DM_VERITY_VERIFY_ROOTHASH_SIG): over the root hash in lowercase hex, no attributes, no certificates\n' +
+      'unless --chain is given (openssl smime -sign -noattr -nocerts -binary makes the same). @FILE reads the\n' +
+      'root hash from a file.',
+    options: signerOptions(),
+    async run(ctx, [root, out], options) {
+      const signer = readSigner(options);
+      if (!signer) throw new UsageError('--key and --cert are required');
+      const rootHash = root!.startsWith('@') ? readFileSync(root!.slice(1), 'utf8').trim() : root!;
+      const signature = signRootHash(rootHash, signer);
+      await writeFileAtomic(out!, signature);
+      ctx.result({ rootHash: rootHash.toLowerCase(), signature: out, size: signature.length });
+      ctx.print(`Signed root hash ${rootHash.toLowerCase()} into ${out}`);
+      return 0;
+    },
+  },
+  {
+    path: ['fsverity', 'sign'],
+    summary: "Sign a file's fs-verity digest for the kernel (as fsverity sign)",
+    args: 'FILE OUT',
+    arity: [2, 2],
+    details:
+      'Writes the PKCS#7 built-in signature FS_IOC_ENABLE_VERITY takes (fsverity enable --signature):\n' +
+      'byte for byte what `fsverity sign` writes for the same key, certificate and file.',
+    options: {
+      ...signerOptions(),
+      'hash-alg': { type: 'string', value: 'sha256|sha512', description: 'hash algorithm (default sha256)' },
+      'block-size': { type: 'string', value: 'N', description: 'Merkle tree block size (default 4096)' },
+      salt: { type: 'string', value: 'HEX', description: 'salt as hex' },
+    },
+    async run(ctx, [file, out], options) {
+      const signer = readSigner(options);
+      if (!signer) throw new UsageError('--key and --cert are required');
+      const algorithm = (options['hash-alg'] as FsverityAlgorithm | undefined) ?? 'sha256';
+      const digest = await fsverityDigestFile(file!, {
+        algorithm,
+        blockSize: integerOption(options['block-size'], 'block-size'),
+        salt: hex(options.salt, 'salt'),
+      });
+      const signature = signFsverityDigest(digest, signer, algorithm);
+      await writeFileAtomic(out!, signature);
+      ctx.result({
+        file,
+        digest: `${algorithm}:${digest.toString('hex')}`,
+        signature: out,
+        size: signature.length,
+      });
+      ctx.print(`Signed file '${file}' (${algorithm}:${digest.toString('hex')})`);
       return 0;
     },
   },
