@@ -1,7 +1,8 @@
 #!/bin/sh
 # The reference boot of bench/boot, in the host target's root (the initrd at /seal): each service
 # under crun with its precomputed runtime configuration, over a fresh overlay of its verified
-# layers, until crun reports both running; then the marker bench/boot waits for.
+# layers, until crun reports both running and they stay up 3 s (the agent's rule); then the marker
+# bench/boot waits for.
 export PATH=/seal/bin LC_ALL=C
 REF=/seal/etc/ref
 . $REF/lib.sh
@@ -31,17 +32,25 @@ while read -r service image; do
   echo "ref: service $service: started"
   count=$((count + 1))
 done <$REF/services
+# running SERVICES: how many crun reports running.
+running() {
+  up=0
+  while read -r service _; do
+    case $(crun state "$service" 2>/dev/null) in *'"status"'*'"running"'*) up=$((up + 1)) ;; esac
+  done <$REF/services
+}
 tries=0
 while :; do
-  running=0
-  while read -r service _; do
-    case $(crun state "$service" 2>/dev/null) in *'"status"'*'"running"'*) running=$((running + 1)) ;; esac
-  done <$REF/services
-  [ $running = $count ] && break
+  running
+  [ $up = $count ] && break
   tries=$((tries + 1))
   [ $tries -lt 600 ] || fail "services not running after 60 s"
   sleep 0.1
 done
+# As the agent: a service counts as come up once it stayed up 3 s (the shell never restarts one).
+sleep 3
+running
+[ $up = $count ] || fail "services not running after 3 s"
 ok "$count running"
 read -r up _ </proc/uptime
 echo "ref: boot complete: $count services running ($up s since the kernel started)"
