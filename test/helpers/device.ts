@@ -322,6 +322,8 @@ export function buildUki(
     management?: boolean;
     /** The initrd carries the kit's signed systemd-boot (for an installer). */
     bootManager?: boolean;
+    /** zstd level of the initrd (default 3: quick to build; `seal initrd build` defaults to 12). */
+    level?: number;
   } = {},
 ): string {
   const base = out.replace(/\.efi$/, '');
@@ -367,6 +369,7 @@ function buildInitrd(
     version?: number;
     management?: boolean;
     bootManager?: boolean;
+    level?: number;
     probeSigner: { key: string; cert: string };
   },
 ): string {
@@ -411,7 +414,7 @@ function buildInitrd(
     `${base}.policy.json`,
     ...(options.bootManager ? ['--boot-manager', kit.bootManager] : []),
     '--level',
-    '3',
+    String(options.level ?? 3),
   ]);
   return `${base}.initrd`;
 }
