@@ -10,9 +10,10 @@
  *
  *  A. update: the device, booted (untimed) from a snapshot taken after its first boot, and v8's
  *     blobs already in the registry under another tag, v8 is published by moving `stable` (one
- *     manifest PUT). Timed to the new web's first console line and to the agent's "update
- *     applied" (the service stayed up 3 s, the system is confirmed), from publishing and from
- *     the agent's own "update: … is now sha256:…" (which takes the poll interval out).
+ *     manifest PUT), at an even spread of phases of the agent's 1 s poll over the rounds. Timed to
+ *     the new web's first console line and to the agent's "update applied" (the service stayed up
+ *     3 s, the system is confirmed), from publishing and from the agent's own "update: … is now
+ *     sha256:…" (which takes the poll interval out).
  *  B. re-install: `seal install` of the same v8 from the registry (through the proxy) into a new
  *     disk, then that disk's first boot on the same device (its TPM and varstore from the same
  *     snapshot) to the web's first line and to "boot complete".
@@ -55,6 +56,7 @@ import {
   type ReinstallRun,
   renderReport,
   servedBytes,
+  tagPolls,
   type UpdateRun,
 } from './update/report.ts';
 import { withVmLock } from './vm-lock.ts';
@@ -70,7 +72,7 @@ const REPO = 'device/system';
 const BOOT_MS = 300_000;
 const UPDATE_MS = 180_000;
 /** After the boot, before publishing: the boot's tail (first polls, page cache) settles. */
-const SETTLE_MS = 5_000;
+const SETTLE_S = 5;
 /** The web service's httpd under a shell that exits on SIGTERM (httpd, its child, dies with the container's PID namespace). */
 const TRAPPED = 'trap "exit 0" TERM; httpd -f -p 8080 -h /srv & wait';
 const WEB = options.webExitsOnTerm
@@ -250,7 +252,7 @@ try {
         try {
           await session.waitFor(/counter: boot 1, web says/, 0, BOOT_MS);
           await session.waitFor(/seal: following \S+ every 1 s/, 0, BOOT_MS);
-          await sleep(SETTLE_MS);
+          await sleep(SETTLE_S * 1000);
         } finally {
           await session.stop();
         }
@@ -265,21 +267,35 @@ try {
           await moveTag(registry.host, 'v7', 'stable');
           const session = new DeviceSession(await machineOf(device, join(dir, 'machines'), port));
           try {
-            await session.waitFor(/counter: boot \d+, web says/, 0, BOOT_MS);
-            await session.waitFor(/seal: following \S+ every 1 s/, 0, BOOT_MS);
+            const ready = watch(
+              session,
+              { counter: /counter: boot \d+, web says/, following: /seal: following \S+ every 1 s/ },
+              0,
+              BOOT_MS,
+            );
+            await ready.counter;
+            const followAt = (await ready.following).at;
             const boot = consoleSteps(session.output);
-            await sleep(SETTLE_MS);
+            proxy.served.length = 0;
+            // The agent polls every second from the "following" line on: publishing waits SETTLE_S at
+            // least, and comes (r − ½)/R of a second after a poll was due in round r of R, so that the
+            // rounds sample the poll's phase evenly (a whole number of seconds would publish just before a poll).
+            const phase = (round - 0.5) / options.rounds;
+            const due = followAt + phase + Math.ceil(now() + SETTLE_S - followAt - phase);
+            await sleep(Math.max(0, (due - now()) * 1000));
             const from = session.mark();
             const marks = watch(session, UPDATE_MARKS, from, UPDATE_MS);
             const load = loadavg()[0]!;
-            proxy.served.length = 0;
+            const publishing = performance.now();
             await moveTag(registry.host, 'v8', 'stable');
             const published = now();
             const applied = await marks.applied;
             const t = {} as Record<keyof typeof UPDATE_MARKS, number>;
             for (const k of Object.keys(UPDATE_MARKS) as (keyof typeof UPDATE_MARKS)[])
               t[k] = (await marks[k]).at;
-            const served = servedBytes(proxy.served);
+            const polls = tagPolls(proxy.served, 'stable', published * 1000);
+            // What the update was served: from the moment publishing began.
+            const served = servedBytes(proxy.served.filter((r) => r.at >= publishing));
             const text = session.output.slice(from);
             const steps = consoleSteps(text);
             const fetched =
@@ -289,6 +305,8 @@ try {
               throw new Error(`applied ${fromVersion} -> ${toVersion}`);
             const run: UpdateRun = {
               publishToDetect: t.detect - published,
+              ...(polls.period !== undefined ? { pollPeriod: polls.period } : {}),
+              ...(polls.delay !== undefined ? { publishToPoll: polls.delay } : {}),
               publishToWebUp: t.webUp - published,
               detectToWebUp: t.webUp - t.detect,
               publishToApplied: t.applied - published,

@@ -101,10 +101,36 @@ export function servedBytes(records: { request: string; status: number; bytes: n
   return out;
 }
 
+/**
+ * The agent's polls of `tag` (requests of `/manifests/TAG`) among the proxy's records: the median
+ * time between two before `publishedMs`, and the delay of the first at or after it (seconds).
+ */
+export function tagPolls(
+  records: { request: string; at: number }[],
+  tag: string,
+  publishedMs: number,
+): { period?: number; delay?: number } {
+  const polls = records
+    .filter((r) => r.request.split(' ')[1]?.split('?')[0]?.endsWith(`/manifests/${tag}`))
+    .map((r) => r.at)
+    .sort((x, y) => x - y);
+  const before = polls.filter((at) => at < publishedMs);
+  const gaps = before.slice(1).map((at, i) => (at - before[i]!) / 1000);
+  const after = polls.find((at) => at >= publishedMs);
+  return {
+    ...(gaps.length ? { period: median(gaps) } : {}),
+    ...(after !== undefined ? { delay: (after - publishedMs) / 1000 } : {}),
+  };
+}
+
 /** One update of the running device, v7 → v8 (seconds are the bench's clock at the console line's arrival). */
 export interface UpdateRun {
   /** Publishing (the tag's one manifest PUT answered) → the agent's "update: … is now sha256:…". */
   publishToDetect: number;
+  /** The agent's polls of the tag before publishing: the median time between two (s). */
+  pollPeriod?: number;
+  /** Publishing → the first poll of the tag the registry saw after it (s). */
+  publishToPoll?: number;
   /** → the new web's first line (`[web] web 8 up`): the changed service runs again. */
   publishToWebUp: number;
   detectToWebUp: number;
@@ -270,6 +296,10 @@ export function buildReport(input: {
     const v = a.map((r) => r.phases[name]).filter((x): x is number => x !== undefined);
     if (v.length) up[`phase: ${name}`] = spread(v);
   }
+  for (const k of ['pollPeriod', 'publishToPoll'] as const) {
+    const v = a.map((r) => r[k]).filter((x): x is number => x !== undefined);
+    if (v.length) up[k] = spread(v);
+  }
   const open = a.map((r) => r.bootOpenWebMs).filter((x): x is number => x !== undefined);
   if (open.length) up['boot: open the service image web (ms)'] = spread(open);
   const re: Record<string, Spread> = {};
@@ -356,7 +386,9 @@ export function renderReport(report: BenchReport, context = ''): string {
     '',
     '| | median [min–max] |',
     '|---|---:|',
-    `| publishing → the agent sees the new digest (poll every 1 s) | ${sec(up.publishToDetect!)} |`,
+    `| the agent's polls of the tag before publishing (seal.follow-interval=1): one every | ${up.pollPeriod ? sec(up.pollPeriod) : '—'} |`,
+    `| publishing → the registry sees the next poll | ${up.publishToPoll ? sec(up.publishToPoll) : '—'} |`,
+    `| publishing → the agent says it sees the new digest | ${sec(up.publishToDetect!)} |`,
   );
   for (const [k, s] of Object.entries(up))
     if (k.startsWith('step: ')) out.push(`| agent step "${k.slice(6)}" (ms) | ${msOf(s)} |`);

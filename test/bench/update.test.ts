@@ -11,6 +11,7 @@ import {
   renderReport,
   type Served,
   servedBytes,
+  tagPolls,
   type UpdateRun,
 } from '../../bench/update/report.ts';
 
@@ -83,6 +84,26 @@ test('served bytes: blob and manifest GETs apart, repeats of a blob counted (a r
     repeatedGets: 1,
     repeatedBytes: 30,
   });
+});
+
+test("the agent's polls of the tag: their period before publishing, the delay of the first after", () => {
+  const poll = (at: number, tag = 'stable', method = 'HEAD') => ({
+    request: `${method} /v2/device/system/manifests/${tag}`,
+    at,
+  });
+  const records = [
+    poll(1000),
+    poll(2100),
+    { request: `GET /v2/device/system/blobs/${digest('a')}`, at: 2500 },
+    poll(3000, 'v8', 'GET'),
+    poll(3100),
+    poll(4300, 'stable', 'GET'),
+    poll(5000),
+  ];
+  assert.deepEqual(tagPolls(records, 'stable', 4000), { period: 1.1, delay: 0.3 });
+  assert.deepEqual(tagPolls(records, 'stable', 500), { delay: 0.5 });
+  assert.deepEqual(tagPolls(records, 'stable', 9000), { period: 1.1 }); // gaps 1.1 1.0 1.2 0.7: timing.ts's median (the upper middle)
+  assert.deepEqual(tagPolls([], 'stable', 0), {});
 });
 
 test("expected blobs: what the new system's closure has and the old one's lacks, largest first", () => {
