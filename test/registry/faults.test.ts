@@ -60,6 +60,21 @@ function assertComplete(pulled: MemoryImages): void {
   for (const [digest, bytes] of source.blobs) assert.ok(pulled.blobs.get(digest)?.equals(bytes), digest);
 }
 
+test('without faults the proxy forwards faithfully and counts the bytes it served', async () => {
+  proxy.served.length = 0;
+  const pulled = await pullThroughProxy([]);
+  assertComplete(pulled);
+  const blobs = proxy.served.filter((s) => blobGet(s.request.split(' ')[0]!, s.request.split(' ')[1]!));
+  const sizes = new Map([...source.blobs].map(([digest, bytes]) => [digest, bytes.length]));
+  assert.equal(
+    blobs.reduce((n, s) => n + s.bytes, 0),
+    blobs.reduce((n, s) => n + sizes.get(/sha256:[0-9a-f]{64}/.exec(s.request)![0])!, 0),
+    'each blob GET counted at its size',
+  );
+  assert.ok(blobs.length >= layers.length, 'every layer was fetched through the proxy');
+  assert.ok(blobs.every((s) => s.status === 200));
+});
+
 test('a connection reset mid-blob is resumed with Range', async () => {
   const pulled = await pullThroughProxy([{ kind: 'reset', match: blobGet, times: 2 }]);
   assertComplete(pulled);

@@ -281,6 +281,11 @@ export interface FaultProxy {
   fired: FaultKind[];
   /** Every request seen: `METHOD path range?`. */
   log: string[];
+  /**
+   * Every request forwarded faithfully (no fault fired): when it came (performance.now(), ms), its
+   * status and the response body bytes the proxy passed on (counted as they go).
+   */
+  served: { request: string; at: number; status: number; bytes: number }[];
   stop(): Promise<void>;
 }
 
@@ -289,10 +294,13 @@ export async function startFaultProxy(target: string, faults: Fault[] = []): Pro
   const [targetHost, targetPort] = target.split(':') as [string, string];
   const fired: FaultKind[] = [];
   const log: string[] = [];
-  const proxy: FaultProxy = { host: '', faults, fired, log, stop: async () => {} };
+  const served: FaultProxy['served'] = [];
+  const proxy: FaultProxy = { host: '', faults, fired, log, served, stop: async () => {} };
   const server = http.createServer((req, res) => {
     const path = req.url ?? '/';
-    log.push(`${req.method} ${path}${req.headers.range ? ` ${req.headers.range}` : ''}`);
+    const at = performance.now();
+    const request = `${req.method} ${path}${req.headers.range ? ` ${req.headers.range}` : ''}`;
+    log.push(request);
     const fault = proxy.faults.find((f) => (f.times ?? 1) > 0 && f.match(req.method ?? 'GET', path));
     if (fault) {
       fault.times = (fault.times ?? 1) - 1;
@@ -313,8 +321,13 @@ export async function startFaultProxy(target: string, faults: Fault[] = []): Pro
         const status = up.statusCode ?? 502;
         const length = Number(up.headers['content-length'] ?? 0);
         if (!fault || status >= 300 || length < 2) {
+          const record = { request, at, status, bytes: 0 };
+          served.push(record);
           res.writeHead(status, up.headers);
           up.pipe(res);
+          up.on('data', (chunk: Buffer) => {
+            record.bytes += chunk.length;
+          });
           return;
         }
         const half = Math.floor(length / 2);
