@@ -1,6 +1,20 @@
-/** The entry point of the Seal agent as PID 1 (the initrd's /init imports it). */
+/**
+ * The entry point of the Seal agent as PID 1. `seal initrd build` bundles the agent from here and
+ * makes a V8 startup snapshot of it: every module already evaluated, so that Node.js starts with
+ * the agent loaded (the initrd's /init names the snapshot) and runs boot() at once.
+ *
+ * Whatever a module does when it is evaluated happens on the build host and is kept in the
+ * snapshot: modules must read, measure and load nothing then (addons, files, the environment,
+ * random values) but do it when first used. One exception is known and harmless:
+ * verity/hashing.ts tries the blockhash addon at evaluation, which fails on the build host (no
+ * /seal there), so the agent's own thread hashes the few upper tree levels with node:crypto
+ * (worker threads load their modules afresh and use the addon).
+ */
+import { startupSnapshot } from 'node:v8';
 import { boot } from './boot.ts';
 
-// PID 1 must never exit (the kernel would panic): the event loop is kept alive for good.
-setInterval(() => {}, 1 << 30);
-await boot();
+startupSnapshot.setDeserializeMainFunction(() => {
+  // PID 1 must never exit (the kernel would panic): the event loop is kept alive for good.
+  setInterval(() => {}, 1 << 30);
+  void boot();
+});

@@ -102,7 +102,7 @@ test('the initrd: reproducible, what cpio lists is the runtime, the agent bundle
   for (const path of [
     'init',
     'seal/node',
-    'seal/app/src/util/agent.mjs',
+    'seal/app/agent.blob',
     'seal/app/src/agent/boot.ts',
     'seal/app/build/Release/system.node',
     'seal/bin/cryptsetup',
