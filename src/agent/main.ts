@@ -5,10 +5,7 @@
  *
  * Whatever a module does when it is evaluated happens on the build host and is kept in the
  * snapshot: modules must read, measure and load nothing then (addons, files, the environment,
- * random values) but do it when first used. One exception is known and harmless:
- * verity/hashing.ts tries the blockhash addon at evaluation, which fails on the build host (no
- * /seal there), so the agent's own thread hashes the few upper tree levels with node:crypto
- * (worker threads load their modules afresh and use the addon).
+ * random values) but do it when first used.
  */
 import { startupSnapshot } from 'node:v8';
 import { boot } from './boot.ts';

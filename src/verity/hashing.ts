@@ -60,14 +60,21 @@ interface BlockhashAddon {
   adviseSequential: (fd: number) => void;
 }
 
-const addon: BlockhashAddon | undefined = (() => {
-  const loaded = loadAddon<BlockhashAddon>('blockhash');
-  return loaded instanceof Error ? undefined : loaded;
-})();
-const nativeHashBlocks = addon?.hashBlocks;
+// Loaded when first used, not when the module is evaluated: the agent's V8 startup snapshot is
+// made on a build host, where the device's addon path does not exist.
+let loaded: BlockhashAddon | null | undefined;
+function blockhash(): BlockhashAddon | undefined {
+  if (loaded === undefined) {
+    const addon = loadAddon<BlockhashAddon>('blockhash');
+    loaded = addon instanceof Error ? null : addon;
+  }
+  return loaded ?? undefined;
+}
 
 /** Whether block hashing runs in the native addon. */
-export const nativeHashing = nativeHashBlocks !== undefined;
+export function nativeHashing(): boolean {
+  return blockhash() !== undefined;
+}
 
 /**
  * Hashes whole blocks of `data` (a multiple of the block size) into `out` at `outOffset`.
@@ -79,6 +86,7 @@ export function hashBlocksInto(
   outOffset: number,
   stride: number,
 ): void {
+  const nativeHashBlocks = blockhash()?.hashBlocks;
   if (nativeHashBlocks)
     nativeHashBlocks(h.algorithm, data, h.blockSize, h.prefix, h.suffix, out, outOffset, stride);
   else hashBlocksWithNodeCrypto(h, data, out, outOffset, stride);
@@ -159,7 +167,7 @@ export async function* fileBlockDigests(
   options: FileDigestOptions = {},
 ): AsyncGenerator<DigestRun> {
   if (count <= 0) return;
-  const native = options.native === false ? undefined : addon;
+  const native = options.native === false ? undefined : blockhash();
   const threads = parallelism();
   const blocksOf = (bytes: number) => Math.max(1, Math.floor(bytes / h.blockSize));
   const minRun = blocksOf(options.chunkBytes ?? (native ? MIN_STEP : POOL_STEP));

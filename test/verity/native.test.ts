@@ -24,7 +24,7 @@ const work = mkdtempSync(join(tmpdir(), 'seal-blockhash-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
 test('the addon is built by setup and used', () => {
-  assert.equal(nativeHashing, true, 'build/Release/blockhash.node is missing: run scripts/setup.sh');
+  assert.equal(nativeHashing(), true, 'build/Release/blockhash.node is missing: run scripts/setup.sh');
 });
 
 test('native block hashing equals node:crypto for every algorithm, block size and salt shape', () => {
