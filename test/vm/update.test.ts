@@ -42,10 +42,11 @@ import {
   sealedImage,
 } from '../helpers/device.ts';
 import { vmKernel } from '../helpers/vm.ts';
-import { startRegistry, type TestRegistry } from '../registry/harness.ts';
+import { type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from '../registry/harness.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-update-vm-'));
 let registry: TestRegistry;
+let proxy: FaultProxy;
 let f: DeviceFixture;
 let session: DeviceSession;
 let machine: Machine;
@@ -107,7 +108,9 @@ function blobsOf(system: string): Map<string, number> {
 
 before(async () => {
   registry = await startRegistry('none');
-  port = registry.host.split(':')[1]!;
+  // The device reaches the registry through a proxy that cuts downloads when a test says so.
+  proxy = await startFaultProxy(registry.host);
+  port = proxy.host.split(':')[1]!;
   stable = `docker://${registry.host}/device/system:stable`;
   f = buildFixture(join(work, 'fixture'));
   kit = buildBootKit(
@@ -139,6 +142,7 @@ after(async () => {
   // The console of the whole run, for a failure's diagnosis.
   if (process.env.SEAL_TEST_CONSOLE) writeFileSync(process.env.SEAL_TEST_CONSOLE, session?.output ?? '');
   await session?.stop();
+  await proxy?.stop();
   await registry?.stop();
   await rm(work, { recursive: true, force: true });
 });
@@ -213,6 +217,57 @@ test('refused without a change: another product, a rollback, a corrupted layer',
   const since = session.output.slice(from);
   assert.doesNotMatch(since, /service (web|counter): (started|exit)/, 'no service restarted');
   assert.doesNotMatch(since, /confirm the update/);
+});
+
+test('downloads cut short: resumed where they broke, or, when the registry keeps failing, refused with nothing switched and fetched whole by the next check', async () => {
+  const web9 = sealedImage(f, 'web9-cut', { 'etc/web-version': '9 (cut)\n' });
+  const v9 = buildSystem(f, 9, {
+    boot: 'boot-7',
+    web: {
+      image: web9,
+      command: ['/bin/sh', '-c', 'echo "web $(cat /etc/web-version) up"; exec httpd -f -p 8080 -h /srv'],
+    },
+  });
+  const layer = JSON.parse(seal('image', 'inspect', `oci:${f.layout}:${web9}`, '--json')).manifest.layers[0]
+    .digest as string;
+  const digest = JSON.parse(seal('image', 'inspect', v9, '--json')).descriptor.digest as string;
+  const before8 = blobsOf(`oci:${f.layout}:system-8`);
+  const expected = [...blobsOf(v9)].filter(([d]) => !before8.has(d)).reduce((n, [, size]) => n + size, 0);
+  const isLayer = (method: string, path: string) => method === 'GET' && path.endsWith(`/blobs/${layer}`);
+  // Each fault ends the registry's answer halfway. The first check meets five resets (all the
+  // tries a download gets); the second a short answer and a reset, and resumes past both.
+  proxy.faults.push(
+    { kind: 'reset', match: isLayer, times: 5 },
+    { kind: 'truncate', match: isLayer },
+    { kind: 'reset', match: isLayer },
+  );
+  const seen = proxy.log.length;
+  const from = session.mark();
+  publish(v9);
+  const applied = await session.waitFor(
+    /update applied: version 8 -> 9, restarted web, (\d+) bytes fetched/,
+    from,
+  );
+  await session.waitFor(/\[web\] web 9 \(cut\) up/, from);
+  assert.deepEqual(proxy.fired.slice(-7), ['reset', 'reset', 'reset', 'reset', 'reset', 'truncate', 'reset']);
+  const asked = proxy.log.slice(seen).filter((r) => r.startsWith('GET ') && r.includes(`/blobs/${layer}`));
+  assert.equal(asked.length, 8, asked.join('\n'));
+  assert.ok(!asked[5]!.includes('bytes='), 'the second check starts the layer afresh');
+  assert.match(asked[6]!, /bytes=\d+-$/, 'and resumes it where the short answer ended');
+  assert.match(asked[7]!, /bytes=\d+-$/, 'and where the reset broke it');
+  // The first check that took v9 up (the corrupt system's checks may still end after `from`).
+  const first = session.output.indexOf(`is now ${digest}`, from);
+  assert.ok(first > 0 && first < applied.index);
+  const before = session.output.slice(first, applied.index);
+  assert.equal(before.split(`is now ${digest}`).length - 1, 2, 'two checks took v9 up');
+  assert.match(before, /update refused: .*download of sha256:[0-9a-f]{64} .*failed/, 'the first was refused');
+  assert.doesNotMatch(
+    before,
+    /service (web|counter): (started|exit)|confirm the update/,
+    'nothing switched before',
+  );
+  // Nothing of the failed fetch was kept, nothing fetched twice in the second: every blob v8 lacked, once.
+  assert.equal(Number(applied[1]), expected);
 });
 
 test('version 10 changes the host: the device reboots into it as a trial, and confirms it', async () => {
