@@ -503,6 +503,8 @@ test('an installer UKI writes version 12 from the registry onto a blank disk, wh
       disk: { path: join(dir, 'disk.img'), inPlace: true },
       vars: { path: join(dir, 'vars.fd'), inPlace: true },
       tpm: { stateDir: join(dir, 'tpm'), inPlace: true },
+      // Version 12's UKI configures the network and follows the registry.
+      registry: Number(port),
       memory: 2048,
     }),
   );
