@@ -7,6 +7,9 @@
  *    (their bytes counted against the registry's); the other service keeps running.
  *  - Refused without a change: a system signed by another product, a rollback to v6, a system
  *    whose new layer was corrupted in the registry.
+ *  - Downloads cut short (through a fault proxy in front of the registry): resumed with Range
+ *    where they broke; when every try fails, refused with nothing switched, and the next check
+ *    fetches the update whole.
  *  - v10 changes the host: the device reboots into it as a trial and confirms it.
  *  - v11's service never comes up: its trial boot fails, and the device returns to v10 by itself,
  *    saying why.
