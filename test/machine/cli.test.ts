@@ -39,6 +39,8 @@ test('create, list, console, stop and rm of a machine that never ran', () => {
     'none',
     '--registry',
     '127.0.0.1:5000',
+    '--attest',
+    'localhost:7443',
     '--forward',
     '8080:80',
     '--forward',
@@ -47,10 +49,15 @@ test('create, list, console, stop and rm of a machine that never ran', () => {
   assert.equal(created.status, 0, created.stderr);
   assert.match(created.stdout, new RegExp(`Created machine edge-1 in ${machines}/edge-1`));
   assert.match(created.stdout, /registry 10\.0\.2\.100:5000 -> 127\.0\.0\.1:5000/);
+  assert.match(created.stdout, /verifier 10\.0\.2\.101:7443 -> 127\.0\.0\.1:7443/);
   assert.match(created.stdout, /forward 127\.0\.0\.1:2222 -> guest:22/);
 
   const list = seal('machine', 'list');
-  assert.equal(list.stdout, `NAME\tSTATE\tDISK\tUKI\nedge-1\tstopped\t${machines}/edge-1/disk.img\t${UKI}\n`);
+  assert.equal(
+    list.stdout,
+    `NAME\tSTATE\tDISK\tUKI\tNETWORK\nedge-1\tstopped\t${machines}/edge-1/disk.img\t${UKI}\t` +
+      'registry=10.0.2.100:5000,verifier=10.0.2.101:7443,forward=8080:80,forward=2222:22\n',
+  );
   const json = JSON.parse(seal('machine', 'list', '--json').stdout);
   assert.deepEqual(
     json.map((m: { name: string; state: string; memory: number; cpus: number; tpm: boolean }) => [
@@ -62,6 +69,11 @@ test('create, list, console, stop and rm of a machine that never ran', () => {
     ]),
     [['edge-1', 'stopped', 1024, 2, false]],
   );
+  assert.deepEqual(json[0].network, {
+    registry: '10.0.2.100:5000 -> 127.0.0.1:5000',
+    attest: '10.0.2.101:7443 -> 127.0.0.1:7443',
+    forwards: ['127.0.0.1:8080 -> guest:80', '127.0.0.1:2222 -> guest:22'],
+  });
 
   const consoleOut = seal('machine', 'console', 'edge-1');
   assert.deepEqual([consoleOut.status, consoleOut.stdout], [0, '']);
@@ -82,6 +94,32 @@ test('refused command lines, each with one line naming what is wrong', () => {
     [[...base, '--registry', '10.0.0.1:5000'], 2, /only reach a registry on 127\.0\.0\.1/],
     [[...base, '--registry', '0.0.0.0:5000'], 2, /only reach a registry on 127\.0\.0\.1/],
     [[...base, '--registry', '127.0.0.1:99999'], 2, /is not a TCP port/],
+    [[...base, '--attest', '10.0.2.2:7443'], 2, /only reach a verifier on 127\.0\.0\.1/],
+    [[...base, '--attest', '127.0.0.1:0'], 2, /--attest: "0" is not a TCP port/],
+    [
+      [...base, '--identity-in-tpm', '--pki', work],
+      2,
+      /--identity-in-tpm takes --provision-policy-key, --pki, --product and --serial/,
+    ],
+    [
+      [
+        ...base,
+        '--identity-in-tpm',
+        '--pki',
+        work,
+        '--product',
+        'p',
+        '--serial',
+        's',
+        '--provision-policy-key',
+        key,
+        '--device-key',
+        key,
+      ],
+      2,
+      /no --device-cert or --device-key/,
+    ],
+    [[...base, '--serial', 'SN1'], 2, /go with --identity-in-tpm/],
     [[...base, '--forward', '0.0.0.0:80:80'], 2, /--forward takes HOSTPORT:GUESTPORT/],
     [[...base, '--forward', '80'], 2, /--forward takes HOSTPORT:GUESTPORT/],
     [[...base, '--memory', 'lots'], 2, /--memory takes MiB/],
