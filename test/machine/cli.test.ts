@@ -2,9 +2,12 @@
  * `seal machine …` from the command line, without booting: create (with a network and a boot
  * disk), list in both forms, console of a machine that has not run, stop of a stopped one, rm;
  * and the command lines it refuses with one line — addresses other than 127.0.0.1, malformed
- * forwards, names with path tricks, incomplete factory steps, options that do not go together.
+ * forwards, names with path tricks, incomplete factory steps, options that do not go together;
+ * the factory step with the identity key made in the machine's TPM (--identity-in-tpm).
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,4 +172,48 @@ test('refused command lines, each with one line naming what is wrong', () => {
     assert.match(r.stderr, pattern);
   }
   assert.equal(seal('machine', 'rm', 'm').status, 0);
+});
+
+test('the factory step with --identity-in-tpm: the identity made in the TPM and its certificate written to the PKI', () => {
+  const pki = join(work, 'pki');
+  const product = '6d1c3b2a-9e8f-4a7b-8c6d-5e4f3a2b1c0d';
+  assert.equal(seal('pki', 'init', pki).status, 0);
+  const policy = join(work, 'policy.pub');
+  writeFileSync(
+    policy,
+    generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'pem' }),
+  );
+  const created = seal(
+    'machine',
+    'create',
+    'attesting',
+    '--uki',
+    UKI,
+    '--vars',
+    VARS,
+    '--disk-size',
+    '16M',
+    '--provision-policy-key',
+    policy,
+    '--identity-in-tpm',
+    '--pki',
+    pki,
+    '--product',
+    product,
+    '--serial',
+    'SN-CLI1',
+    '--attest',
+    '7443',
+  );
+  assert.equal(created.status, 0, created.stderr);
+  assert.match(created.stdout, /TPM {2}swtpm, provisioned/);
+  assert.ok(created.stdout.includes(`identity key in the TPM, certified: ${pki}/devices/SN-CLI1.pem`));
+  assert.match(created.stdout, /verifier 10\.0\.2\.101:7443 -> 127\.0\.0\.1:7443/);
+  // openssl: issued by the device CA, for this product and serial.
+  const cert = join(pki, 'devices/SN-CLI1.pem');
+  execFileSync('openssl', ['verify', '-CAfile', join(pki, 'device-ca.pem'), cert], { stdio: 'pipe' });
+  const subject = execFileSync('openssl', ['x509', '-in', cert, '-noout', '-subject'], { encoding: 'utf8' });
+  assert.ok(subject.includes(`PID:${product} SN:SN-CLI1`), subject);
+  assert.ok(!existsSync(join(pki, 'devices/SN-CLI1.key')), 'no key file: the key stays in the TPM');
+  assert.equal(seal('machine', 'rm', 'attesting').status, 0);
 });
