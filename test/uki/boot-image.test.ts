@@ -84,6 +84,19 @@ test('the UKI sealed as uki.efi: unsquashfs and fsck.erofs read it back byte for
   seal('image', 'verify', `oci:${f('a')}:boot`);
 });
 
+test('in the default store, boot images are kept under NAME:TAG, several side by side', () => {
+  const env = { SEAL_STORE: f('store') };
+  for (const tag of ['boot-8', 'boot-10']) {
+    const r = runSeal(['uki', 'image', f('uki.efi'), `appliance:${tag}`], { env });
+    assert.equal(r.status, 0, r.stderr);
+  }
+  for (const ref of ['appliance:boot-8', 'appliance:boot-10']) {
+    const r = runSeal(['image', 'inspect', ref, '--json'], { env });
+    assert.equal(r.status, 0, `${ref}: ${r.stderr}`);
+  }
+  assert.notEqual(runSeal(['image', 'inspect', 'boot-8'], { env }).status, 0, 'not under its bare tag');
+});
+
 test('UKIs a device could not boot are refused: unsigned, without .osrel, not a UKI at all', () => {
   refusedBySeal(
     ['uki', 'image', f('unsigned.efi'), `oci:${f('x')}:boot`],
