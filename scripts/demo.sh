@@ -282,7 +282,7 @@ console_wait() {
     if tail -n +"$3" "$log" 2>/dev/null | grep -qaE "$2"; then shown=1; break; fi
     sleep 1
   done
-  tail -n +"$3" "$log" | grep -aE '^seal: (\[(ok |FAIL)\]|boot complete|update|fallback|following)|greeter:' || true
+  tail -n +"$3" "$log" | grep -aE '^seal: (\[( ok |FAIL)\]|boot complete|update|fallback|following)|greeter:' || true
   [ "$shown" = 1 ]
 }
 lines() { wc -l <"$SEAL_MACHINES/$1/console.log"; }
@@ -313,7 +313,7 @@ boot_until() {
     sleep 1
   done
   seal machine stop "$1" --timeout 5s >/dev/null
-  grep -aE '^seal: \[(ok |FAIL)\]|seal: boot complete|Access Denied' "$SEAL_MACHINES/$1/console.log" || true
+  grep -aE '^seal: \[( ok |FAIL)\]|seal: boot complete|Access Denied' "$SEAL_MACHINES/$1/console.log" || true
   [ "$shown" = 1 ]
 }
 
