@@ -216,7 +216,7 @@ const SNAPSHOT = 'seal/app/agent.blob';
  * TypeScript modules (each stripped of its types at load) took 10 s of a TCG boot; the bundle
  * loads in a quarter of that, and from the snapshot in half as much again.
  */
-async function bundleAgent(): Promise<Buffer> {
+export async function bundleAgent(): Promise<Buffer> {
   const { build } = await import('esbuild');
   const result = await build({
     absWorkingDir: PROJECT,

@@ -12,6 +12,7 @@
  * locked ones, and the binding key opens only in the quoted PCR state.
  */
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Tpm } from '../tpm/index.ts';
 import { activateWithBinding, type QuoteOptions, quoteEvidence } from './device.ts';
 import { AttestError } from './errors.ts';
@@ -33,14 +34,13 @@ export interface FetchOptions {
 
 const MAX_ANSWER = 2 << 20;
 
-async function post(
-  url: URL,
-  body: string,
-  options: FetchOptions,
-): Promise<{ status: number; json: unknown }> {
-  // Loaded when used: the agent's V8 startup snapshot cannot hold node:http's state.
-  const { request: send } =
-    url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+function post(url: URL, body: string, options: FetchOptions): Promise<{ status: number; json: unknown }> {
+  // Required when used: the agent's V8 startup snapshot cannot hold node:http's state, and a
+  // script started from a snapshot has no dynamic import().
+  const require = createRequire(import.meta.url);
+  const { request: send }: typeof import('node:http') = require(
+    url.protocol === 'https:' ? 'node:https' : 'node:http',
+  );
   return new Promise((resolve, reject) => {
     const request = send(
       url,

@@ -7,6 +7,8 @@ import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Digester } from '../oci/digest.ts';
 import { MediaType } from '../oci/mediatypes.ts';
 import { hostArchitecture } from '../oci/platform.ts';
@@ -412,10 +414,6 @@ export async function openDestination(
       return new LayoutDestination(ref.text, store, {
         onCommit: async () => {
           const { treeFromDirectory, treeToTar, walk } = await treeModule();
-          const [{ Readable }, { pipeline }] = await Promise.all([
-            import('node:stream'),
-            import('node:stream/promises'),
-          ]);
           const tree = await treeFromDirectory(store.dir, { xattrs: false });
           for (const { inode } of walk(tree)) {
             Object.assign(inode, { uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 } });

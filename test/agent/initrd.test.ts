@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { AGENT_MODULES, AgentError, buildInitrd, resolveModules } from '../../src/agent/index.ts';
+import { bundleAgent } from '../../src/agent/initrd.ts';
 import { SealError } from '../../src/errors.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'seal-initrd-'));
@@ -121,6 +122,11 @@ test('the initrd: reproducible, what cpio lists is the runtime, the agent bundle
     'no tests, no node_modules',
   );
   assert.ok(!list.includes('seal/etc/policy.json'), 'no policy unless given');
+  // The agent starts from a V8 snapshot, where a script has no dynamic import(): what it loads late, it requires.
+  const bundle = (await bundleAgent()).toString();
+  assert.match(bundle, /parseCommandLine/, 'the agent is bundled');
+  for (const dynamic of [/(?<![.\w$])import\(\s*['"`]/, /await\s+import\(/])
+    assert.doesNotMatch(bundle, dynamic, 'no dynamic import() in the agent');
 
   // The installer's tools run inside the initrd alone, through its own loader: a FAT made and
   // written there (mtools needs glibc's codepage module, which lives outside /seal).
