@@ -61,6 +61,21 @@ test('defaults, and every parameter in its accepted forms among the kernel’s o
   assert.equal(i.installDisk, 'nvme0n1');
 });
 
+test('seal.media: update media looked for every follow interval, 10 s without seal.follow', () => {
+  assert.deepEqual(parseCommandLine('quiet seal.media').media, { intervalMs: 10_000 });
+  assert.equal(parseCommandLine('quiet seal.media=0').media, undefined);
+  assert.equal(parseCommandLine('quiet').media, undefined);
+  assert.deepEqual(parseCommandLine('seal.media seal.follow-interval=3').media, { intervalMs: 3000 });
+  // Either order of the words.
+  assert.deepEqual(parseCommandLine('seal.follow-interval=3 seal.media').media, { intervalMs: 3000 });
+  const both = parseCommandLine('seal.follow=docker://h:1/r:t seal.media');
+  assert.deepEqual(both.follow, { source: 'docker://h:1/r:t', intervalMs: 300_000 });
+  assert.deepEqual(both.media, { intervalMs: 300_000 });
+  const timed = parseCommandLine('seal.follow-interval=7 seal.follow=docker://h:1/r:t seal.media');
+  assert.deepEqual(timed.follow, { source: 'docker://h:1/r:t', intervalMs: 7000 });
+  assert.deepEqual(timed.media, { intervalMs: 7000 });
+});
+
 test('malformed or unknown seal.* parameters are refused, naming the parameter', () => {
   for (const bad of [
     'seal.tag=../etc',
@@ -89,6 +104,9 @@ test('malformed or unknown seal.* parameters are refused, naming the parameter',
     'seal.management seal.install=../x',
     'seal.management seal.install=docker://h:1/r:t seal.boot=docker://h:1/r:t',
     'seal.management seal.install=docker://h:1/r:t seal.follow=docker://h:1/r:t',
+    'seal.install=docker://h:1/r:t seal.media',
+    'seal.management seal.install=docker://h:1/r:t seal.media',
+    'seal.media seal.follow-interval=0',
   ]) {
     assert.throws(
       () => parseCommandLine(`quiet ${bad}`),
