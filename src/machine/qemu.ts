@@ -23,7 +23,10 @@ export interface QemuOptions {
    * QM0000<n+1>).
    */
   esp?: string | string[];
-  /** Disk images, in order (IDE/SATA unless `virtio`: a Seal device's disk is virtio-blk). */
+  /**
+   * Disk images, in order (IDE/SATA unless `virtio`: a Seal device's disk is virtio-blk). A
+   * read-only virtio disk (a boot disk, removable media) is a `virtio-blk-pci` device of its own.
+   */
   disks?: {
     path: string;
     readonly?: boolean;
@@ -173,15 +176,21 @@ export function qemuArguments(options: QemuOptions): string[] {
   }
   for (const [i, disk] of (options.disks ?? []).entries()) {
     const drive = `format=${disk.format ?? 'raw'},file=${optionPath(disk.path)}${disk.readonly ? ',readonly=on' : ''}`;
-    if (disk.bootIndex !== undefined) {
-      if (!disk.virtio || !Number.isInteger(disk.bootIndex) || disk.bootIndex < 1)
+    if (disk.bootIndex !== undefined || (disk.virtio && disk.readonly)) {
+      if (
+        disk.bootIndex !== undefined &&
+        (!disk.virtio || !Number.isInteger(disk.bootIndex) || disk.bootIndex < 1)
+      )
         throw new MachineError(
           'MACHINE_INVALID_OPTION',
           'a boot index is a positive integer, on a virtio disk',
         );
       args.push(
         ...['-drive', `if=none,id=disk${i},${drive}`],
-        ...['-device', `virtio-blk-pci,drive=disk${i},bootindex=${disk.bootIndex}`],
+        ...[
+          '-device',
+          `virtio-blk-pci,drive=disk${i}${disk.bootIndex !== undefined ? `,bootindex=${disk.bootIndex}` : ''}`,
+        ],
       );
     } else {
       args.push('-drive', `${drive}${disk.virtio ? ',if=virtio' : ''}`);

@@ -133,7 +133,7 @@ function consoleWriter(raw: boolean): { write(chunk: Buffer): void; end(): void 
 }
 
 function statusLine(s: MachineStatus): string {
-  return [s.name, s.state, s.disk ?? '-', s.uki ?? '-'].join('\t');
+  return [s.name, s.state, s.disk ?? '-', s.uki ?? '-', s.media ?? '-'].join('\t');
 }
 
 const rawOption = {
@@ -157,7 +157,9 @@ function vmCommands(): Command[] {
         '(the default) the machine has a software TPM of its own, provisioned as the factory does with\n' +
         '--provision-policy-key, --device-cert and --device-key. No network unless asked: --registry\n' +
         'lets the guest reach a registry on 127.0.0.1:PORT at 10.0.2.100:PORT, --forward makes\n' +
-        '127.0.0.1:HOSTPORT on the host reach the guest (qemu user networking, restrict=on).',
+        '127.0.0.1:HOSTPORT on the host reach the guest (qemu user networking, restrict=on).\n' +
+        '--media attaches a raw disk image read-only as a further virtio disk, as a stick is plugged\n' +
+        'into a device (`seal media create` makes update media; `seal machine media` changes it).',
       options: {
         uki: { type: 'string', value: 'FILE', description: 'the signed UKI (required unless --disk)' },
         vars: { type: 'string', value: 'FILE', description: 'the enrolled OVMF varstore (required)' },
@@ -191,6 +193,11 @@ function vmCommands(): Command[] {
           type: 'string',
           value: '127.0.0.1:PORT',
           description: 'a registry the guest reaches at 10.0.2.100:PORT',
+        },
+        media: {
+          type: 'string',
+          value: 'FILE',
+          description: 'attach this raw disk image read-only as removable media',
         },
         forward: {
           type: 'string',
@@ -254,6 +261,7 @@ function vmCommands(): Command[] {
             : {}),
           ...(options.registry !== undefined ? { registry: registryOption(options.registry) } : {}),
           forwards: forwardOptions(options.forward),
+          ...(typeof options.media === 'string' ? { media: options.media } : {}),
         };
         const machine = await Machine.create(create);
         const status = machine.status();
@@ -265,6 +273,7 @@ function vmCommands(): Command[] {
         ctx.print(`  TPM  ${status.tpm ? `swtpm${create.provision ? ', provisioned' : ''}` : 'none'}`);
         if (status.network?.registry) ctx.print(`  registry ${status.network.registry}`);
         for (const f of status.network?.forwards ?? []) ctx.print(`  forward ${f}`);
+        if (status.media) ctx.print(`  media ${status.media} (read-only)`);
         return 0;
       },
     },
@@ -408,8 +417,32 @@ function vmCommands(): Command[] {
       async run(ctx) {
         const machines = Machine.list(machinesRoot());
         ctx.result(machines);
-        if (machines.length) ctx.print(['NAME', 'STATE', 'DISK', 'UKI'].join('\t'));
+        if (machines.length) ctx.print(['NAME', 'STATE', 'DISK', 'UKI', 'MEDIA'].join('\t'));
         for (const m of machines) ctx.print(statusLine(m));
+        return 0;
+      },
+    },
+    {
+      path: ['machine', 'media'],
+      summary: 'Attach a raw disk image to a stopped machine as removable media (read-only), or --eject it',
+      args: 'NAME [FILE]',
+      arity: [1, 2],
+      details:
+        'The image is used in place and never written: qemu attaches it read-only as a further\n' +
+        "virtio disk, after the machine's own. A device booted with seal.media looks on it for\n" +
+        'update media (`seal media create`). The machine must be stopped.',
+      options: { eject: { type: 'boolean', description: 'remove the medium' } },
+      async run(ctx, [name, file], options) {
+        if ((file === undefined) === (options.eject !== true))
+          throw new UsageError('give the image FILE, or --eject');
+        const machine = openMachine(name!);
+        await machine.setMedia(file ?? null);
+        ctx.result({ name: machine.name, media: machine.config.media });
+        ctx.print(
+          machine.config.media
+            ? `${machine.name}: media ${machine.config.media} (read-only)`
+            : `${machine.name}: no media`,
+        );
         return 0;
       },
     },
