@@ -174,9 +174,12 @@ export function qemuArguments(options: QemuOptions): string[] {
       ...['-device', `ide-hd,drive=esp${i},bus=ide.${i},bootindex=${i + 1}`],
     );
   }
+  // qemu creates `-device` disks before `if=virtio` ones: once one virtio disk needs a device of
+  // its own, every virtio disk gets one, so that PCI slots (vda, vdb… in the guest) follow the order given.
+  const ownDevices = (options.disks ?? []).some((d) => d.virtio && (d.bootIndex !== undefined || d.readonly));
   for (const [i, disk] of (options.disks ?? []).entries()) {
     const drive = `format=${disk.format ?? 'raw'},file=${optionPath(disk.path)}${disk.readonly ? ',readonly=on' : ''}`;
-    if (disk.bootIndex !== undefined || (disk.virtio && disk.readonly)) {
+    if (disk.bootIndex !== undefined || (disk.virtio && ownDevices)) {
       if (
         disk.bootIndex !== undefined &&
         (!disk.virtio || !Number.isInteger(disk.bootIndex) || disk.bootIndex < 1)
