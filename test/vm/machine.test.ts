@@ -191,6 +191,7 @@ test('create, start --detach, console --follow to both services, stop, list, rm:
         registry: `10.0.2.100:${registryPort} -> 127.0.0.1:${registryPort}`,
         forwards: [`127.0.0.1:${webPort} -> guest:8080`],
       },
+      media: null,
     },
   );
 
