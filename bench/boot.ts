@@ -25,17 +25,16 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Swtpm } from '../src/machine/index.ts';
 import { runSeal } from '../test/helpers/cli.ts';
 import {
   buildBootKit,
   buildFixture,
   buildSystem,
   buildUki,
-  type DeviceFixture,
   installDisk,
   PRODUCT,
   predictPcr7,
+  provisionTpm,
 } from '../test/helpers/device.ts';
 import { vmKernel } from '../test/helpers/vm.ts';
 import { type Boot, bootOnce, type Kind, putUki } from './boot/machine.ts';
@@ -56,26 +55,6 @@ function seal(args: string[]): string {
   const r = runSeal(args);
   if (r.status !== 0) throw new Error(`seal ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
-}
-
-async function provision(f: DeviceFixture): Promise<void> {
-  const tpm = await Swtpm.start({ stateDir: device.tpm, mode: 'tcp' });
-  try {
-    seal([
-      'tpm',
-      'provision',
-      '--tpm',
-      tpm.address,
-      '--product-policy-key',
-      f.policyPub,
-      '--device-cert',
-      f.deviceCert,
-      '--device-key',
-      f.deviceKey,
-    ]);
-  } finally {
-    await tpm.stop();
-  }
 }
 
 const s = (x: number) => `${x.toFixed(1)} s`;
@@ -174,7 +153,7 @@ try {
   installDisk(f, system, device.disk, sealUki);
   copyFileSync(kit.vars, device.vars);
   mkdirSync(device.tpm);
-  await provision(f);
+  await provisionTpm(f, device.tpm);
 
   console.error('bench/boot: building the shell reference initrd and its UKI…');
   const ref = await buildReferenceInitrd(join(work, 'reference.initrd'), {

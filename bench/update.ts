@@ -30,7 +30,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Machine, Swtpm } from '../src/machine/index.ts';
+import { Machine } from '../src/machine/index.ts';
 import { MANIFEST_ACCEPT } from '../src/registry/index.ts';
 import { writeFileAtomic } from '../src/util/atomic.ts';
 import { runSeal, runSealAsync } from '../test/helpers/cli.ts';
@@ -43,6 +43,7 @@ import {
   type DeviceFixture,
   DeviceSession,
   installDisk,
+  provisionTpm,
   sealedImage,
 } from '../test/helpers/device.ts';
 import { vmKernel } from '../test/helpers/vm.ts';
@@ -228,23 +229,7 @@ try {
     mkdirSync(snapshot.tpm, { recursive: true });
     installDisk(f, v7, snapshot.disk, uki);
     copyFileSync(kit.vars, snapshot.vars);
-    const tpm = await Swtpm.start({ stateDir: snapshot.tpm, mode: 'tcp' });
-    try {
-      seal([
-        'tpm',
-        'provision',
-        '--tpm',
-        tpm.address,
-        '--product-policy-key',
-        f.policyPub,
-        '--device-cert',
-        f.deviceCert,
-        '--device-key',
-        f.deviceKey,
-      ]);
-    } finally {
-      await tpm.stop();
-    }
+    await provisionTpm(f, snapshot.tpm);
     say('first boot of the device (v7)…');
     await attempts('the first boot', () =>
       withVmLock(async () => {

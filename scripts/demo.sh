@@ -5,8 +5,9 @@
 #   sign the composefs image for the kernel, sign a system manifest with a product PKI, refuse a
 #   rollback, build and sign the boot image (a UKI) for Secure Boot and predict its PCRs, publish
 #   it through a registry and verify it in a fresh device store; then a device in a VM (Secure
-#   Boot, TPM): installed, booted, updated from the registry, falling back by itself from a broken
-#   update, refusing a foreign-signed UKI.
+#   Boot, TPM): installed, booted, attested at every boot to a verifier beside it (which releases
+#   it a secret), updated from the registry, falling back by itself from a broken update, refusing
+#   a foreign-signed UKI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seal() { ./bin/seal "$@"; }
@@ -213,6 +214,10 @@ seal initrd build "$pki/manifest-ca.pem" "$work/initrd.zst" --kernel "$deb" --po
 # The device follows the registry's stable tag (reached at 10.0.2.100 through qemu's restricted network).
 cmdline="console=ttyS0 quiet loglevel=3 panic=-1 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.registry-insecure"
 cmdline+=" seal.follow=docker://10.0.2.100:$port/appliance/system:stable seal.follow-interval=3 seal.trial-boots=1"
+# At every boot, before PCR 7 is locked, the device attests to a verifier beside it (reached at
+# 10.0.2.101) and fetches its API token, which its services read at /run/secrets/api-token.
+vport=$(node_modules/.bin/node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+cmdline+=" seal.attest=http://10.0.2.101:$vport/ seal.attest-secret=api-token"
 # The UKI of a system version (its command line names it), sealed as that system's boot image.
 boot_image() {
   seal uki build --linux "$kernel" --initrd "$work/initrd.zst" --cmdline "$cmdline demo.version=$1" \
@@ -228,7 +233,8 @@ seal uki sign /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$work/systemd-boot.
 device_system() {
   local version=$1 boot=$2 greeting=$3 then=$4
   local greeter="n=\$(cat /data/boots 2>/dev/null || echo 0); n=\$((n+1)); echo \$n >/data/boots; sync"
-  greeter+="; . /etc/os-release; echo \"greeter: $greeting from \$PRETTY_NAME, boot \$n\"; $then"
+  greeter+="; . /etc/os-release; echo \"greeter: $greeting from \$PRETTY_NAME, boot \$n\""
+  greeter+="; echo \"greeter: the API token the verifier released has sha256 \$(sha256sum </run/secrets/api-token | cut -c1-16)…\"; $then"
   {
     echo "product: $product"
     echo "version: $version"
@@ -248,13 +254,26 @@ device_system() {
   seal sync "appliance:$version" "docker://127.0.0.1:$port/appliance/system:stable" >/dev/null
   echo "published version $version as appliance/system:stable"
 }
+# The UKIs of versions 8 and 10 (10 comes with the broken update below), made now so that the
+# verifier's reference accepts the boots of both, through the signed systemd-boot.
 boot_image 8
+boot_image 10
+seal attest reference --product "$product" --uki "$work/device-8.efi" --uki "$work/device-10.efi" \
+  --boot-manager "$work/systemd-boot.efi" --vars "$work/OVMF_VARS.fd" "$work/reference.json"
+head -c 32 /dev/urandom | base64 >"$work/api-token"
+seal attest serve --reference "$work/reference.json" --device-ca "$pki/device-ca.pem" \
+  --secret "api-token=$work/api-token" --listen "127.0.0.1:$vport" >"$work/verifier.log" 2>&1 &
+verifier_pid=$!
+trap 'kill $registry_pid $verifier_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q '^listening' "$work/verifier.log" && break; sleep 0.1; done
+echo "verifier: $(head -1 "$work/verifier.log"); the API token's sha256 is $(sha256sum <"$work/api-token" | cut -c1-16)…"
 device_system 8 8 hello 'exec sleep infinity'
 export SEAL_MACHINES="$work/machines"
+# The factory: the device's identity key is made in its TPM and certified by the device CA.
 seal machine create demo --vars "$work/OVMF_VARS.fd" --manifest "docker://127.0.0.1:$port/appliance/system:stable" \
   --ca "$pki/manifest-ca.pem" --boot-manager "$work/systemd-boot.efi" \
-  --registry "127.0.0.1:$port" --provision-policy-key "$work/policy.pub" \
-  --device-cert "$pki/devices/SN0001.pem" --device-key "$pki/devices/SN0001.key"
+  --registry "127.0.0.1:$port" --attest "127.0.0.1:$vport" --provision-policy-key "$work/policy.pub" \
+  --identity-in-tpm --pki "$pki" --product "$product" --serial DEMO-0001
 # Waits (at most 5 minutes) until the console of the running MACHINE shows PATTERN after line FROM,
 # then shows the agent's lines since FROM.
 console_wait() {
@@ -263,12 +282,13 @@ console_wait() {
     if tail -n +"$3" "$log" 2>/dev/null | grep -qaE "$2"; then shown=1; break; fi
     sleep 1
   done
-  tail -n +"$3" "$log" | grep -aE '^seal: (\[(ok |FAIL)\]|boot complete|update|fallback|following)|greeter:' || true
+  tail -n +"$3" "$log" | grep -aE '^seal: (\[( ok |FAIL)\]|boot complete|update|fallback|following)|greeter:' || true
   [ "$shown" = 1 ]
 }
 lines() { wc -l <"$SEAL_MACHINES/$1/console.log"; }
 seal machine start demo --detach
-console_wait demo 'greeter: hello .*boot 1' 1
+console_wait demo 'greeter: the API token' 1
+echo "the verifier says: $(grep -m1 -E '^(released|refused)' "$work/verifier.log")"
 
 step "An update: version 9 changes the greeter's command; only it restarts (its image is the same: only the new manifest is fetched)"
 from=$(lines demo)
@@ -277,10 +297,11 @@ console_wait demo 'greeter: hello again' "$from"
 
 step "An automatic fallback: version 10 brings a new UKI whose greeter never comes up; systemd-boot passes it over"
 from=$(lines demo)
-boot_image 10
 device_system 10 10 broken 'exit 3'
 console_wait demo 'seal: boot complete: .* version 9 is running' "$from"
 seal machine stop demo --timeout 10s >/dev/null
+echo "the verifier's decisions, one per boot:"
+grep -E '^(released|refused)' "$work/verifier.log"
 seal machine list
 
 # Boots MACHINE until its console shows PATTERN (at most 5 minutes), stops it, shows what the agent said.
@@ -292,7 +313,7 @@ boot_until() {
     sleep 1
   done
   seal machine stop "$1" --timeout 5s >/dev/null
-  grep -aE '^seal: \[(ok |FAIL)\]|seal: boot complete|Access Denied' "$SEAL_MACHINES/$1/console.log" || true
+  grep -aE '^seal: \[( ok |FAIL)\]|seal: boot complete|Access Denied' "$SEAL_MACHINES/$1/console.log" || true
   [ "$shown" = 1 ]
 }
 

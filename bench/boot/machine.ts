@@ -3,13 +3,12 @@
  * UKI (on the ESP of the device's disk) boots it: the times the host saw on the console and what
  * the guest printed of its own (steps, uptimes). Every boot holds /tmp/seal-vm.lock.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { readTable, SECTOR } from '../../src/gpt/index.ts';
 import { OVMF_CODE_SECURE_BOOT, runQemu, Swtpm } from '../../src/machine/index.ts';
 import { CRASH } from '../../test/helpers/uki-vm.ts';
-
-const LOCK = '/tmp/seal-vm.lock';
+import { withVmLock } from '../vm-lock.ts';
 
 export interface Device {
   disk: string;
@@ -19,25 +18,6 @@ export interface Device {
 
 export type Kind = 'seal' | 'reference';
 export const PREFIX: Record<Kind, string> = { seal: 'seal', reference: 'ref' };
-
-/** Runs `run` while holding the machine's VM lock (a `flock` child holds it until its stdin closes). */
-export async function withVmLock<T>(run: () => Promise<T>): Promise<T> {
-  const holder = spawn('flock', [LOCK, 'cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const exited = new Promise<void>((resolve) => holder.once('close', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    holder.once('error', reject);
-    holder.once('close', (code) => reject(new Error(`flock ${LOCK} ended (${code})`)));
-    // cat echoes only once flock holds the lock.
-    holder.stdout.once('data', () => resolve());
-    holder.stdin.write('locked\n');
-  });
-  try {
-    return await run();
-  } finally {
-    holder.stdin.end();
-    await exited;
-  }
-}
 
 /** Puts `uki` at the ESP's removable-media path of the device's disk. */
 export function putUki(device: Device, uki: string): void {

@@ -2,7 +2,8 @@
  * The boot of a Seal device, step by step, each logged on the console and in /run/seal/boot.json:
  *
  *   API filesystems → command line → kernel modules (→ network) → the disk → TPM unlock (signed
- *   policy), PCR 7 locked at once → LUKS2 config and data partitions (made on the first boot) →
+ *   policy) (→ attestation to the verifier of `seal.attest`, its secrets on a tmpfs) → PCR 7
+ *   locked → LUKS2 config and data partitions (made on the first boot) →
  *   the store → the system chosen (a trial system while it has boots left, else `current`) and
  *   verified (CA from the initrd, product from the device certificate, anti-rollback against the
  *   TPM) → every target's layers through dm-verity → the host target as the new root (the agent's
@@ -22,6 +23,7 @@ import { deviceIdOf, x509 } from '../pki/index.ts';
 import { syncImage } from '../registry/sync.ts';
 import { LayoutStore, openDestination, openSource } from '../store/index.ts';
 import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
+import { fetchBootSecrets, SECRETS_DIR, writeBootSecrets } from './attest.ts';
 import { type BootEntries, type LoaderReport, loaderReport, mountEsp } from './boot-entries.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
 import { Device, initrdCa, mountStore, RUN } from './device.ts';
@@ -78,10 +80,15 @@ interface Secrets {
   serial: string;
   /** The highest system version this device accepted, as its TPM keeps it. */
   accepted: number;
+  /** The device certificate (DER), kept only while PCR 7 stays open for attestation. */
+  deviceCert?: Buffer;
 }
 
-/** Unlocks the TPM with the signed policy of the initrd and locks PCR 7 at once. */
-async function unlockTpm(tpm: Tpm): Promise<Secrets> {
+/**
+ * Unlocks the TPM with the signed policy of the initrd and locks PCR 7 at once — or, with
+ * `keepOpen` (attestation follows), leaves that to the caller, keeping the device certificate.
+ */
+async function unlockTpm(tpm: Tpm, keepOpen = false): Promise<Secrets> {
   const policy = parsePolicy(
     readFileSync(`${SEAL_ROOT}/etc/policy.json`),
     'the signed TPM policy of the initrd',
@@ -92,7 +99,7 @@ async function unlockTpm(tpm: Tpm): Promise<Secrets> {
       `the initrd carries a ${policy.role} policy, and the command line has no seal.management: a management initrd in a production UKI`,
     );
   try {
-    const unlocked = await unlock(tpm, { policy, lockPcr7: true });
+    const unlocked = await unlock(tpm, { policy, lockPcr7: !keepOpen });
     const { luksPassphrase, deviceCert, versionAuth } = unlocked.secrets;
     if (!luksPassphrase || !deviceCert || !versionAuth) {
       const missing = !luksPassphrase
@@ -111,6 +118,7 @@ async function unlockTpm(tpm: Tpm): Promise<Secrets> {
       product: id.product,
       serial: id.serial,
       accepted: await readAcceptedVersion(tpm),
+      ...(keepOpen ? { deviceCert: Buffer.from(deviceCert) } : {}),
     };
     unlocked.wipe();
     return secrets;
@@ -344,11 +352,34 @@ export async function boot(): Promise<void> {
       log.save();
       end('poweroff', log);
     }
+    const attest = params.attest;
     const secrets = await log.step(
-      'unlock the TPM and lock PCR 7',
-      () => unlockTpm(tpm),
+      attest ? 'unlock the TPM' : 'unlock the TPM and lock PCR 7',
+      () => unlockTpm(tpm, attest !== undefined),
       (s) => `product ${s.product}, serial ${s.serial}, accepted version ${s.accepted}`,
     );
+    let attested = false;
+    if (attest) {
+      // The verifier accepts this boot's PCR values, and the secrets open only in them: before the lock.
+      try {
+        await log.step(
+          `attest to ${attest.url}`,
+          async () => {
+            const fetched = await fetchBootSecrets(tpm, attest.url, attest.secrets, secrets.deviceCert!);
+            const summary = fetched.map((x) => `${x.name} (${x.value.length} bytes)`).join(', ');
+            writeBootSecrets(fetched);
+            return summary;
+          },
+          (summary) => `released ${summary} into ${SECRETS_DIR}`,
+        );
+        attested = true;
+      } finally {
+        secrets.deviceCert?.fill(0);
+        secrets.deviceCert = undefined;
+        if (!attested) await lockPcr7(tpm).catch(() => {});
+      }
+      await log.step('lock PCR 7', () => lockPcr7(tpm));
+    }
     const transport = { plainHttp: params.registryInsecure };
     let esp: { entries: BootEntries; loader: LoaderReport } | undefined;
     if (disk) {
@@ -399,6 +430,7 @@ export async function boot(): Promise<void> {
       tpm,
       versionAuth: secrets.versionAuth,
       log,
+      ...(attested ? { secrets: SECRETS_DIR } : {}),
       state: loadState(`${RUN}/config/device.json`),
       ...(esp ? { esp } : {}),
     });

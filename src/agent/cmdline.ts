@@ -29,8 +29,19 @@
  *                           onto a blank disk (seal.install-disk=NAME chooses one), then power off
  *   seal.trial-boots=N      boots a new host may take before the device returns to the good
  *                           system by itself (default 3)
+ *   seal.attest=URL         attest the boot to the verifier at URL (http:// or https://, as
+ *                           `seal attest serve` listens) before PCR 7 is locked, and fetch the
+ *                           secrets named by seal.attest-secret; needs seal.net. A refusal ends
+ *                           the boot. In a VM, `seal machine create --attest` forwards one to
+ *                           10.0.2.101:PORT
+ *   seal.attest-secret=NAME[,NAME…]
+ *                           the secrets to fetch (letters, digits, `.`, `_`, `-`; repeatable):
+ *                           each is written to /run/seal/secrets/NAME (tmpfs, root, 0400), which
+ *                           every service sees read-only at /run/secrets/NAME
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
  */
+import { verifierUrl } from '../attest/client.ts';
+import { NAME as SECRET_NAME } from '../attest/secret.ts';
 import { AgentError } from './errors.ts';
 
 export interface NetworkParameters {
@@ -58,6 +69,8 @@ export interface AgentParameters {
   /** Plain HTTP to the registries of `boot` and `follow`. */
   registryInsecure: boolean;
   trialBoots: number;
+  /** Attestation at boot: the verifier and the secrets it releases to this device. */
+  attest?: { url: string; secrets: string[] };
   test?: string;
 }
 
@@ -76,6 +89,8 @@ const KNOWN = new Set([
   'seal.install-disk',
   'seal.trial-boots',
   'seal.test',
+  'seal.attest',
+  'seal.attest-secret',
 ]);
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
@@ -192,7 +207,63 @@ export function parseCommandLine(text: string): AgentParameters {
       case 'seal.test':
         params.test = value;
         break;
+      case 'seal.attest': {
+        let url: URL;
+        try {
+          url = verifierUrl(value);
+        } catch (error) {
+          throw new AgentError(
+            'AGENT_CMDLINE',
+            `seal.attest=${value} is not a verifier URL: ${(error as Error).message}`,
+            { subject: key, cause: error },
+          );
+        }
+        params.attest = { secrets: [], ...params.attest, url: url.href };
+        break;
+      }
+      case 'seal.attest-secret': {
+        const secrets = params.attest?.secrets ?? [];
+        for (const name of value.split(',')) {
+          if (!SECRET_NAME.test(name) || name === '.' || name === '..')
+            throw new AgentError(
+              'AGENT_CMDLINE',
+              `seal.attest-secret=${value}: ${JSON.stringify(name)} is not a secret name (letters, digits, ".", "_", "-")`,
+              { subject: key },
+            );
+          if (secrets.includes(name))
+            throw new AgentError('AGENT_CMDLINE', `seal.attest-secret names ${name} twice`, {
+              subject: key,
+            });
+          secrets.push(name);
+        }
+        params.attest = { url: '', ...params.attest, secrets };
+        break;
+      }
     }
+  }
+  if (params.attest) {
+    if (!params.attest.url)
+      throw new AgentError('AGENT_CMDLINE', 'seal.attest-secret needs seal.attest (the verifier)', {
+        subject: 'seal.attest-secret',
+      });
+    if (params.attest.secrets.length === 0)
+      throw new AgentError('AGENT_CMDLINE', 'seal.attest needs seal.attest-secret (the secrets to fetch)', {
+        subject: 'seal.attest',
+      });
+    if (!params.net)
+      throw new AgentError(
+        'AGENT_CMDLINE',
+        'seal.attest needs seal.net (the network to reach the verifier)',
+        {
+          subject: 'seal.attest',
+        },
+      );
+    if (params.management || params.install !== undefined)
+      throw new AgentError(
+        'AGENT_CMDLINE',
+        'seal.attest is for a device booting its system, not the management image or an installer',
+        { subject: 'seal.attest' },
+      );
   }
   if (params.management && params.install === undefined)
     throw new AgentError('AGENT_CMDLINE', 'seal.management needs seal.install (the system to install)', {

@@ -67,6 +67,8 @@ export class Device {
   readonly log: BootLog;
   readonly state: DeviceState;
   readonly #versionAuth: Buffer;
+  /** The secrets attestation fetched at boot (a directory every service sees read-only). */
+  readonly secrets: string | undefined;
   /** The UKIs on the ESP and what systemd-boot said of this boot (a device that boots through it). */
   readonly bootEntries: BootEntries | undefined;
   readonly loader: LoaderReport | undefined;
@@ -85,6 +87,7 @@ export class Device {
     log: BootLog;
     state: DeviceState;
     esp?: { entries: BootEntries; loader?: LoaderReport };
+    secrets?: string;
   }) {
     this.store = options.store;
     this.ca = options.ca;
@@ -95,6 +98,7 @@ export class Device {
     this.state = options.state;
     this.bootEntries = options.esp?.entries;
     this.loader = options.esp?.loader;
+    this.secrets = options.secrets;
   }
 
   /** Verifies the system under `tag` as the device accepts systems: CA, product, the TPM's floor, every target. */
@@ -154,6 +158,7 @@ export class Device {
       dir: `${RUN}/services/${target.name}`,
       volumes: `${RUN}/data/volumes`,
       journal: `${RUN}/data/journal/${target.name}.log`,
+      ...(this.secrets ? { secrets: this.secrets } : {}),
       log: (line) => this.log.say(line),
     });
     const running = { target, layers, handle };

@@ -2,8 +2,8 @@
  * The device's services: each `service` target of the system manifest runs as an OCI container
  * under crun, its root a fresh overlay over the target's verified image at every start (nothing
  * a previous run wrote survives), its runtime configuration made from the image's config and the
- * manifest's service entry (command, environment, user, volumes on the data partition), and its
- * restart policy applied by the agent, which logs its output on the console and in a journal
+ * manifest's service entry (command, environment, user, volumes on the data partition; the secrets
+ * attestation fetched at boot read-only at /run/secrets), and its restart policy applied by the agent, which logs its output on the console and in a journal
  * file on the data partition.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -99,6 +99,7 @@ export function runtimeConfig(
   image: ImageConfig,
   service: ServiceSpec,
   volumes: string,
+  secrets?: string,
 ): OciRuntimeConfig {
   const c = image.config ?? {};
   const args = service.command ?? [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
@@ -161,6 +162,13 @@ export function runtimeConfig(
       options: ['rbind', m.readonly ? 'ro' : 'rw', 'nosuid', 'nodev'],
     });
   }
+  if (secrets !== undefined)
+    mounts.push({
+      destination: '/run/secrets',
+      type: 'bind',
+      source: secrets,
+      options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'],
+    });
   return {
     ociVersion: '1.0.2',
     process: {
@@ -207,6 +215,8 @@ export interface ServiceRun {
   volumes: string;
   /** The journal file (on the data partition). */
   journal: string;
+  /** The secrets attestation fetched at boot, bound read-only at /run/secrets. */
+  secrets?: string;
   log(line: string): void;
 }
 
@@ -253,7 +263,11 @@ export function superviseService(run: ServiceRun): ServiceHandle {
       mkdirSync(bundle, { recursive: true });
       writeFileSync(
         join(bundle, 'config.json'),
-        JSON.stringify(runtimeConfig(run.name, rootfs, run.config, run.spec, run.volumes), null, 2),
+        JSON.stringify(
+          runtimeConfig(run.name, rootfs, run.config, run.spec, run.volumes, run.secrets),
+          null,
+          2,
+        ),
       );
     } catch (error) {
       handle.state = 'failed';

@@ -11,8 +11,7 @@
  * It must run before PCR 7 is locked: the verifier accepts the boot's PCR values, not the
  * locked ones, and the binding key opens only in the quoted PCR state.
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import type { Tpm } from '../tpm/index.ts';
 import { activateWithBinding, type QuoteOptions, quoteEvidence } from './device.ts';
 import { AttestError } from './errors.ts';
@@ -34,9 +33,16 @@ export interface FetchOptions {
 
 const MAX_ANSWER = 2 << 20;
 
-function post(url: URL, body: string, options: FetchOptions): Promise<{ status: number; json: unknown }> {
+async function post(
+  url: URL,
+  body: string,
+  options: FetchOptions,
+): Promise<{ status: number; json: unknown }> {
+  // Loaded when used: the agent's V8 startup snapshot cannot hold node:http's state.
+  const { request: send } =
+    url.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise((resolve, reject) => {
-    const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
+    const request = send(
       url,
       {
         method: 'POST',

@@ -2,6 +2,7 @@
 
 export { ConsoleText, type FollowOptions, followFile, safeText } from './console.ts';
 export {
+  ATTEST_GUEST_ADDRESS,
   type CreateOptions,
   checkName,
   FILES as MACHINE_FILES,

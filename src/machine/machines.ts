@@ -28,8 +28,14 @@
  * the timeout, then kills it.
  *
  * Network: none unless asked; then only qemu's user network with `restrict=on` — the guest
- * reaches nothing but a registry on 127.0.0.1 through a guestfwd (at 10.0.2.100:PORT in the
- * guest), and host ports bound to 127.0.0.1 reach guest ports (hostfwd).
+ * reaches nothing but a registry (at 10.0.2.100:PORT in the guest) and an attestation verifier
+ * (at 10.0.2.101:PORT) on 127.0.0.1, each through a guestfwd, and host ports bound to 127.0.0.1
+ * reach guest ports (hostfwd).
+ *
+ * The factory step provisions the new TPM with a device key given as a file, or with a
+ * TPM-resident identity key (`identity`): made in the machine's TPM, certified by the PKI's
+ * device CA (the certificate written to the PKI as `seal pki device new --public-key` does),
+ * then provisioned — what a device needs to attest (`seal.attest`).
  */
 import { execFile } from 'node:child_process';
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
@@ -55,8 +61,9 @@ import { homedir } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Varstore } from '../efi/index.ts';
+import { newDevice } from '../pki/index.ts';
 import type { OpenOptions } from '../store/index.ts';
-import { provision, Tpm } from '../tpm/index.ts';
+import { createIdentity, provision, Tpm } from '../tpm/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { readFullySync } from '../util/read.ts';
 import { writeFullySync } from '../util/write.ts';
@@ -73,6 +80,8 @@ const MiB = 1 << 20;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 /** Where the guest sees the registry forwarded with `registry`. */
 export const REGISTRY_GUEST_ADDRESS = '10.0.2.100';
+/** Where the guest sees the attestation verifier forwarded with `attest`. */
+export const ATTEST_GUEST_ADDRESS = '10.0.2.101';
 /** Unix socket paths are limited to 108 bytes with their NUL. */
 const MAX_SOCKET_PATH = 107;
 
@@ -115,6 +124,8 @@ export interface MachineConfig {
   accel: 'tcg' | 'kvm';
   /** A registry on 127.0.0.1:hostPort, seen by the guest at REGISTRY_GUEST_ADDRESS:hostPort. */
   registry: { hostPort: number } | null;
+  /** An attestation verifier on 127.0.0.1:hostPort, seen by the guest at ATTEST_GUEST_ADDRESS:hostPort. */
+  attest: { hostPort: number } | null;
   /** Host 127.0.0.1:hostPort → guest port. */
   forwards: { hostPort: number; guestPort: number }[];
   /** A raw disk image (absolute path) attached read-only as a further virtio disk: update media. */
@@ -146,10 +157,18 @@ export interface CreateOptions {
   accel?: 'tcg' | 'kvm';
   /** A software TPM of its own (default), an existing swtpm state directory used in place, or none. */
   tpm?: 'swtpm' | 'none' | { stateDir: string; inPlace: true };
-  /** The factory step on the machine's new TPM (`seal tpm provision`). */
-  provision?: { policyKey: string; deviceCert: string; deviceKey: string };
+  /**
+   * The factory step on the machine's new TPM (`seal tpm provision`): with the device's key and
+   * certificate files, or (`identity`) with a TPM-resident identity key made there and certified
+   * by the device CA of the PKI directory `pki` (`seal pki init`), as device `serial` of `product`.
+   */
+  provision?:
+    | { policyKey: string; deviceCert: string; deviceKey: string }
+    | { policyKey: string; identity: { pki: string; product: string; serial: string } };
   /** Port of a registry on 127.0.0.1 the guest may reach. */
   registry?: number;
+  /** Port of an attestation verifier (`seal attest serve`) on 127.0.0.1 the guest may reach. */
+  attest?: number;
   forwards?: { hostPort: number; guestPort: number }[];
   /** A raw disk image attached read-only as a further virtio disk (used in place, never written). */
   media?: string;
@@ -166,7 +185,7 @@ export interface MachineStatus {
   memory?: number;
   cpus?: number;
   tpm?: boolean;
-  network?: { registry: string | null; forwards: string[] };
+  network?: { registry: string | null; attest: string | null; forwards: string[] };
   /** The removable medium attached (a raw image, read-only), or null. */
   media?: string | null;
   /** Why the machine's configuration cannot be read (state `broken`). */
@@ -338,34 +357,59 @@ async function provisionTpm(stateDir: string, p: NonNullable<CreateOptions['prov
   } catch (error) {
     throw fail(p.policyKey, 'a public key or certificate', error);
   }
-  let deviceCert: Buffer;
-  try {
-    deviceCert = Buffer.from(new X509Certificate(readPem(p.deviceCert, 'the device certificate')).raw);
-  } catch (error) {
-    if (error instanceof MachineError) throw error;
-    throw fail(p.deviceCert, 'an X.509 certificate', error);
-  }
-  let deviceKey: Buffer;
-  try {
-    deviceKey = createPrivateKey(readPem(p.deviceKey, 'the device key')).export({
-      type: 'pkcs8',
-      format: 'der',
-    }) as Buffer;
-  } catch (error) {
-    if (error instanceof MachineError) throw error;
-    throw fail(p.deviceKey, 'an unencrypted private key', error);
-  }
+  const certificate = (path: string): Buffer => {
+    try {
+      return Buffer.from(new X509Certificate(readPem(path, 'the device certificate')).raw);
+    } catch (error) {
+      if (error instanceof MachineError) throw error;
+      throw fail(path, 'an X.509 certificate', error);
+    }
+  };
+  let deviceCert: Buffer | undefined;
+  let deviceKey: Buffer | undefined;
+  if ('deviceKey' in p) {
+    deviceCert = certificate(p.deviceCert);
+    try {
+      deviceKey = createPrivateKey(readPem(p.deviceKey, 'the device key')).export({
+        type: 'pkcs8',
+        format: 'der',
+      }) as Buffer;
+    } catch (error) {
+      if (error instanceof MachineError) throw error;
+      throw fail(p.deviceKey, 'an unencrypted private key', error);
+    }
+  } else if (!existsSync(join(p.identity.pki, 'device-ca.pem')))
+    throw new MachineError(
+      'MACHINE_INVALID_OPTION',
+      `${p.identity.pki} is not a PKI directory with a device CA (seal pki init)`,
+      { subject: p.identity.pki },
+    );
   const swtpm = await Swtpm.start({ stateDir, mode: 'tcp' });
   try {
     const tpm = await Tpm.open(swtpm.address);
     try {
-      const result = await provision(tpm, { policyKey, deviceCert, deviceKey });
+      if (!deviceCert && !('deviceKey' in p)) {
+        // The identity key is made in this TPM (before provisioning sets the owner authorization),
+        // and only its public half is certified.
+        const id = await createIdentity(tpm);
+        const issued = await newDevice(p.identity.pki, {
+          product: p.identity.product,
+          serial: p.identity.serial,
+          publicKey: id.pem,
+        });
+        deviceCert = certificate(issued.certificate);
+      }
+      const result = await provision(tpm, {
+        policyKey,
+        deviceCert: deviceCert!,
+        ...(deviceKey ? { deviceKey } : { deviceKeyInTpm: true }),
+      });
       result.luksPassphrase?.fill(0);
     } finally {
       await tpm.close();
     }
   } finally {
-    deviceKey.fill(0);
+    deviceKey?.fill(0);
     await swtpm.stop();
   }
 }
@@ -418,6 +462,10 @@ export function parseConfig(text: string, dir: string, name: string): MachineCon
   const registry = doc.registry as { hostPort?: unknown } | null;
   if (registry !== null && (typeof registry !== 'object' || Array.isArray(registry)))
     throw configError(dir, 'registry is not {hostPort} or null');
+  // Absent in a machine made before verifiers could be forwarded: none.
+  const attest = (doc.attest ?? null) as { hostPort?: unknown } | null;
+  if (attest !== null && (typeof attest !== 'object' || Array.isArray(attest)))
+    throw configError(dir, 'attest is not {hostPort} or null');
   if (!Array.isArray(doc.forwards) || doc.forwards.length > 64)
     throw configError(dir, 'forwards is not a list');
   // Absent in the files of machines made before media existed.
@@ -439,6 +487,7 @@ export function parseConfig(text: string, dir: string, name: string): MachineCon
     cpus: doc.cpus as number,
     accel: doc.accel,
     registry: registry === null ? null : { hostPort: checkPort(dir, registry.hostPort, 'registry.hostPort') },
+    attest: attest === null ? null : { hostPort: checkPort(dir, attest.hostPort, 'attest.hostPort') },
     forwards: (doc.forwards as { hostPort?: unknown; guestPort?: unknown }[]).map((f, i) => {
       if (!f || typeof f !== 'object') throw configError(dir, `forwards[${i}] is not {hostPort, guestPort}`);
       return {
@@ -450,7 +499,11 @@ export function parseConfig(text: string, dir: string, name: string): MachineCon
   };
 }
 
-function checkForwards(forwards: { hostPort: number; guestPort: number }[], registry?: number): void {
+function checkForwards(
+  forwards: { hostPort: number; guestPort: number }[],
+  registry?: number,
+  attest?: number,
+): void {
   const hostPorts = new Set<number>();
   for (const f of forwards)
     for (const [port, what] of [
@@ -467,6 +520,8 @@ function checkForwards(forwards: { hostPort: number; guestPort: number }[], regi
     }
   if (registry !== undefined && (!Number.isInteger(registry) || registry < 1 || registry > 65535))
     throw new MachineError('MACHINE_INVALID_OPTION', `registry port ${registry} is not a TCP port (1-65535)`);
+  if (attest !== undefined && (!Number.isInteger(attest) || attest < 1 || attest > 65535))
+    throw new MachineError('MACHINE_INVALID_OPTION', `verifier port ${attest} is not a TCP port (1-65535)`);
 }
 
 /** Refuses media that are not a regular file (a raw disk image). */
@@ -595,8 +650,22 @@ export class Machine {
       );
     if (options.provision && (options.tpm ?? 'swtpm') !== 'swtpm')
       throw new MachineError('MACHINE_INVALID_OPTION', 'provisioning is done on a TPM of the machine’s own');
+    if (options.provision && 'identity' in options.provision) {
+      // Refused now rather than after the disk is installed.
+      const cert = join(
+        options.provision.identity.pki,
+        'devices',
+        `${options.provision.identity.serial}.pem`,
+      );
+      if (existsSync(cert))
+        throw new MachineError(
+          'MACHINE_INVALID_OPTION',
+          `${cert} exists: device ${options.provision.identity.serial} has a certificate already`,
+          { subject: cert },
+        );
+    }
     const forwards = options.forwards ?? [];
-    checkForwards(forwards, options.registry);
+    checkForwards(forwards, options.registry, options.attest);
     for (const [path, what] of [
       [options.uki, 'UKI'],
       [options.vars.path, 'varstore'],
@@ -679,6 +748,7 @@ export class Machine {
         cpus,
         accel: options.accel ?? 'tcg',
         registry: options.registry ? { hostPort: options.registry } : null,
+        attest: options.attest ? { hostPort: options.attest } : null,
         forwards,
         media: options.media !== undefined ? resolve(options.media) : null,
       };
@@ -721,6 +791,9 @@ export class Machine {
         registry: c.registry
           ? `${REGISTRY_GUEST_ADDRESS}:${c.registry.hostPort} -> 127.0.0.1:${c.registry.hostPort}`
           : null,
+        attest: c.attest
+          ? `${ATTEST_GUEST_ADDRESS}:${c.attest.hostPort} -> 127.0.0.1:${c.attest.hostPort}`
+          : null,
         forwards: c.forwards.map((f) => `127.0.0.1:${f.hostPort} -> guest:${f.guestPort}`),
       },
       media: c.media,
@@ -755,23 +828,27 @@ export class Machine {
     // Last: the firmware and the guest find the machine's own disks first.
     if (c.media) disks.push({ path: c.media, virtio: true, readonly: true, format: 'raw' });
     let network: QemuOptions['network'];
-    if (c.registry || c.forwards.length) {
+    const relayed = [
+      ...(c.registry
+        ? [{ address: REGISTRY_GUEST_ADDRESS, port: c.registry.hostPort, what: 'registry' }]
+        : []),
+      ...(c.attest ? [{ address: ATTEST_GUEST_ADDRESS, port: c.attest.hostPort, what: 'verifier' }] : []),
+    ];
+    if (relayed.length || c.forwards.length) {
       network = { hostForwards: c.forwards };
-      if (c.registry) {
+      if (relayed.length) {
         const socat = onPath('socat');
         if (!socat)
           throw new MachineError(
             'MACHINE_INVALID_OPTION',
-            'the registry forward relays each guest connection with socat: install it (Debian: socat)',
+            `the ${relayed[0]!.what} forward relays each guest connection with socat: install it (Debian: socat)`,
           );
-        network.guestForwards = [
-          {
-            guestAddress: REGISTRY_GUEST_ADDRESS,
-            guestPort: c.registry.hostPort,
-            hostPort: c.registry.hostPort,
-            relay: [socat, 'STDIO', `TCP:127.0.0.1:${c.registry.hostPort}`],
-          },
-        ];
+        network.guestForwards = relayed.map((r) => ({
+          guestAddress: r.address,
+          guestPort: r.port,
+          hostPort: r.port,
+          relay: [socat, 'STDIO', `TCP:127.0.0.1:${r.port}`],
+        }));
       }
     }
     return {

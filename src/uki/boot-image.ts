@@ -15,7 +15,7 @@ import { parseManifest } from '../oci/validate.ts';
 import { layerFilesystem } from '../seal/formats.ts';
 import { sealImage } from '../seal/seal.ts';
 import { SquashfsImage } from '../squashfs/index.ts';
-import { type LayoutStore, openDestination, openSource } from '../store/index.ts';
+import { destinationTag, type LayoutStore, openDestination, openSource } from '../store/index.ts';
 import { UkiError } from './errors.ts';
 
 /** The UKI's name in a boot image. */
@@ -51,7 +51,8 @@ export async function sealBootImage(
     utimesSync(root, 0, 0);
     const src = await openSource(`dir:${root}`);
     try {
-      const tag = /:([^:/]+)$/.exec(ref)?.[1];
+      // A store name keeps its NAME:TAG; a registry reference its tag.
+      const tag = ref.startsWith('docker://') ? /:([^:/@]+)$/.exec(ref)?.[1] : destinationTag(ref);
       const dst = await openDestination(ref);
       try {
         const result = await sealImage(src, dst, { format, ...(tag ? { tag } : {}) });

@@ -76,6 +76,21 @@ test('seal.media: update media looked for every follow interval, 10 s without se
   assert.deepEqual(timed.media, { intervalMs: 7000 });
 });
 
+test('seal.attest and seal.attest-secret: the verifier URL normalized, the names in order', () => {
+  const p = parseCommandLine(
+    'console=ttyS0 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.attest=http://10.0.2.101:7443 seal.attest-secret=join-token,disk.key seal.attest-secret=tls_v2',
+  );
+  assert.deepEqual(p.attest, {
+    url: 'http://10.0.2.101:7443/',
+    secrets: ['join-token', 'disk.key', 'tls_v2'],
+  });
+  const order = parseCommandLine(
+    'seal.attest-secret=x seal.attest=https://verifier.example:8443/fleet/?q=1 seal.net=10.0.2.15/24',
+  );
+  assert.deepEqual(order.attest, { url: 'https://verifier.example:8443/fleet/', secrets: ['x'] });
+  assert.equal(parseCommandLine('seal.net=10.0.2.15/24').attest, undefined);
+});
+
 test('malformed or unknown seal.* parameters are refused, naming the parameter', () => {
   for (const bad of [
     'seal.tag=../etc',
@@ -107,6 +122,21 @@ test('malformed or unknown seal.* parameters are refused, naming the parameter',
     'seal.install=docker://h:1/r:t seal.media',
     'seal.management seal.install=docker://h:1/r:t seal.media',
     'seal.media seal.follow-interval=0',
+    'seal.net=10.0.2.15/24 seal.attest=ftp://10.0.2.101:7443/ seal.attest-secret=a',
+    'seal.net=10.0.2.15/24 seal.attest=file:///etc/passwd seal.attest-secret=a',
+    'seal.net=10.0.2.15/24 seal.attest=http://user:pw@10.0.2.101:7443/ seal.attest-secret=a',
+    'seal.net=10.0.2.15/24 seal.attest=not-a-url seal.attest-secret=a',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/',
+    'seal.net=10.0.2.15/24 seal.attest-secret=a',
+    'seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=../x',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=..',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a/b',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a,',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a,a',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a seal.attest-secret=a',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a seal.management seal.install=docker://h:1/r:t',
+    'seal.net=10.0.2.15/24 seal.attest=http://10.0.2.101:7443/ seal.attest-secret=a seal.install=docker://h:1/r:t',
   ]) {
     assert.throws(
       () => parseCommandLine(`quiet ${bad}`),

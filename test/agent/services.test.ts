@@ -78,6 +78,15 @@ test('the manifest entry overrides the image config; volumes bind the data parti
       options: ['rbind', 'ro', 'nosuid', 'nodev'],
     },
   ]);
+  // No secrets fetched at boot: nothing at /run/secrets. Fetched: read-only there, after the volumes.
+  assert.ok(!c.mounts.some((m) => m.destination === '/run/secrets'));
+  const withSecrets = runtimeConfig('web', rootfs, image as never, spec, volumes, '/run/seal/secrets');
+  assert.deepEqual(withSecrets.mounts.at(-1), {
+    destination: '/run/secrets',
+    type: 'bind',
+    source: '/run/seal/secrets',
+    options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'],
+  });
 });
 
 test('no command at all, and volume names or targets that could reach outside, are refused', () => {

@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -32,7 +33,10 @@ import {
   parseMachineConfig,
   qemuArguments,
   removeMachine,
+  Swtpm,
 } from '../../src/machine/index.ts';
+import { deviceIdOf, initPki, x509 } from '../../src/pki/index.ts';
+import { identityPublic, readAcceptedVersion, Tpm } from '../../src/tpm/index.ts';
 import { prng } from '../helpers/trees.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'seal-machines-'));
@@ -47,6 +51,14 @@ after(() => {
 const VARS = '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd';
 /** A PE image to boot (unsigned: the firmware would refuse it, which is not tested here). */
 const UKI = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';
+
+const PRODUCT = '0b6e3f1a-2c4d-4e5f-8a9b-0c1d2e3f4a5b';
+/** The product's policy-signing public key for the factory step. */
+const POLICY_PUB = join(work, 'policy.pub');
+writeFileSync(
+  POLICY_PUB,
+  generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'pem' }),
+);
 
 const refused = (code: string, pattern: RegExp) => (e: unknown) =>
   e instanceof MachineError && e.code === code && pattern.test(e.message);
@@ -108,6 +120,7 @@ test('create: a machine with a blank disk, its own varstore and TPM, the UKI on 
     cpus: 1,
     accel: 'tcg',
     registry: null,
+    attest: null,
     forwards: [],
     media: null,
   });
@@ -157,6 +170,7 @@ test('the network when asked: user networking with restrict=on, forwards only be
     tpm: 'none',
     diskSize: 1 << 20,
     registry: 5000,
+    attest: 7443,
     forwards: [
       { hostPort: 8080, guestPort: 80 },
       { hostPort: 2222, guestPort: 22 },
@@ -167,15 +181,42 @@ test('the network when asked: user networking with restrict=on, forwards only be
   assert.equal(
     netdev,
     'user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22,' +
-      'guestfwd=tcp:10.0.2.100:5000-cmd:/usr/bin/socat STDIO TCP:127.0.0.1:5000',
+      'guestfwd=tcp:10.0.2.100:5000-cmd:/usr/bin/socat STDIO TCP:127.0.0.1:5000,' +
+      'guestfwd=tcp:10.0.2.101:7443-cmd:/usr/bin/socat STDIO TCP:127.0.0.1:7443',
   );
   // No option ROM on the NIC: the firmware never boots from the network.
   assert.equal(args[args.indexOf('-netdev') + 3], 'virtio-net-pci,netdev=net0,romfile=');
   assert.equal(args.filter((a) => a === '-netdev').length, 1);
   assert.deepEqual(m.status().network, {
     registry: '10.0.2.100:5000 -> 127.0.0.1:5000',
+    attest: '10.0.2.101:7443 -> 127.0.0.1:7443',
     forwards: ['127.0.0.1:8080 -> guest:80', '127.0.0.1:2222 -> guest:22'],
   });
+  // A verifier alone: the guest reaches it and nothing else.
+  const v = await Machine.create({
+    name: 'verifier-only',
+    root,
+    uki: UKI,
+    vars: { path: VARS },
+    tpm: 'none',
+    diskSize: 1 << 20,
+    attest: 7443,
+  });
+  const vargs = qemuArguments(v.qemuOptions());
+  assert.equal(
+    vargs[vargs.indexOf('-netdev') + 1],
+    'user,id=net0,restrict=on,guestfwd=tcp:10.0.2.101:7443-cmd:/usr/bin/socat STDIO TCP:127.0.0.1:7443',
+  );
+  assert.deepEqual(v.status().network, {
+    registry: null,
+    attest: '10.0.2.101:7443 -> 127.0.0.1:7443',
+    forwards: [],
+  });
+  // A machine.json written before verifiers could be forwarded reads as none.
+  const old = JSON.parse(readFileSync(join(v.dir, 'machine.json'), 'utf8'));
+  delete old.attest;
+  assert.equal(parseMachineConfig(JSON.stringify(old), v.dir, 'verifier-only').attest, null);
+  await v.remove();
 });
 
 test('create refuses, and a refused or failed creation leaves nothing behind', async () => {
@@ -200,6 +241,11 @@ test('create refuses, and a refused or failed creation leaves nothing behind', a
     [{ ...base, name: 'x', diskSize: 3 << 30 }, 'MACHINE_INVALID_OPTION', /a disk of -1073741824 bytes/],
     [{ ...base, name: 'x', diskSize: 4096 }, 'MACHINE_INVALID_OPTION', /give 1 MiB or more/],
     [{ ...base, name: 'x', registry: 0 }, 'MACHINE_INVALID_OPTION', /registry port 0 is not a TCP port/],
+    [
+      { ...base, name: 'x', attest: 65536 },
+      'MACHINE_INVALID_OPTION',
+      /verifier port 65536 is not a TCP port/,
+    ],
     [
       { ...base, name: 'x', forwards: [{ hostPort: 70000, guestPort: 1 }] },
       'MACHINE_INVALID_OPTION',
@@ -242,6 +288,16 @@ test('create refuses, and a refused or failed creation leaves nothing behind', a
       'MACHINE_INVALID_OPTION',
       /is not a public key or certificate/,
     ],
+    [
+      {
+        ...base,
+        name: 'x',
+        tpm: 'swtpm',
+        provision: { policyKey: POLICY_PUB, identity: { pki: work, product: PRODUCT, serial: 'SN1' } },
+      },
+      'MACHINE_INVALID_OPTION',
+      /is not a PKI directory with a device CA/,
+    ],
   ];
   for (const [options, code, pattern] of cases) {
     await assert.rejects(
@@ -258,6 +314,52 @@ test('create refuses, and a refused or failed creation leaves nothing behind', a
     'no half-made machine, no staging directory',
   );
   assert.deepEqual(readdirSync(join(work, 'a,b')), [], 'nor there');
+});
+
+test('the factory step with a TPM-resident identity: the key made in the machine’s TPM, certified by the device CA, provisioned', async () => {
+  const pki = join(work, 'pki');
+  await initPki(pki);
+  const m = await Machine.create({
+    name: 'factory',
+    root,
+    uki: UKI,
+    vars: { path: VARS },
+    diskSize: 1 << 20,
+    provision: { policyKey: POLICY_PUB, identity: { pki, product: PRODUCT, serial: 'SN-M1' } },
+  });
+  const pem = readFileSync(join(pki, 'devices/SN-M1.pem'));
+  assert.ok(!existsSync(join(pki, 'devices/SN-M1.key')), 'no key file: the key never left the TPM');
+  const cert = new X509Certificate(pem);
+  assert.ok(cert.verify(new X509Certificate(readFileSync(join(pki, 'device-ca.pem'))).publicKey));
+  assert.deepEqual(deviceIdOf(new x509.X509Certificate(pem)), { product: PRODUCT, serial: 'SN-M1' });
+  const swtpm = await Swtpm.start({ stateDir: join(m.dir, 'tpm'), mode: 'tcp' });
+  try {
+    const tpm = await Tpm.open(swtpm.address);
+    try {
+      const id = await identityPublic(tpm);
+      assert.ok(id, 'the TPM holds the identity key');
+      assert.equal(id.pem, cert.publicKey.export({ type: 'spki', format: 'pem' }));
+      assert.equal(await readAcceptedVersion(tpm), 0, 'provisioned: the accepted version is 0');
+    } finally {
+      await tpm.close();
+    }
+  } finally {
+    await swtpm.stop();
+  }
+  // The same serial again is refused before anything is made.
+  await assert.rejects(
+    Machine.create({
+      name: 'factory2',
+      root,
+      uki: UKI,
+      vars: { path: VARS },
+      diskSize: 1 << 20,
+      provision: { policyKey: POLICY_PUB, identity: { pki, product: PRODUCT, serial: 'SN-M1' } },
+    }),
+    refused('MACHINE_INVALID_OPTION', /SN-M1\.pem exists: device SN-M1 has a certificate already/),
+  );
+  assert.ok(!existsSync(join(root, 'factory2')));
+  await m.remove();
 });
 
 test('an existing disk: copied (sparse) by default, or used in place and left by rm', async () => {

@@ -82,6 +82,13 @@ test('the UKI sealed as uki.efi: unsquashfs and fsck.erofs read it back byte for
   }
   // The image is a sealed image like any other: Seal's own verification passes.
   seal('image', 'verify', `oci:${f('a')}:boot`);
+  // A store name keeps its name and tag ($SEAL_STORE).
+  const named = runSeal(['uki', 'image', f('uki.efi'), 'appliance:boot-8', '--json'], {
+    env: { SEAL_STORE: f('store') },
+  });
+  assert.equal(named.status, 0, named.stderr);
+  const stored = await LayoutStore.open(f('store'));
+  assert.equal((await stored.resolve('appliance:boot-8')).digest, JSON.parse(named.stdout).digest);
 });
 
 test('UKIs a device could not boot are refused: unsigned, without .osrel, not a UKI at all', () => {

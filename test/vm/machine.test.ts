@@ -189,6 +189,7 @@ test('create, start --detach, console --follow to both services, stop, list, rm:
       tpm: true,
       network: {
         registry: `10.0.2.100:${registryPort} -> 127.0.0.1:${registryPort}`,
+        attest: null,
         forwards: [`127.0.0.1:${webPort} -> guest:8080`],
       },
       media: null,

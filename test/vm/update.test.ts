@@ -7,6 +7,9 @@
  *    (their bytes counted against the registry's); the other service keeps running.
  *  - Refused without a change: a system signed by another product, a rollback to v6, a system
  *    whose new layer was corrupted in the registry.
+ *  - Downloads cut short (through a fault proxy in front of the registry): resumed with Range
+ *    where they broke; when every try fails, refused with nothing switched, and the next check
+ *    fetches the update whole.
  *  - v10 changes the host: the device reboots into it as a trial and confirms it.
  *  - v11's service never comes up: its trial boot fails, and the device returns to v10 by itself,
  *    saying why.
@@ -42,10 +45,11 @@ import {
   sealedImage,
 } from '../helpers/device.ts';
 import { vmKernel } from '../helpers/vm.ts';
-import { startRegistry, type TestRegistry } from '../registry/harness.ts';
+import { type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from '../registry/harness.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-update-vm-'));
 let registry: TestRegistry;
+let proxy: FaultProxy;
 let f: DeviceFixture;
 let session: DeviceSession;
 let machine: Machine;
@@ -107,7 +111,9 @@ function blobsOf(system: string): Map<string, number> {
 
 before(async () => {
   registry = await startRegistry('none');
-  port = registry.host.split(':')[1]!;
+  // The device reaches the registry through a proxy that cuts downloads when a test says so.
+  proxy = await startFaultProxy(registry.host);
+  port = proxy.host.split(':')[1]!;
   stable = `docker://${registry.host}/device/system:stable`;
   f = buildFixture(join(work, 'fixture'));
   kit = buildBootKit(
@@ -139,6 +145,7 @@ after(async () => {
   // The console of the whole run, for a failure's diagnosis.
   if (process.env.SEAL_TEST_CONSOLE) writeFileSync(process.env.SEAL_TEST_CONSOLE, session?.output ?? '');
   await session?.stop();
+  await proxy?.stop();
   await registry?.stop();
   await rm(work, { recursive: true, force: true });
 });
@@ -213,6 +220,72 @@ test('refused without a change: another product, a rollback, a corrupted layer',
   const since = session.output.slice(from);
   assert.doesNotMatch(since, /service (web|counter): (started|exit)/, 'no service restarted');
   assert.doesNotMatch(since, /confirm the update/);
+});
+
+test('downloads cut short: resumed where they broke, or, when the registry keeps failing, refused with nothing switched and fetched whole by the next check', async () => {
+  const web9 = sealedImage(f, 'web9-cut', { 'etc/web-version': '9 (cut)\n' });
+  const v9 = buildSystem(f, 9, {
+    boot: 'boot-7',
+    web: {
+      image: web9,
+      command: ['/bin/sh', '-c', 'echo "web $(cat /etc/web-version) up"; exec httpd -f -p 8080 -h /srv'],
+    },
+  });
+  const layer = JSON.parse(seal('image', 'inspect', `oci:${f.layout}:${web9}`, '--json')).manifest.layers[0]
+    .digest as string;
+  const index = JSON.parse(readFileSync(join(f.layout, 'index.json'), 'utf8')) as {
+    manifests: { digest: string; annotations?: Record<string, string> }[];
+  };
+  const digest = index.manifests.find(
+    (m) => m.annotations?.['org.opencontainers.image.ref.name'] === 'system-9',
+  )!.digest;
+  const before8 = blobsOf(`oci:${f.layout}:system-8`);
+  const expected = [...blobsOf(v9)].filter(([d]) => !before8.has(d)).reduce((n, [, size]) => n + size, 0);
+  const isLayer = (method: string, path: string) => method === 'GET' && path.endsWith(`/blobs/${layer}`);
+  const askedFrom = (n: number) =>
+    proxy.log.slice(n).filter((r) => r.startsWith('GET ') && r.includes(`/blobs/${layer}`));
+  // Each fault ends the registry's answer halfway. The first check meets nothing but resets, as
+  // many as its download tries; the second a short answer, then a reset, and resumes past both.
+  const failing = { kind: 'reset' as const, match: isLayer, times: 1000 };
+  proxy.faults.push(failing);
+  const seen = proxy.log.length;
+  const from = session.mark();
+  publish(v9);
+  await session.waitFor(/update refused: .*download of sha256:[0-9a-f]{64} .*failed/, from);
+  failing.times = 0;
+  const retried = proxy.log.length;
+  proxy.faults.push({ kind: 'truncate', match: isLayer }, { kind: 'reset', match: isLayer });
+  const applied = await session.waitFor(
+    /update applied: version 8 -> 9, restarted web, (\d+) bytes fetched/,
+    from,
+  );
+  await session.waitFor(/\[web\] web 9 \(cut\) up/, from);
+  const first = askedFrom(seen).slice(0, askedFrom(seen).length - askedFrom(retried).length);
+  assert.ok(first.length > 1, 'the first check tried the layer more than once');
+  assert.ok(!first[0]!.includes('bytes='), 'from its start');
+  for (const r of first.slice(1)) assert.match(r, /bytes=\d+-$/, 'then from where each reset broke it');
+  assert.deepEqual(proxy.fired.slice(-2), ['truncate', 'reset']);
+  const second = askedFrom(retried);
+  assert.equal(second.length, 3, second.join('\n'));
+  assert.ok(
+    !second[0]!.includes('bytes='),
+    'the second check starts the layer afresh: nothing of the first was kept',
+  );
+  assert.match(second[1]!, /bytes=\d+-$/, 'and resumes it where the short answer ended');
+  assert.match(second[2]!, /bytes=\d+-$/, 'and where the reset broke it');
+  // From the first check that took v9 up (the corrupt system's checks may still end after `from`).
+  const start = session.output.indexOf(`is now ${digest}`, from);
+  assert.ok(start > 0 && start < applied.index);
+  const before = session.output.slice(start, applied.index);
+  assert.equal(before.split(`is now ${digest}`).length - 1, 2, 'two checks took v9 up');
+  assert.match(before, /update refused: .*download of sha256:[0-9a-f]{64} .*failed/, 'the first was refused');
+  assert.doesNotMatch(
+    before,
+    /service (web|counter): (started|exit)|confirm the update/,
+    'nothing switched before',
+  );
+  // Nothing of the failed fetch was kept, nothing fetched twice in the second: every blob v8 lacked, once.
+  assert.equal(Number(applied[1]), expected);
 });
 
 test('version 10 changes the host: the device reboots into it as a trial, and confirms it', async () => {
@@ -448,6 +521,8 @@ test('an installer UKI writes version 12 from the registry onto a blank disk, wh
       disk: { path: join(dir, 'disk.img'), inPlace: true },
       vars: { path: join(dir, 'vars.fd'), inPlace: true },
       tpm: { stateDir: join(dir, 'tpm'), inPlace: true },
+      // Version 12's UKI configures the network and follows the registry.
+      registry: Number(port),
       memory: 2048,
     }),
   );

@@ -3,6 +3,7 @@
  * console, stop, list, rm). The machines themselves are src/machine/machines.ts.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { UsageError } from '../../errors.ts';
 import { ConsoleText, followFile } from '../../machine/console.ts';
 import { install } from '../../machine/install.ts';
@@ -98,15 +99,18 @@ function portNumber(text: string, flag: string): number {
   return n;
 }
 
-/** `--registry 127.0.0.1:PORT` (or localhost:PORT, or PORT): the guest reaches nothing else. */
-function registryOption(value: unknown): number | undefined {
+/**
+ * `--registry 127.0.0.1:PORT` / `--attest 127.0.0.1:PORT` (or localhost:PORT, or PORT): the guest
+ * reaches nothing else.
+ */
+function loopbackPort(value: unknown, flag: string, what: string): number | undefined {
   if (typeof value !== 'string') return undefined;
   const m = /^(?:(127\.0\.0\.1|localhost):)?([^:]+)$/.exec(value);
   if (!m)
     throw new UsageError(
-      `--registry ${JSON.stringify(value)}: the guest may only reach a registry on 127.0.0.1 (127.0.0.1:PORT)`,
+      `${flag} ${JSON.stringify(value)}: the guest may only reach ${what} on 127.0.0.1 (127.0.0.1:PORT)`,
     );
-  return portNumber(m[2]!, '--registry');
+  return portNumber(m[2]!, flag);
 }
 
 /** `--forward HOSTPORT:GUESTPORT`, each as often as needed. */
@@ -132,8 +136,21 @@ function consoleWriter(raw: boolean): { write(chunk: Buffer): void; end(): void 
   };
 }
 
+/** What the guest reaches and what reaches it, in one word: `registry=ADDR,verifier=ADDR,forward=H:G…`, or `-`. */
+function networkWord(n: MachineStatus['network']): string {
+  const parts = [
+    ...(n?.registry ? [`registry=${n.registry.split(' ')[0]}`] : []),
+    ...(n?.attest ? [`verifier=${n.attest.split(' ')[0]}`] : []),
+    ...(n?.forwards ?? []).map((f) => {
+      const m = /^127\.0\.0\.1:(\d+) -> guest:(\d+)$/.exec(f);
+      return `forward=${m ? `${m[1]}:${m[2]}` : f}`;
+    }),
+  ];
+  return parts.length ? parts.join(',') : '-';
+}
+
 function statusLine(s: MachineStatus): string {
-  return [s.name, s.state, s.disk ?? '-', s.uki ?? '-', s.media ?? '-'].join('\t');
+  return [s.name, s.state, s.disk ?? '-', s.uki ?? '-', networkWord(s.network), s.media ?? '-'].join('\t');
 }
 
 const rawOption = {
@@ -155,9 +172,13 @@ function vmCommands(): Command[] {
         'a UKI not installed on the disk boots from a small disk of its own, tried first. The varstore\n' +
         '(enrolled by `seal secureboot enroll`: PK, KEK and db are required) is copied. With --tpm swtpm\n' +
         '(the default) the machine has a software TPM of its own, provisioned as the factory does with\n' +
-        '--provision-policy-key, --device-cert and --device-key. No network unless asked: --registry\n' +
-        'lets the guest reach a registry on 127.0.0.1:PORT at 10.0.2.100:PORT, --forward makes\n' +
-        '127.0.0.1:HOSTPORT on the host reach the guest (qemu user networking, restrict=on).\n' +
+        '--provision-policy-key, --device-cert and --device-key, or, for a TPM-resident identity key\n' +
+        '(what attestation needs), --provision-policy-key, --identity-in-tpm, --pki, --product and\n' +
+        "--serial: the key is made in the TPM and certified by the PKI's device CA (written to\n" +
+        'PKI/devices/SERIAL.pem). No network unless asked: --registry lets the guest reach a registry\n' +
+        'on 127.0.0.1:PORT at 10.0.2.100:PORT, --attest a verifier (seal attest serve) on\n' +
+        '127.0.0.1:PORT at 10.0.2.101:PORT, --forward makes 127.0.0.1:HOSTPORT on the host reach the\n' +
+        'guest (qemu user networking, restrict=on).\n' +
         '--media attaches a raw disk image read-only as a further virtio disk, as a stick is plugged\n' +
         'into a device (`seal media create` makes update media; `seal machine media` changes it).',
       options: {
@@ -189,10 +210,26 @@ function vmCommands(): Command[] {
         },
         'device-cert': { type: 'string', value: 'PEM', description: 'factory step: the device certificate' },
         'device-key': { type: 'string', value: 'PEM', description: 'factory step: the device private key' },
+        'identity-in-tpm': {
+          type: 'boolean',
+          description: "factory step: make the identity key in the machine's TPM and certify it (--pki)",
+        },
+        pki: {
+          type: 'string',
+          value: 'DIR',
+          description: 'with --identity-in-tpm: the PKI whose device CA certifies it',
+        },
+        product: { type: 'string', value: 'UUID', description: 'with --identity-in-tpm: the product ID' },
+        serial: { type: 'string', value: 'SN', description: 'with --identity-in-tpm: the serial number' },
         registry: {
           type: 'string',
           value: '127.0.0.1:PORT',
           description: 'a registry the guest reaches at 10.0.2.100:PORT',
+        },
+        attest: {
+          type: 'string',
+          value: '127.0.0.1:PORT',
+          description: 'an attestation verifier the guest reaches at 10.0.2.101:PORT',
         },
         media: {
           type: 'string',
@@ -213,13 +250,27 @@ function vmCommands(): Command[] {
           throw new UsageError('--ca verifies the system of --manifest');
         if (options['disk-in-place'] && typeof options.disk !== 'string')
           throw new UsageError('--disk-in-place goes with --disk');
-        const factory = ['provision-policy-key', 'device-cert', 'device-key'].filter(
-          (o) => options[o] !== undefined,
-        );
-        if (factory.length !== 0 && factory.length !== 3)
+        const inTpm = options['identity-in-tpm'] === true;
+        const factory = (
+          inTpm
+            ? ['provision-policy-key', 'pki', 'product', 'serial']
+            : ['provision-policy-key', 'device-cert', 'device-key']
+        ).filter((o) => options[o] !== undefined);
+        if (inTpm && factory.length !== 4)
+          throw new UsageError(
+            'the factory step with --identity-in-tpm takes --provision-policy-key, --pki, --product and --serial',
+          );
+        if (inTpm && (options['device-cert'] !== undefined || options['device-key'] !== undefined))
+          throw new UsageError('--identity-in-tpm makes the identity: no --device-cert or --device-key');
+        if (!inTpm && factory.length !== 0 && factory.length !== 3)
           throw new UsageError(
             'the factory step takes --provision-policy-key, --device-cert and --device-key',
           );
+        if (
+          !inTpm &&
+          (options.pki !== undefined || options.product !== undefined || options.serial !== undefined)
+        )
+          throw new UsageError('--pki, --product and --serial go with --identity-in-tpm');
         const cpus = options.cpus === undefined ? undefined : Number(options.cpus);
         if (cpus !== undefined && !(Number.isInteger(cpus) && cpus > 0))
           throw new UsageError('--cpus takes a number');
@@ -250,16 +301,32 @@ function vmCommands(): Command[] {
           ...(cpus !== undefined ? { cpus } : {}),
           ...(options.accel ? { accel: options.accel as 'tcg' | 'kvm' } : {}),
           tpm: (options.tpm as 'swtpm' | 'none' | undefined) ?? 'swtpm',
-          ...(factory.length
+          ...(inTpm
             ? {
                 provision: {
                   policyKey: options['provision-policy-key'] as string,
-                  deviceCert: options['device-cert'] as string,
-                  deviceKey: options['device-key'] as string,
+                  identity: {
+                    pki: options.pki as string,
+                    product: options.product as string,
+                    serial: options.serial as string,
+                  },
                 },
               }
+            : factory.length
+              ? {
+                  provision: {
+                    policyKey: options['provision-policy-key'] as string,
+                    deviceCert: options['device-cert'] as string,
+                    deviceKey: options['device-key'] as string,
+                  },
+                }
+              : {}),
+          ...(options.registry !== undefined
+            ? { registry: loopbackPort(options.registry, '--registry', 'a registry') }
             : {}),
-          ...(options.registry !== undefined ? { registry: registryOption(options.registry) } : {}),
+          ...(options.attest !== undefined
+            ? { attest: loopbackPort(options.attest, '--attest', 'a verifier') }
+            : {}),
           forwards: forwardOptions(options.forward),
           ...(typeof options.media === 'string' ? { media: options.media } : {}),
         };
@@ -271,7 +338,12 @@ function vmCommands(): Command[] {
         if (status.uki)
           ctx.print(`  UKI  ${status.uki}${machine.config.bootDisk ? ' (on a boot disk of its own)' : ''}`);
         ctx.print(`  TPM  ${status.tpm ? `swtpm${create.provision ? ', provisioned' : ''}` : 'none'}`);
+        if (create.provision && 'identity' in create.provision) {
+          const { pki, serial } = create.provision.identity;
+          ctx.print(`  identity key in the TPM, certified: ${join(pki, 'devices', `${serial}.pem`)}`);
+        }
         if (status.network?.registry) ctx.print(`  registry ${status.network.registry}`);
+        if (status.network?.attest) ctx.print(`  verifier ${status.network.attest}`);
         for (const f of status.network?.forwards ?? []) ctx.print(`  forward ${f}`);
         if (status.media) ctx.print(`  media ${status.media} (read-only)`);
         return 0;
@@ -411,13 +483,13 @@ function vmCommands(): Command[] {
     },
     {
       path: ['machine', 'list'],
-      summary: 'The machines: name, state, disk, UKI',
+      summary: 'The machines: name, state, disk, UKI, network (what the guest reaches, what reaches it)',
       args: '',
       arity: [0, 0],
       async run(ctx) {
         const machines = Machine.list(machinesRoot());
         ctx.result(machines);
-        if (machines.length) ctx.print(['NAME', 'STATE', 'DISK', 'UKI', 'MEDIA'].join('\t'));
+        if (machines.length) ctx.print(['NAME', 'STATE', 'DISK', 'UKI', 'NETWORK', 'MEDIA'].join('\t'));
         for (const m of machines) ctx.print(statusLine(m));
         return 0;
       },
