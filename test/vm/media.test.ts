@@ -127,9 +127,9 @@ after(async () => {
 
 test('seal machine create --media and seal machine media attach an image read-only, shown in the list', () => {
   const listed = seal('machine', 'list');
-  assert.match(listed, /media-device\tstopped\t\S+disk\.img\t-\t\S+corrupt\.img/);
+  assert.match(listed, /media-device\tstopped\t\S+disk\.img\t-\t-\t\S+corrupt\.img\n/);
   seal('machine', 'media', 'media-device', '--eject');
-  assert.match(seal('machine', 'list'), /media-device\tstopped\t\S+disk\.img\t-\t-\n/);
+  assert.match(seal('machine', 'list'), /media-device\tstopped\t\S+disk\.img\t-\t-\t-\n/);
   const args = machine.qemuOptions().disks!;
   assert.deepEqual(
     args.map((d) => [d.path.split('/').at(-1), d.readonly ?? false]),
