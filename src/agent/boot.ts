@@ -16,7 +16,7 @@
  * what this one refused.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type SystemManifest, type SystemTarget, securityVersionOf } from '../manifest/spec.ts';
 import type { VerifyReport } from '../manifest/verify.ts';
 import { deviceIdOf, x509 } from '../pki/index.ts';
@@ -34,11 +34,12 @@ import { installOnDevice } from './installer.ts';
 import { BootLog } from './log.ts';
 import { formatLuks, isLuks, openLuks } from './luks.ts';
 import { manage } from './management.ts';
+import { watchMedia } from './media.ts';
 import { watchPowerButton } from './power.ts';
 import { loadState, recordEvent, rememberRefused, saveState, type TrialState } from './state.ts';
 import { MS, system } from './system.ts';
 import { runProgram, SEAL_ROOT } from './tools.ts';
-import { follow } from './update.ts';
+import { follow, UpdateChecker } from './update.ts';
 
 const TPM_DEVICE = '/dev/tpmrm0';
 
@@ -510,10 +511,16 @@ export async function boot(): Promise<void> {
     log.say(
       `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
     );
+    // One checker for every update source: one check at a time, refused digests skipped.
+    const checker = new UpdateChecker(d, { transport, trialBoots: params.trialBoots });
     if (params.follow) {
       const { source, intervalMs } = params.follow;
       log.say(`following ${source} every ${intervalMs / 1000} s`);
-      follow(d, source, intervalMs, { transport, trialBoots: params.trialBoots });
+      follow(d, source, intervalMs, {}, checker);
+    }
+    if (params.media) {
+      log.say(`looking for update media every ${params.media.intervalMs / 1000} s`);
+      watchMedia(d, checker, disk ? basename(disk.device) : undefined, params.media.intervalMs);
     }
     const stop = async (signal: string) => {
       log.say(`${signal}: stopping the services`);

@@ -11,7 +11,12 @@
  *                           following a registry (qemu's user network: 10.0.2.15/24,gw=10.0.2.2)
  *   seal.follow=REF         follow this image reference (docker://HOST:PORT/REPO:TAG): every
  *                           interval, a new signed system there is fetched, verified and applied
- *   seal.follow-interval=S  seconds between checks (default 300)
+ *   seal.follow-interval=S  seconds between checks (default 300; with seal.media alone, 10)
+ *   seal.media              look for update media at every check: a FAT filesystem (vfat only:
+ *                           the smallest kernel parser a stick anyone can insert should meet) on
+ *                           a block device other than the device's own disk, whole disk or a
+ *                           partition, with an OCI layout in seal-update/ at its root; the system
+ *                           tagged `system` there is verified and applied like a followed one
  *   seal.boot=REF           network boot: no disk; the system at REF (docker://HOST:PORT/REPO:TAG)
  *                           is fetched into memory, verified as from disk, and run
  *   seal.registry-insecure=1  speak plain HTTP to the registry of seal.boot, seal.follow and
@@ -52,6 +57,8 @@ export interface AgentParameters {
   onFailure: 'poweroff' | 'halt' | 'reboot';
   net?: NetworkParameters;
   follow?: { source: string; intervalMs: number };
+  /** Look for update media (`seal.media`) every `intervalMs`. */
+  media?: { intervalMs: number };
   /** Network boot from this reference. */
   boot?: string;
   /** The management image: revoke and install `install`. */
@@ -74,6 +81,7 @@ const KNOWN = new Set([
   'seal.net',
   'seal.follow',
   'seal.follow-interval',
+  'seal.media',
   'seal.boot',
   'seal.registry-insecure',
   'seal.management',
@@ -122,6 +130,8 @@ export function parseCommandLine(text: string): AgentParameters {
     registryInsecure: false,
     management: false,
   };
+  let interval: number | undefined;
+  let media = false;
   for (const word of text.trim().match(/(?:[^\s"]+|"[^"]*")+/g) ?? []) {
     const eq = word.indexOf('=');
     const key = eq < 0 ? word : word.slice(0, eq);
@@ -157,7 +167,7 @@ export function parseCommandLine(text: string): AgentParameters {
           });
         if (key === 'seal.boot') params.boot = value;
         else if (key === 'seal.install') params.install = value;
-        else params.follow = { intervalMs: 300_000, ...params.follow, source: value };
+        else params.follow = { intervalMs: interval ?? 300_000, source: value };
         break;
       case 'seal.follow-interval': {
         const seconds = Number(value);
@@ -165,7 +175,8 @@ export function parseCommandLine(text: string): AgentParameters {
           throw new AgentError('AGENT_CMDLINE', `seal.follow-interval is 1 to 86400 seconds, not ${value}`, {
             subject: key,
           });
-        params.follow = { source: '', ...params.follow, intervalMs: seconds * 1000 };
+        interval = seconds * 1000;
+        if (params.follow) params.follow.intervalMs = interval;
         break;
       }
       case 'seal.install-disk':
@@ -174,6 +185,9 @@ export function parseCommandLine(text: string): AgentParameters {
             subject: key,
           });
         params.installDisk = value;
+        break;
+      case 'seal.media':
+        media = value !== '0';
         break;
       case 'seal.management':
         params.management = value !== '0';
@@ -279,9 +293,18 @@ export function parseCommandLine(text: string): AgentParameters {
         subject: 'seal.management',
       },
     );
-  if (params.follow && !params.follow.source)
-    throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval needs seal.follow', {
-      subject: 'seal.follow',
+  if (interval !== undefined && !params.follow && !media)
+    throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval needs seal.follow or seal.media', {
+      subject: 'seal.follow-interval',
     });
+  if (media) {
+    if (params.install !== undefined || params.management)
+      throw new AgentError(
+        'AGENT_CMDLINE',
+        'seal.media is for a running device: an installer and the management image install and power off',
+        { subject: 'seal.media' },
+      );
+    params.media = { intervalMs: interval ?? params.follow?.intervalMs ?? 10_000 };
+  }
   return params;
 }

@@ -3,9 +3,10 @@
  * for its GPT, and the one holding Seal's store partition (by type GUID and label) is the
  * device's disk. Partition device names come from sysfs, so vda1 and nvme0n1p1 both work.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Partition, PartitionType, readTable, SECTOR } from '../gpt/index.ts';
+import { readFullySync } from '../util/read.ts';
 import { AgentError } from './errors.ts';
 
 /** Seal's partitions, by role: [type GUID, GPT label]. */
@@ -116,10 +117,21 @@ export function findDeviceDisk(options: { sys?: string; dev?: string } = {}): De
   return found[0]!;
 }
 
+/** Whether the first sector ends in the 0x55AA signature of an MBR or a FAT boot sector. */
+function bootSignature(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const sector = Buffer.alloc(512);
+    return readFullySync(fd, sector, 0) === 512 && sector[510] === 0x55 && sector[511] === 0xaa;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * The disk an installer writes: `name` when the command line names one (whatever it holds), else
  * the one writable whole disk of at least 1 GiB without a partition table — never a disk that
- * already holds something, unless named.
+ * already holds something (a GPT, an MBR or a FAT boot sector), unless named.
  */
 export function installTarget(
   name: string | undefined,
@@ -145,7 +157,8 @@ export function installTarget(
       readTable(join(dev, n), bytes);
       return false;
     } catch {
-      return true;
+      // No GPT; an MBR or a FAT boot sector (an update stick) still holds something.
+      return !bootSignature(join(dev, n));
     }
   });
   if (blank.length !== 1)

@@ -255,30 +255,58 @@ export async function update(
 }
 
 /**
- * Follows a tag: every `intervalMs`, resolves `source`; a digest other than the running one (and
- * not refused before) is applied with `update`. One check runs at a time.
+ * The one update check of a device, shared by every source it watches (a followed registry tag,
+ * removable media): one runs at a time, and a source whose digest is the running system's, or
+ * one refused before for good, is skipped without fetching anything.
  */
-export function follow(
-  device: Device,
-  source: string,
-  intervalMs: number,
-  options: UpdateOptions = {},
-): NodeJS.Timeout {
-  let busy = false;
-  const check = async () => {
-    if (busy) return;
-    busy = true;
+export class UpdateChecker {
+  readonly #device: Device;
+  readonly #options: UpdateOptions;
+  #busy = false;
+
+  constructor(device: Device, options: UpdateOptions = {}) {
+    this.#device = device;
+    this.#options = options;
+  }
+
+  /** Runs `task` unless another check runs (then it is skipped: false). */
+  async exclusive(task: () => Promise<void>): Promise<boolean> {
+    if (this.#busy) return false;
+    this.#busy = true;
     try {
-      const src = await openSource(source, options.transport);
+      await task();
+      return true;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Resolves `source` and, when it names a system other than the running one and not refused
+   * before, applies it with `update`, saying the outcome on the console. Call it inside
+   * `exclusive`. Never throws: a source that cannot be resolved is `failed` (`onFailure` says
+   * why; by default on the console). `seen` may skip a digest too (a medium tried already).
+   */
+  async check(
+    source: string,
+    options: { onFailure?: (message: string) => void; seen?: (digest: string) => boolean } = {},
+  ): Promise<'skipped' | 'updated' | 'failed'> {
+    const device = this.#device;
+    const onFailure =
+      options.onFailure ??
+      ((message: string) => device.log.say(`update check of ${source} failed: ${message}`));
+    try {
+      const src = await openSource(source, this.#options.transport);
       let digest: string;
       try {
         digest = (await src.resolve()).digest;
       } finally {
         await src.close();
       }
-      if (digest === device.running?.digest || device.state.refused?.includes(digest)) return;
+      if (digest === device.running?.digest || device.state.refused?.includes(digest)) return 'skipped';
+      if (options.seen?.(digest)) return 'skipped';
       device.log.say(`update: ${source} is now ${digest}`);
-      const outcome = await update(device, source, options);
+      const outcome = await update(device, source, this.#options);
       if (outcome.result === 'refused') {
         if (outcome.final) {
           rememberRefused(device.state, digest);
@@ -290,11 +318,28 @@ export function follow(
           `update applied: version ${outcome.from} -> ${outcome.to}, restarted ${outcome.restarted.join(', ') || 'nothing'}, ${outcome.bytes} bytes fetched`,
         );
       }
+      return 'updated';
     } catch (error) {
-      device.log.say(`update check of ${source} failed: ${(error as Error).message}`);
-    } finally {
-      busy = false;
+      onFailure((error as Error).message);
+      return 'failed';
     }
-  };
-  return setInterval(() => void check(), intervalMs);
+  }
+}
+
+/**
+ * Follows a tag: every `intervalMs`, resolves `source`; a digest other than the running one (and
+ * not refused before) is applied with `update`. One check runs at a time (`checker`'s, shared
+ * with the other sources the device watches).
+ */
+export function follow(
+  device: Device,
+  source: string,
+  intervalMs: number,
+  options: UpdateOptions = {},
+  checker = new UpdateChecker(device, options),
+): NodeJS.Timeout {
+  return setInterval(
+    () => void checker.exclusive(async () => void (await checker.check(source))),
+    intervalMs,
+  );
 }

@@ -9,6 +9,8 @@
  *   disk.img        its virtio disk: made by `seal install`, a copy of a given image, or blank
  *   esp.img         a boot disk with the UKI, when the UKI is not installed on disk.img
  *   vars.fd         its UEFI varstore (a copy of one enrolled by `seal secureboot enroll`)
+ *   (media)         a raw disk image given by path (`--media`, `seal machine media`): attached
+ *                   read-only as a further virtio disk, as update media are plugged into a device
  *   tpm/            its swtpm's state (provisioned at creation when asked: the factory step)
  *   console.log     the serial console of the current or last run (console.log.1: the one before)
  *   qemu.pid, swtpm.pid, qmp.sock, swtpm.ctrl, swtpm.log   while it runs
@@ -126,6 +128,8 @@ export interface MachineConfig {
   attest: { hostPort: number } | null;
   /** Host 127.0.0.1:hostPort → guest port. */
   forwards: { hostPort: number; guestPort: number }[];
+  /** A raw disk image (absolute path) attached read-only as a further virtio disk: update media. */
+  media: string | null;
 }
 
 export interface CreateOptions {
@@ -166,6 +170,8 @@ export interface CreateOptions {
   /** Port of an attestation verifier (`seal attest serve`) on 127.0.0.1 the guest may reach. */
   attest?: number;
   forwards?: { hostPort: number; guestPort: number }[];
+  /** A raw disk image attached read-only as a further virtio disk (used in place, never written). */
+  media?: string;
 }
 
 export interface MachineStatus {
@@ -180,6 +186,8 @@ export interface MachineStatus {
   cpus?: number;
   tpm?: boolean;
   network?: { registry: string | null; attest: string | null; forwards: string[] };
+  /** The removable medium attached (a raw image, read-only), or null. */
+  media?: string | null;
   /** Why the machine's configuration cannot be read (state `broken`). */
   problem?: string;
 }
@@ -460,6 +468,13 @@ export function parseConfig(text: string, dir: string, name: string): MachineCon
     throw configError(dir, 'attest is not {hostPort} or null');
   if (!Array.isArray(doc.forwards) || doc.forwards.length > 64)
     throw configError(dir, 'forwards is not a list');
+  // Absent in the files of machines made before media existed.
+  if (
+    doc.media !== undefined &&
+    doc.media !== null &&
+    (typeof doc.media !== 'string' || !isAbsolute(doc.media))
+  )
+    throw configError(dir, 'media is not an absolute path or null');
   return {
     format: 1,
     name,
@@ -480,6 +495,7 @@ export function parseConfig(text: string, dir: string, name: string): MachineCon
         guestPort: checkPort(dir, f.guestPort, `forwards[${i}].guestPort`),
       };
     }),
+    media: (doc.media as string | undefined) ?? null,
   };
 }
 
@@ -506,6 +522,20 @@ function checkForwards(
     throw new MachineError('MACHINE_INVALID_OPTION', `registry port ${registry} is not a TCP port (1-65535)`);
   if (attest !== undefined && (!Number.isInteger(attest) || attest < 1 || attest > 65535))
     throw new MachineError('MACHINE_INVALID_OPTION', `verifier port ${attest} is not a TCP port (1-65535)`);
+}
+
+/** Refuses media that are not a regular file (a raw disk image). */
+function checkMedia(path: string): void {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new MachineError('MACHINE_INVALID_OPTION', `no media image at ${path}`, { subject: path });
+  }
+  if (!st.isFile() || st.size === 0)
+    throw new MachineError('MACHINE_INVALID_OPTION', `${path} is not a raw disk image file`, {
+      subject: path,
+    });
 }
 
 /** Refuses a varstore that is not OVMF's or in which Secure Boot would not be enforced. */
@@ -644,6 +674,7 @@ export class Machine {
       if (path !== undefined && !existsSync(path))
         throw new MachineError('MACHINE_INVALID_OPTION', `no ${what} at ${path}`, { subject: path });
     checkVarstore(options.vars.path);
+    if (options.media !== undefined) checkMedia(options.media);
     for (const socket of [FILES.qmp, FILES.swtpmControl])
       if (join(final, socket).length > MAX_SOCKET_PATH)
         throw new MachineError(
@@ -719,6 +750,7 @@ export class Machine {
         registry: options.registry ? { hostPort: options.registry } : null,
         attest: options.attest ? { hostPort: options.attest } : null,
         forwards,
+        media: options.media !== undefined ? resolve(options.media) : null,
       };
       // What qemu will be given is checked now (paths it would split, a relay it needs).
       qemuArguments(new Machine(final, config).qemuOptions());
@@ -764,7 +796,27 @@ export class Machine {
           : null,
         forwards: c.forwards.map((f) => `127.0.0.1:${f.hostPort} -> guest:${f.guestPort}`),
       },
+      media: c.media,
     };
+  }
+
+  /**
+   * Attaches a raw disk image as the machine's removable medium (read-only, used in place), or
+   * ejects it (null). Only while the machine is stopped: qemu takes its disks when it starts.
+   */
+  async setMedia(path: string | null): Promise<void> {
+    const state = processState(this.dir);
+    if (state.state === 'running')
+      throw new MachineError(
+        'MACHINE_RUNNING',
+        `machine ${this.name} is running: stop it to change its media`,
+        { subject: this.name },
+      );
+    if (path !== null) checkMedia(path);
+    const config: MachineConfig = { ...this.config, media: path === null ? null : resolve(path) };
+    qemuArguments(new Machine(this.dir, config).qemuOptions());
+    await writeFileAtomic(this.path(FILES.config), `${JSON.stringify(config, null, 2)}\n`, 0o600);
+    this.config.media = config.media;
   }
 
   /** How qemu is run for this machine (exported for tests and `--dry-run`-like printing). */
@@ -773,6 +825,8 @@ export class Machine {
     const disks: NonNullable<QemuOptions['disks']> = [];
     if (c.bootDisk) disks.push({ path: this.path(FILES.esp), virtio: true, bootIndex: 1, readonly: true });
     disks.push({ path: this.path(c.disk), virtio: true, ...(c.bootDisk ? { bootIndex: 2 } : {}) });
+    // Last: the firmware and the guest find the machine's own disks first.
+    if (c.media) disks.push({ path: c.media, virtio: true, readonly: true, format: 'raw' });
     let network: QemuOptions['network'];
     const relayed = [
       ...(c.registry

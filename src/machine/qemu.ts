@@ -23,7 +23,10 @@ export interface QemuOptions {
    * QM0000<n+1>).
    */
   esp?: string | string[];
-  /** Disk images, in order (IDE/SATA unless `virtio`: a Seal device's disk is virtio-blk). */
+  /**
+   * Disk images, in order (IDE/SATA unless `virtio`: a Seal device's disk is virtio-blk). A
+   * read-only virtio disk (a boot disk, removable media) is a `virtio-blk-pci` device of its own.
+   */
   disks?: {
     path: string;
     readonly?: boolean;
@@ -171,17 +174,26 @@ export function qemuArguments(options: QemuOptions): string[] {
       ...['-device', `ide-hd,drive=esp${i},bus=ide.${i},bootindex=${i + 1}`],
     );
   }
+  // qemu creates `-device` disks before `if=virtio` ones: once one virtio disk needs a device of
+  // its own, every virtio disk gets one, so that PCI slots (vda, vdb… in the guest) follow the order given.
+  const ownDevices = (options.disks ?? []).some((d) => d.virtio && (d.bootIndex !== undefined || d.readonly));
   for (const [i, disk] of (options.disks ?? []).entries()) {
     const drive = `format=${disk.format ?? 'raw'},file=${optionPath(disk.path)}${disk.readonly ? ',readonly=on' : ''}`;
-    if (disk.bootIndex !== undefined) {
-      if (!disk.virtio || !Number.isInteger(disk.bootIndex) || disk.bootIndex < 1)
+    if (disk.bootIndex !== undefined || (disk.virtio && ownDevices)) {
+      if (
+        disk.bootIndex !== undefined &&
+        (!disk.virtio || !Number.isInteger(disk.bootIndex) || disk.bootIndex < 1)
+      )
         throw new MachineError(
           'MACHINE_INVALID_OPTION',
           'a boot index is a positive integer, on a virtio disk',
         );
       args.push(
         ...['-drive', `if=none,id=disk${i},${drive}`],
-        ...['-device', `virtio-blk-pci,drive=disk${i},bootindex=${disk.bootIndex}`],
+        ...[
+          '-device',
+          `virtio-blk-pci,drive=disk${i}${disk.bootIndex !== undefined ? `,bootindex=${disk.bootIndex}` : ''}`,
+        ],
       );
     } else {
       args.push('-drive', `${drive}${disk.virtio ? ',if=virtio' : ''}`);

@@ -21,7 +21,9 @@ export type MachineErrorCode =
   | 'MACHINE_RUNNING'
   | 'MACHINE_CONFIG'
   | 'MACHINE_QMP'
-  | 'MACHINE_TIMEOUT';
+  | 'MACHINE_TIMEOUT'
+  /** Update media that cannot be written. */
+  | 'MACHINE_MEDIA';
 
 export class MachineError extends SealError<MachineErrorCode> {}
 

@@ -61,6 +61,21 @@ test('defaults, and every parameter in its accepted forms among the kernel’s o
   assert.equal(i.installDisk, 'nvme0n1');
 });
 
+test('seal.media: update media looked for every follow interval, 10 s without seal.follow', () => {
+  assert.deepEqual(parseCommandLine('quiet seal.media').media, { intervalMs: 10_000 });
+  assert.equal(parseCommandLine('quiet seal.media=0').media, undefined);
+  assert.equal(parseCommandLine('quiet').media, undefined);
+  assert.deepEqual(parseCommandLine('seal.media seal.follow-interval=3').media, { intervalMs: 3000 });
+  // Either order of the words.
+  assert.deepEqual(parseCommandLine('seal.follow-interval=3 seal.media').media, { intervalMs: 3000 });
+  const both = parseCommandLine('seal.follow=docker://h:1/r:t seal.media');
+  assert.deepEqual(both.follow, { source: 'docker://h:1/r:t', intervalMs: 300_000 });
+  assert.deepEqual(both.media, { intervalMs: 300_000 });
+  const timed = parseCommandLine('seal.follow-interval=7 seal.follow=docker://h:1/r:t seal.media');
+  assert.deepEqual(timed.follow, { source: 'docker://h:1/r:t', intervalMs: 7000 });
+  assert.deepEqual(timed.media, { intervalMs: 7000 });
+});
+
 test('seal.attest and seal.attest-secret: the verifier URL normalized, the names in order', () => {
   const p = parseCommandLine(
     'console=ttyS0 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.attest=http://10.0.2.101:7443 seal.attest-secret=join-token,disk.key seal.attest-secret=tls_v2',
@@ -104,6 +119,9 @@ test('malformed or unknown seal.* parameters are refused, naming the parameter',
     'seal.management seal.install=../x',
     'seal.management seal.install=docker://h:1/r:t seal.boot=docker://h:1/r:t',
     'seal.management seal.install=docker://h:1/r:t seal.follow=docker://h:1/r:t',
+    'seal.install=docker://h:1/r:t seal.media',
+    'seal.management seal.install=docker://h:1/r:t seal.media',
+    'seal.media seal.follow-interval=0',
     'seal.net=10.0.2.15/24 seal.attest=ftp://10.0.2.101:7443/ seal.attest-secret=a',
     'seal.net=10.0.2.15/24 seal.attest=file:///etc/passwd seal.attest-secret=a',
     'seal.net=10.0.2.15/24 seal.attest=http://user:pw@10.0.2.101:7443/ seal.attest-secret=a',

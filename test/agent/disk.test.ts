@@ -1,6 +1,16 @@
 /** Finding a device's disk: by the GPT types and labels of Seal's partitions, its device names from sysfs. */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -117,4 +127,41 @@ test('the installer target: the one blank writable disk of 1 GiB or more, or the
   rmSync(join(sys, 'class/block/vdb'), { recursive: true });
   rmSync(join(sys, 'class/block/vde'), { recursive: true });
   refused(undefined, /no blank writable disk of 1 GiB or more/);
+});
+
+test('the installer never takes a stick for a blank disk: a FAT filesystem or an MBR on the whole disk holds something', () => {
+  const root = join(work, 'sticks');
+  const sys = join(root, 'sys');
+  const dev = join(root, 'dev');
+  mkdirSync(dev, { recursive: true });
+  const disk = (name: string, fill?: (path: string) => void) => {
+    const path = join(dev, name);
+    writeFileSync(path, '');
+    truncateSync(path, 2048 * MiB);
+    mkdirSync(join(sys, 'class/block', name), { recursive: true });
+    writeFileSync(join(sys, 'class/block', name, 'size'), `${(2048 * MiB) / 512}\n`);
+    writeFileSync(join(sys, 'class/block', name, 'ro'), '0\n');
+    fill?.(path);
+  };
+  disk('sda', (path) => execFileSync('mkfs.vfat', ['-F', '32', '--invariant', path], { stdio: 'ignore' }));
+  disk('sdb', (path) => {
+    const mbr = Buffer.alloc(512);
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    const fd = openSync(path, 'r+');
+    writeSync(fd, mbr, 0, 512, 0);
+    closeSync(fd);
+  });
+  assert.throws(
+    () => installTarget(undefined, { sys, dev }),
+    (e) => e instanceof AgentError && /no blank writable disk/.test(e.message),
+  );
+  disk('vda');
+  assert.equal(installTarget(undefined, { sys, dev }), join(dev, 'vda'));
+  // Named, a stick is taken as the command line says.
+  assert.equal(installTarget('sda', { sys, dev }), join(dev, 'sda'));
+  // And a FAT medium beside the device's disk is never taken for it.
+  const m = machine('with-stick', { vda: SEAL, vdb: undefined });
+  execFileSync('mkfs.vfat', ['--invariant', join(m.dev, 'vdb')], { stdio: 'ignore' });
+  assert.equal(findDeviceDisk(m).device, join(m.dev, 'vda'));
 });

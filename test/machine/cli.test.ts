@@ -58,8 +58,8 @@ test('create, list, console, stop and rm of a machine that never ran', () => {
   const list = seal('machine', 'list');
   assert.equal(
     list.stdout,
-    `NAME\tSTATE\tDISK\tUKI\tNETWORK\nedge-1\tstopped\t${machines}/edge-1/disk.img\t${UKI}\t` +
-      'registry=10.0.2.100:5000,verifier=10.0.2.101:7443,forward=8080:80,forward=2222:22\n',
+    `NAME\tSTATE\tDISK\tUKI\tNETWORK\tMEDIA\nedge-1\tstopped\t${machines}/edge-1/disk.img\t${UKI}\t` +
+      'registry=10.0.2.100:5000,verifier=10.0.2.101:7443,forward=8080:80,forward=2222:22\t-\n',
   );
   const json = JSON.parse(seal('machine', 'list', '--json').stdout);
   assert.deepEqual(
@@ -216,4 +216,50 @@ test('the factory step with --identity-in-tpm: the identity made in the TPM and 
   assert.ok(subject.includes(`PID:${product} SN:SN-CLI1`), subject);
   assert.ok(!existsSync(join(pki, 'devices/SN-CLI1.key')), 'no key file: the key stays in the TPM');
   assert.equal(seal('machine', 'rm', 'attesting').status, 0);
+});
+
+test('seal machine create --media and seal machine media: attached, listed, swapped, ejected; refused in one line', () => {
+  const stick = join(work, 'stick.img');
+  writeFileSync(stick, Buffer.alloc(1 << 20));
+  const created = seal(
+    'machine',
+    'create',
+    'edge-m',
+    '--uki',
+    UKI,
+    '--vars',
+    VARS,
+    '--disk-size',
+    '16M',
+    '--tpm',
+    'none',
+    '--media',
+    stick,
+  );
+  assert.equal(created.status, 0, created.stderr);
+  assert.match(created.stdout, new RegExp(`media ${stick} \\(read-only\\)`));
+  assert.match(
+    seal('machine', 'list').stdout,
+    new RegExp(`\nedge-m\tstopped\t\\S+/disk\\.img\t${UKI}\t-\t${stick}\n`),
+  );
+  const ejected = seal('machine', 'media', 'edge-m', '--eject', '--json');
+  assert.deepEqual(JSON.parse(ejected.stdout), { name: 'edge-m', media: null });
+  assert.match(seal('machine', 'list').stdout, /\nedge-m\tstopped\t\S+\t\S+\t-\t-\n/);
+  assert.match(
+    seal('machine', 'media', 'edge-m', stick).stdout,
+    new RegExp(`edge-m: media ${stick} \\(read-only\\)`),
+  );
+  for (const [args, message] of [
+    [['edge-m'], /give the image FILE, or --eject/],
+    [['edge-m', stick, '--eject'], /give the image FILE, or --eject/],
+    [['edge-m', join(work, 'absent.img')], /no media image at/],
+    [['nobody', stick], /no machine nobody/],
+  ] as const) {
+    const r = seal('machine', 'media', ...args);
+    assert.equal(r.status === 0, false, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, message);
+  }
+  assert.match(seal('machine', 'rm', 'edge-m').stdout, /Removed edge-m/);
+  assert.ok(existsSync(stick));
 });

@@ -122,6 +122,7 @@ test('create: a machine with a blank disk, its own varstore and TPM, the UKI on 
     registry: null,
     attest: null,
     forwards: [],
+    media: null,
   });
   // The same UKI gives the same partition table.
   const again = await Machine.create({ name: 'blank2', root, uki: UKI, vars: { path: VARS }, tpm: 'none' });
@@ -541,4 +542,92 @@ test('fuzz: mutated configurations give MACHINE_CONFIG or a valid configuration,
     }
   }
   assert.ok(accepted > 0 && accepted < 5000, `${accepted} accepted`);
+});
+
+test('media: a raw image attached read-only as the last virtio disk, changed or ejected only while stopped', async () => {
+  const image = join(work, 'stick.img');
+  writeFileSync(image, Buffer.alloc(1 << 20));
+  const m = await Machine.create({
+    name: 'media',
+    root,
+    uki: UKI,
+    vars: { path: VARS },
+    tpm: 'none',
+    media: image,
+  });
+  assert.equal(m.status().media, image);
+  const d = m.dir;
+  const line = qemuArguments(m.qemuOptions()).join(' ');
+  assert.ok(
+    line.includes(
+      `-drive if=none,id=disk1,format=raw,file=${d}/disk.img -device virtio-blk-pci,drive=disk1,bootindex=2 ` +
+        `-drive if=none,id=disk2,format=raw,file=${image},readonly=on -device virtio-blk-pci,drive=disk2 `,
+    ),
+    line,
+  );
+  // A machine without a boot disk: its own disk first (vda in the guest), the medium after it.
+  assert.deepEqual(
+    qemuArguments({
+      disks: [
+        { path: '/d.img', virtio: true },
+        { path: '/m.img', virtio: true, readonly: true },
+      ],
+    }).slice(-8),
+    [
+      '-drive',
+      'if=none,id=disk0,format=raw,file=/d.img',
+      '-device',
+      'virtio-blk-pci,drive=disk0',
+      '-drive',
+      'if=none,id=disk1,format=raw,file=/m.img,readonly=on',
+      '-device',
+      'virtio-blk-pci,drive=disk1',
+    ],
+  );
+
+  await m.setMedia(null);
+  assert.equal(Machine.open('media', root).config.media, null);
+  assert.ok(!qemuArguments(m.qemuOptions()).join(' ').includes('stick.img'));
+  await m.setMedia(image);
+  assert.equal(Machine.open('media', root).status().media, image);
+  await assert.rejects(
+    m.setMedia(join(work, 'absent.img')),
+    refused('MACHINE_INVALID_OPTION', /no media image/),
+  );
+  await assert.rejects(m.setMedia(work), refused('MACHINE_INVALID_OPTION', /not a raw disk image file/));
+  await assert.rejects(
+    m.setMedia(join(work, 'a,b.img')),
+    refused('MACHINE_INVALID_OPTION', /no media image/),
+  );
+  await assert.rejects(
+    Machine.create({
+      name: 'media2',
+      root,
+      uki: UKI,
+      vars: { path: VARS },
+      tpm: 'none',
+      media: join(work, 'x'),
+    }),
+    refused('MACHINE_INVALID_OPTION', /no media image/),
+  );
+  assert.ok(!existsSync(join(root, 'media2')));
+
+  const qemu = fakeQemu(join(d, 'qemu.pid'));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(m.status().state, 'running');
+  await assert.rejects(m.setMedia(null), refused('MACHINE_RUNNING', /stop it to change its media/));
+  assert.equal(Machine.open('media', root).config.media, image);
+  qemu.kill();
+  await exited(qemu);
+
+  // machine.json of a machine made before media: none; a relative path is refused.
+  const config = JSON.parse(readFileSync(join(d, 'machine.json'), 'utf8'));
+  delete config.media;
+  assert.equal(parseMachineConfig(JSON.stringify(config), d, 'media').media, null);
+  assert.throws(
+    () => parseMachineConfig(JSON.stringify({ ...config, media: 'stick.img' }), d, 'media'),
+    refused('MACHINE_CONFIG', /media is not an absolute path or null/),
+  );
+  await removeMachine('media', { root });
+  assert.ok(existsSync(image), 'the medium is used in place, never removed');
 });

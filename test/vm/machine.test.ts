@@ -192,6 +192,7 @@ test('create, start --detach, console --follow to both services, stop, list, rm:
         attest: null,
         forwards: [`127.0.0.1:${webPort} -> guest:8080`],
       },
+      media: null,
     },
   );
 

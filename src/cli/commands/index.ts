@@ -23,6 +23,7 @@ const FILES: [words: string[], load: Loader][] = [
   [['manifest', 'sign', 'verify-signature'], async () => (await import('./manifest.ts')).manifestCommands],
   [['initrd', 'status'], async () => (await import('./agent.ts')).agentCommands],
   [['install', 'machine'], async () => (await import('./machine.ts')).machineCommands],
+  [['media'], async () => (await import('./media.ts')).mediaCommands],
   [['uki'], async () => (await import('./uki.ts')).ukiCommands],
   [['secureboot'], async () => (await import('./secureboot.ts')).secureBootCommands],
   [['pcr', 'eventlog'], async () => (await import('./measure.ts')).measureCommands],

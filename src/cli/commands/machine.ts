@@ -150,7 +150,7 @@ function networkWord(n: MachineStatus['network']): string {
 }
 
 function statusLine(s: MachineStatus): string {
-  return [s.name, s.state, s.disk ?? '-', s.uki ?? '-', networkWord(s.network)].join('\t');
+  return [s.name, s.state, s.disk ?? '-', s.uki ?? '-', networkWord(s.network), s.media ?? '-'].join('\t');
 }
 
 const rawOption = {
@@ -178,7 +178,9 @@ function vmCommands(): Command[] {
         'PKI/devices/SERIAL.pem). No network unless asked: --registry lets the guest reach a registry\n' +
         'on 127.0.0.1:PORT at 10.0.2.100:PORT, --attest a verifier (seal attest serve) on\n' +
         '127.0.0.1:PORT at 10.0.2.101:PORT, --forward makes 127.0.0.1:HOSTPORT on the host reach the\n' +
-        'guest (qemu user networking, restrict=on).',
+        'guest (qemu user networking, restrict=on).\n' +
+        '--media attaches a raw disk image read-only as a further virtio disk, as a stick is plugged\n' +
+        'into a device (`seal media create` makes update media; `seal machine media` changes it).',
       options: {
         uki: { type: 'string', value: 'FILE', description: 'the signed UKI (required unless --disk)' },
         vars: { type: 'string', value: 'FILE', description: 'the enrolled OVMF varstore (required)' },
@@ -228,6 +230,11 @@ function vmCommands(): Command[] {
           type: 'string',
           value: '127.0.0.1:PORT',
           description: 'an attestation verifier the guest reaches at 10.0.2.101:PORT',
+        },
+        media: {
+          type: 'string',
+          value: 'FILE',
+          description: 'attach this raw disk image read-only as removable media',
         },
         forward: {
           type: 'string',
@@ -321,6 +328,7 @@ function vmCommands(): Command[] {
             ? { attest: loopbackPort(options.attest, '--attest', 'a verifier') }
             : {}),
           forwards: forwardOptions(options.forward),
+          ...(typeof options.media === 'string' ? { media: options.media } : {}),
         };
         const machine = await Machine.create(create);
         const status = machine.status();
@@ -337,6 +345,7 @@ function vmCommands(): Command[] {
         if (status.network?.registry) ctx.print(`  registry ${status.network.registry}`);
         if (status.network?.attest) ctx.print(`  verifier ${status.network.attest}`);
         for (const f of status.network?.forwards ?? []) ctx.print(`  forward ${f}`);
+        if (status.media) ctx.print(`  media ${status.media} (read-only)`);
         return 0;
       },
     },
@@ -480,8 +489,32 @@ function vmCommands(): Command[] {
       async run(ctx) {
         const machines = Machine.list(machinesRoot());
         ctx.result(machines);
-        if (machines.length) ctx.print(['NAME', 'STATE', 'DISK', 'UKI', 'NETWORK'].join('\t'));
+        if (machines.length) ctx.print(['NAME', 'STATE', 'DISK', 'UKI', 'NETWORK', 'MEDIA'].join('\t'));
         for (const m of machines) ctx.print(statusLine(m));
+        return 0;
+      },
+    },
+    {
+      path: ['machine', 'media'],
+      summary: 'Attach a raw disk image to a stopped machine as removable media (read-only), or --eject it',
+      args: 'NAME [FILE]',
+      arity: [1, 2],
+      details:
+        'The image is used in place and never written: qemu attaches it read-only as a further\n' +
+        "virtio disk, after the machine's own. A device booted with seal.media looks on it for\n" +
+        'update media (`seal media create`). The machine must be stopped.',
+      options: { eject: { type: 'boolean', description: 'remove the medium' } },
+      async run(ctx, [name, file], options) {
+        if ((file === undefined) === (options.eject !== true))
+          throw new UsageError('give the image FILE, or --eject');
+        const machine = openMachine(name!);
+        await machine.setMedia(file ?? null);
+        ctx.result({ name: machine.name, media: machine.config.media });
+        ctx.print(
+          machine.config.media
+            ? `${machine.name}: media ${machine.config.media} (read-only)`
+            : `${machine.name}: no media`,
+        );
         return 0;
       },
     },
