@@ -36,6 +36,7 @@ import { formatLuks, isLuks, openLuks } from './luks.ts';
 import { manage } from './management.ts';
 import { watchMedia } from './media.ts';
 import { watchPowerButton } from './power.ts';
+import { servePush } from './push.ts';
 import { loadState, recordEvent, rememberRefused, saveState, type TrialState } from './state.ts';
 import { MS, system } from './system.ts';
 import { runProgram, SEAL_ROOT } from './tools.ts';
@@ -295,6 +296,7 @@ async function giveUpTrial(device: Device, why: string, remember = true): Promis
     `fallback: version ${trial.version} ${why}; booting version ${device.state.good?.version ?? 'current'}`,
   );
   device.state.trial = undefined;
+  device.state.garbage = true;
   if (remember && trial.lastFailure) rememberRefused(device.state, trial.digest);
   await saveState(`${RUN}/config/device.json`, device.state);
   await device.writingStore(() => device.store.untag(trial.tag)).catch(() => {});
@@ -504,6 +506,7 @@ export async function boot(): Promise<void> {
       () => `version ${document.version} is good; accepted version ${securityVersionOf(document)}`,
     );
     trial = undefined;
+    if (d.state.garbage) await d.collectGarbage();
     log.record.result = 'running';
     log.save();
     for (const e of d.state.events.slice(-3)) log.say(`history: ${e.at} ${e.event}`);
@@ -522,6 +525,7 @@ export async function boot(): Promise<void> {
       log.say(`looking for update media every ${params.media.intervalMs / 1000} s`);
       watchMedia(d, checker, disk ? basename(disk.device) : undefined, params.media.intervalMs);
     }
+    if (params.push !== undefined) servePush(d, checker, params.push);
     const stop = async (signal: string) => {
       log.say(`${signal}: stopping the services`);
       for (const name of [...d.services.keys()]) await d.stopService(name);

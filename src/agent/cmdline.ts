@@ -17,6 +17,8 @@
  *                           a block device other than the device's own disk, whole disk or a
  *                           partition, with an OCI layout in seal-update/ at its root; the system
  *                           tagged `system` there is verified and applied like a followed one
+ *   seal.push=PORT          accept systems pushed with `seal push` on this TCP port (needs
+ *                           seal.net): verified and applied like a followed one
  *   seal.boot=REF           network boot: no disk; the system at REF (docker://HOST:PORT/REPO:TAG)
  *                           is fetched into memory, verified as from disk, and run
  *   seal.registry-insecure=1  speak plain HTTP to the registry of seal.boot, seal.follow and
@@ -59,6 +61,8 @@ export interface AgentParameters {
   follow?: { source: string; intervalMs: number };
   /** Look for update media (`seal.media`) every `intervalMs`. */
   media?: { intervalMs: number };
+  /** Accept pushed systems (`seal.push`) on this TCP port. */
+  push?: number;
   /** Network boot from this reference. */
   boot?: string;
   /** The management image: revoke and install `install`. */
@@ -82,6 +86,7 @@ const KNOWN = new Set([
   'seal.follow',
   'seal.follow-interval',
   'seal.media',
+  'seal.push',
   'seal.boot',
   'seal.registry-insecure',
   'seal.management',
@@ -189,6 +194,13 @@ export function parseCommandLine(text: string): AgentParameters {
       case 'seal.media':
         media = value !== '0';
         break;
+      case 'seal.push': {
+        const port = /^\d{1,5}$/.test(value) ? Number(value) : 0;
+        if (port < 1 || port > 65535)
+          throw new AgentError('AGENT_CMDLINE', `seal.push is a TCP port, not ${value}`, { subject: key });
+        params.push = port;
+        break;
+      }
       case 'seal.management':
         params.management = value !== '0';
         break;
@@ -297,6 +309,18 @@ export function parseCommandLine(text: string): AgentParameters {
     throw new AgentError('AGENT_CMDLINE', 'seal.follow-interval needs seal.follow or seal.media', {
       subject: 'seal.follow-interval',
     });
+  if (params.push !== undefined) {
+    if (!params.net)
+      throw new AgentError('AGENT_CMDLINE', 'seal.push needs seal.net (the network pushes come from)', {
+        subject: 'seal.push',
+      });
+    if (params.install !== undefined || params.management)
+      throw new AgentError(
+        'AGENT_CMDLINE',
+        'seal.push is for a running device: an installer and the management image install and power off',
+        { subject: 'seal.push' },
+      );
+  }
   if (media) {
     if (params.install !== undefined || params.management)
       throw new AgentError(

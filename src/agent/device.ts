@@ -111,6 +111,20 @@ export class Device {
     });
   }
 
+  /**
+   * Checks the system at `source` (not yet fetched) as far as it can without its images: the
+   * signature, the product and the TPM's floor — so that nobody else's system fills the store.
+   */
+  async verifySigned(source: string, transport?: { plainHttp?: boolean }): Promise<VerifyReport> {
+    return verifySystem(source, {
+      ca: this.ca,
+      product: this.product,
+      minimumVersion: await readAcceptedVersion(this.tpm),
+      targets: false,
+      ...(transport ? { transport } : {}),
+    });
+  }
+
   /** Mounts the store read-write for a change, and back read-only after it, whatever happened. */
   writingStore<T>(change: () => Promise<T>): Promise<T> {
     return writing(`${RUN}/store`, change);
@@ -145,6 +159,31 @@ export class Device {
       if (keep.has(digest)) continue;
       await closeLayers(layers);
       this.#images.delete(digest);
+    }
+  }
+
+  /**
+   * Removes from the store every blob no tagged system needs — systems replaced, refused or given
+   * up, and downloads a power loss cut short — once the images of other systems are closed (an
+   * open, deleted blob would keep the store from going back read-only). Says what it freed; a
+   * failure is said and left for the next time, never thrown.
+   */
+  async collectGarbage(): Promise<void> {
+    const doc = this.running?.document;
+    if (!doc) return;
+    try {
+      await this.closeUnused(
+        new Set(
+          doc.targets.filter((t) => t.role === 'host' || t.role === 'service').map((t) => t.image.digest),
+        ),
+      );
+      const { removed, freed } = await this.writingStore(() => this.store.gc());
+      this.state.garbage = undefined;
+      await saveState(`${RUN}/config/device.json`, this.state);
+      if (removed.length > 0)
+        this.log.say(`store: ${removed.length} blobs no system needs removed, ${freed} bytes freed`);
+    } catch (error) {
+      this.log.say(`store: garbage not collected: ${(error as Error).message}`);
     }
   }
 
@@ -235,6 +274,8 @@ export class Device {
     };
     this.state.trial = undefined;
     if (previous?.digest !== report.manifest.digest) {
+      // The system it replaces leaves the store at the next collection (collectGarbage).
+      if (previous) this.state.garbage = true;
       recordEvent(
         this.state,
         `version ${document.version} confirmed good${previous ? ` (was ${previous.version})` : ''}; accepted version ${raised.to}`,

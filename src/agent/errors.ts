@@ -16,7 +16,9 @@ export type AgentErrorCode =
   /** A service could not be started or supervised. */
   | 'AGENT_SERVICE'
   /** An update that cannot be applied on this device (named in the message). */
-  | 'AGENT_UPDATE';
+  | 'AGENT_UPDATE'
+  /** A pushed update that is not what `seal push` sends (seal.push). */
+  | 'AGENT_PUSH';
 
 /** Failures of the device agent and of building its initrd. */
 export class AgentError extends SealError<AgentErrorCode> {}

@@ -31,6 +31,7 @@ export class BootLog {
   readonly #path: string;
   readonly #write: (line: string) => void;
   readonly #started = performance.now();
+  readonly #watchers = new Set<(line: string) => void>();
 
   constructor(path: string, write: (line: string) => void = (l) => process.stdout.write(l)) {
     this.#path = path;
@@ -40,7 +41,15 @@ export class BootLog {
 
   /** A line on the console, prefixed so that the tests and a reader can tell the agent's lines. */
   say(text: string): void {
-    this.#write(`seal: ${escapeControls(text)}\n`);
+    const line = `seal: ${escapeControls(text)}\n`;
+    this.#write(line);
+    for (const watcher of this.#watchers) watcher(line);
+  }
+
+  /** Calls `watcher` with every line said from now on, until the returned function is called. */
+  watch(watcher: (line: string) => void): () => void {
+    this.#watchers.add(watcher);
+    return () => this.#watchers.delete(watcher);
   }
 
   /** Runs one step, logging its start, its end and its duration; a failure is recorded and rethrown. */

@@ -40,6 +40,8 @@ export interface DeviceState {
   trial?: TrialState;
   /** Systems refused for good or given up after their trial (digests): a followed tag naming one is not tried again. */
   refused?: string[];
+  /** The store may hold blobs no system needs (a system replaced, refused or given up): collected at the next chance. */
+  garbage?: boolean;
   events: DeviceEvent[];
 }
 

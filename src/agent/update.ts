@@ -1,7 +1,9 @@
 /**
  * Updates on the device: a new signed system manifest, from a registry, an OCI layout or archive
- * (removable media), fetched into the store under the tag `next` — only the blobs the store
- * lacks — and verified exactly as at boot, every new layer included, before anything changes.
+ * (removable media). Its signature, product and version are checked where it is; then it is
+ * fetched into the store under the tag `next` — only the blobs the store lacks — and verified
+ * exactly as at boot, every new layer included, before anything changes. Whatever a confirmation
+ * or a refusal leaves behind is collected from the store at once.
  *
  *  - Only services changed: applied live. Changed and new services start from their new images,
  *    removed ones stop, unchanged ones keep running; when every new service runs, the system is
@@ -15,6 +17,7 @@
  * index.json rename; a refused update leaves the store's tags, the state and the TPM unchanged.
  */
 import { join } from 'node:path';
+import { ManifestError } from '../manifest/errors.ts';
 import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
 import { securityVersionOf } from '../manifest/spec.ts';
 import type { VerifyReport } from '../manifest/verify.ts';
@@ -129,9 +132,25 @@ export async function update(
   const refuse = async (reason: string, final: boolean): Promise<UpdateOutcome> => {
     await device.writingStore(() => device.store.untag('next')).catch(() => {});
     recordEvent(device.state, `update from ${source} refused: ${reason}`);
+    device.state.garbage = true;
     await saveState(`${RUN}/config/device.json`, device.state);
+    // Whatever it brought leaves the store (a retry fetches it again, resuming within a check).
+    await device.collectGarbage();
     return { result: 'refused', reason, final };
   };
+  // Signed for this product, and not below the floor, before a byte of its images is fetched.
+  let signed: VerifyReport;
+  try {
+    signed = await log.step(
+      `check the update ${source}`,
+      () => device.verifySigned(source, options.transport),
+      (r) => `version ${r.document.version}, signed by "${r.signatures.find((s) => s.ok)?.signer}"`,
+    );
+  } catch (error) {
+    return refuse((error as Error).message, error instanceof ManifestError);
+  }
+  const downgrade = downgradeProblem(running.document, signed.document as SystemManifest);
+  if (downgrade) return refuse(downgrade, true);
   let fetched: { bytes: number; blobs: number };
   try {
     fetched = await log.step(
@@ -242,9 +261,8 @@ export async function update(
     () => device.confirm(report, 'next'),
     () => `version ${next.version} is current`,
   );
-  await device.closeUnused(
-    new Set([host(next)!, ...[...device.services.values()].map((s) => s.target.image.digest)]),
-  );
+  // The images of the replaced services close, and the system it replaced leaves the store.
+  await device.collectGarbage();
   return {
     result: 'applied',
     from: running.document.version,
@@ -289,7 +307,12 @@ export class UpdateChecker {
    */
   async check(
     source: string,
-    options: { onFailure?: (message: string) => void; seen?: (digest: string) => boolean } = {},
+    options: {
+      onFailure?: (message: string) => void;
+      seen?: (digest: string) => boolean;
+      /** Told what the update came to (not when the source names a system skipped). */
+      onOutcome?: (outcome: UpdateOutcome) => void;
+    } = {},
   ): Promise<'skipped' | 'updated' | 'failed'> {
     const device = this.#device;
     const onFailure =
@@ -307,6 +330,7 @@ export class UpdateChecker {
       if (options.seen?.(digest)) return 'skipped';
       device.log.say(`update: ${source} is now ${digest}`);
       const outcome = await update(device, source, this.#options);
+      options.onOutcome?.(outcome);
       if (outcome.result === 'refused') {
         if (outcome.final) {
           rememberRefused(device.state, digest);

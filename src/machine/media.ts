@@ -83,6 +83,31 @@ function walk(dir: string): { dirs: string[]; files: { path: string; size: numbe
   return { dirs, files };
 }
 
+/**
+ * Copies the signed system at `manifest`, with everything it pins and carries (signatures), into
+ * a new OCI layout at `layout` under `tag`, as a device takes it in; returns its digest.
+ */
+export async function copySystem(
+  manifest: string,
+  layout: string,
+  tag: string,
+  transport?: OpenOptions,
+): Promise<string> {
+  const src = await openSource(manifest, transport);
+  try {
+    const dst = await openDestination(`oci:${layout}:${tag}`);
+    try {
+      const digest = (await syncImage(src, dst, { tag })).root.digest;
+      await dst.commit();
+      return digest;
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+}
+
 /** Writes update media for `options.manifest` into `options.image`. */
 export async function writeMedia(options: MediaOptions): Promise<MediaResult> {
   const epochText = process.env.SOURCE_DATE_EPOCH;
@@ -90,19 +115,7 @@ export async function writeMedia(options: MediaOptions): Promise<MediaResult> {
   const scratch = mkdtempSync(join(tmpdir(), 'seal-media-'));
   try {
     const layout = join(scratch, MEDIA_DIR);
-    const src = await openSource(options.manifest, options.transport);
-    let digest: string;
-    try {
-      const dst = await openDestination(`oci:${layout}:${MEDIA_TAG}`);
-      try {
-        digest = (await syncImage(src, dst, { tag: MEDIA_TAG })).root.digest;
-        await dst.commit();
-      } finally {
-        await dst.close();
-      }
-    } finally {
-      await src.close();
-    }
+    const digest = await copySystem(options.manifest, layout, MEDIA_TAG, options.transport);
     const { dirs, files } = walk(layout);
     const layoutBytes = files.reduce((n, f) => n + f.size, 0);
     // Each file rounded up to a 4 KiB cluster, the FATs and directories, and some room.

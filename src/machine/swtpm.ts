@@ -23,7 +23,9 @@ export type MachineErrorCode =
   | 'MACHINE_QMP'
   | 'MACHINE_TIMEOUT'
   /** Update media that cannot be written. */
-  | 'MACHINE_MEDIA';
+  | 'MACHINE_MEDIA'
+  /** A push to a device (seal push) that could not be made. */
+  | 'MACHINE_PUSH';
 
 export class MachineError extends SealError<MachineErrorCode> {}
 

@@ -34,6 +34,11 @@ export interface VerifyOptions {
    */
   minimumVersion?: number;
   deep?: boolean;
+  /**
+   * false: stop after the signature, product and version checks — what a device checks of a
+   * system before it fetches any of its images.
+   */
+  targets?: boolean;
   at?: Date;
   /** Registry options, for `docker://` references (the system's and its targets'). */
   transport?: OpenOptions;
@@ -244,6 +249,8 @@ export async function verifySystem(ref: string, options: VerifyOptions): Promise
       'version',
       `version ${document.version}${state || options.minimumVersion !== undefined ? ` (highest accepted: ${floor})` : ''}`,
     );
+
+    if (options.targets === false) return { manifest: descriptor, document, checks, signatures };
 
     for (const target of pinnedDoc.targets) {
       // Where the system is (a mirror holds its targets beside it), else where it was built.

@@ -400,9 +400,13 @@ export class LayoutStore {
     return manifests.map((m) => ({ name: m.annotations?.[ANNOTATION_REF_NAME], descriptor: m }));
   }
 
-  /** Every blob digest reachable from index.json (manifests, indexes, configs, layers, subjects). */
+  /** Every blob digest reachable from index.json (manifests, indexes, configs, layers, pinned images). */
   async reachable(strict = true): Promise<Set<string>> {
-    const seen = new Set<string>();
+    return this.#closure((await this.index()).manifests, strict);
+  }
+
+  /** Every blob digest reachable from `roots`, added to `seen`. */
+  async #closure(roots: Descriptor[], strict: boolean, seen = new Set<string>()): Promise<Set<string>> {
     const visit = async (desc: Descriptor) => {
       if (seen.has(desc.digest)) return;
       seen.add(desc.digest);
@@ -429,8 +433,42 @@ export class LayoutStore {
         for (const p of await pinnedDescriptors(doc, (d) => this.readBlob(d))) await visit(p);
       }
     };
-    for (const m of (await this.index()).manifests) await visit(m);
+    for (const m of roots) await visit(m);
     return seen;
+  }
+
+  /**
+   * The untagged entries of index.json attached to a manifest (signatures, SBOMs, composefs
+   * metadata) that nothing else keeps: a referrer lives as long as its subject does.
+   */
+  async #orphanedReferrers(): Promise<Set<string>> {
+    const entries = (await this.index()).manifests;
+    const subjects = new Map<string, string>();
+    for (const m of entries) {
+      if (m.annotations?.[ANNOTATION_REF_NAME] !== undefined || m.size > 4 << 20) continue;
+      if (!(await this.hasBlob(m.digest))) continue;
+      const doc = parseManifestOrIndex(await this.readBlob(m), m.digest);
+      if (doc.subject) subjects.set(m.digest, doc.subject.digest);
+    }
+    const kept = await this.#closure(
+      entries.filter((m) => !subjects.has(m.digest)),
+      true,
+    );
+    // Referrers of kept manifests are kept, and so are theirs (a signature of an SBOM).
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const [digest, subject] of subjects) {
+        if (!kept.has(subject)) continue;
+        subjects.delete(digest);
+        await this.#closure(
+          entries.filter((m) => m.digest === digest),
+          true,
+          kept,
+        );
+        grew = true;
+      }
+    }
+    return new Set(subjects.keys());
   }
 
   /** Every blob file's digest; the blob directories must be real directories of the layout. */
@@ -445,8 +483,19 @@ export class LayoutStore {
     }
   }
 
-  /** Removes blobs no image in index.json references (and leftover temporary files). */
+  /**
+   * Removes blobs no image in index.json references, the referrers of manifests no longer kept
+   * (from index.json too), and leftover temporary files.
+   */
   async gc(): Promise<{ removed: string[]; freed: number }> {
+    const orphans = await this.#orphanedReferrers();
+    if (orphans.size > 0) {
+      await this.updateIndex((index) => {
+        index.manifests = index.manifests.filter(
+          (m) => !orphans.has(m.digest) || m.annotations?.[ANNOTATION_REF_NAME] !== undefined,
+        );
+      });
+    }
     const keep = await this.reachable();
     const removed: string[] = [];
     let freed = 0;

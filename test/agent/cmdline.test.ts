@@ -76,6 +76,12 @@ test('seal.media: update media looked for every follow interval, 10 s without se
   assert.deepEqual(timed.media, { intervalMs: 7000 });
 });
 
+test('seal.push: a TCP port, with the network it needs', () => {
+  assert.equal(parseCommandLine('seal.net=10.0.2.15/24 seal.push=7000').push, 7000);
+  assert.equal(parseCommandLine('seal.push=65535 seal.net=10.0.2.15/24').push, 65535);
+  assert.equal(parseCommandLine('seal.net=10.0.2.15/24').push, undefined);
+});
+
 test('seal.attest and seal.attest-secret: the verifier URL normalized, the names in order', () => {
   const p = parseCommandLine(
     'console=ttyS0 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.attest=http://10.0.2.101:7443 seal.attest-secret=join-token,disk.key seal.attest-secret=tls_v2',
@@ -120,6 +126,14 @@ test('malformed or unknown seal.* parameters are refused, naming the parameter',
     'seal.management seal.install=docker://h:1/r:t seal.boot=docker://h:1/r:t',
     'seal.management seal.install=docker://h:1/r:t seal.follow=docker://h:1/r:t',
     'seal.install=docker://h:1/r:t seal.media',
+    'seal.push=7000',
+    'seal.net=10.0.2.15/24 seal.push=0',
+    'seal.net=10.0.2.15/24 seal.push=65536',
+    'seal.net=10.0.2.15/24 seal.push=70a',
+    'seal.net=10.0.2.15/24 seal.push=',
+    'seal.net=10.0.2.15/24 seal.push=-1',
+    'seal.net=10.0.2.15/24 seal.install=docker://h:1/r:t seal.push=7000',
+    'seal.net=10.0.2.15/24 seal.management seal.install=docker://h:1/r:t seal.push=7000',
     'seal.management seal.install=docker://h:1/r:t seal.media',
     'seal.media seal.follow-interval=0',
     'seal.net=10.0.2.15/24 seal.attest=ftp://10.0.2.101:7443/ seal.attest-secret=a',

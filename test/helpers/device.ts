@@ -8,7 +8,16 @@
  * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
  * prints it, so one console line proves both run and the data survived.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Machine, Swtpm } from '../../src/machine/index.ts';
@@ -23,6 +32,17 @@ function seal(args: string[]): string {
   const r = runSeal(args);
   if (r.status !== 0) throw new Error(`seal ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
+}
+
+/**
+ * Every blob file of what a device's store holds of `system` — its manifests, signatures and
+ * pinned images, copied as a device copies them — with its size.
+ */
+export function systemFiles(system: string, work: string): Map<string, number> {
+  const dir = mkdtempSync(join(work, 'closure-'));
+  seal(['sync', system, `oci:${dir}:x`]);
+  const blobs = join(dir, 'blobs/sha256');
+  return new Map(readdirSync(blobs).map((hex) => [`sha256:${hex}`, statSync(join(blobs, hex)).size]));
 }
 
 /** A busybox root filesystem with `files` (path → contents). */
@@ -530,7 +550,7 @@ export class DeviceSession {
     return this.#output.length;
   }
 
-  /** Resolves with the first match of `re` in the console after `from`; rejects if the machine ends or time runs out. */
+  /** Resolves with the first match of `re` in the console after `from` (its index counted in `output`); rejects if the machine ends or time runs out. */
   waitFor(re: RegExp, from = 0, timeoutMs = 240_000): Promise<RegExpExecArray> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
@@ -545,8 +565,10 @@ export class DeviceSession {
       };
       const check = () => {
         const m = re.exec(this.#output.slice(from));
-        if (m) finish(undefined, m);
-        else if (this.#ended)
+        if (m) {
+          m.index += from; // where it is in `output`, not in the slice
+          finish(undefined, m);
+        } else if (this.#ended)
           finish(new Error(`the machine ended before ${re}:\n${this.#output.slice(-3000)}`));
       };
       this.#listeners.add(check);

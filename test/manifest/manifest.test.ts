@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -402,6 +402,20 @@ test('an older version than the state file, a changed target, no signature or a 
   await dst.close();
   await signSystem(ref, goodSigner);
   await refused(ref, 'MANIFEST_TARGET_MISMATCH', /target hostfs/);
+  // What a device checks before it fetches the images: the signature, product and version only.
+  const signedOnly = await verifySystem(ref, { ca, targets: false });
+  assert.deepEqual(
+    signedOnly.checks.map((c) => c.check),
+    ['digest', 'signature', 'chain', 'product', 'version'],
+  );
+  await assert.rejects(
+    verifySystem(ref, { ca, targets: false, minimumVersion: 8 }),
+    (e: unknown) => e instanceof ManifestError && e.code === 'MANIFEST_ROLLBACK',
+  );
+  await assert.rejects(
+    verifySystem(ref, { ca, targets: false, product: '0c0c0c0c-0c0c-4c0c-8c0c-0c0c0c0c0c0c' }),
+    (e: unknown) => e instanceof ManifestError && e.code === 'MANIFEST_WRONG_PRODUCT',
+  );
   await refused(await system(7, null), 'MANIFEST_UNSIGNED', /no signature is attached/);
   // A garbage envelope in place of the signature.
   const garbage = await system(7, null);
@@ -491,7 +505,7 @@ test('envelopes and system YAML from untrusted hands are fuzzed', async () => {
   }
 });
 
-test('sync mirrors a signed system with its signatures and pinned images; gc keeps them; it verifies there', async () => {
+test('sync mirrors a signed system with its signatures and pinned images; gc keeps them; it verifies there; untagged, gc removes it all', async () => {
   const ref = await system(7);
   const fresh = join(work, 'fresh');
   const r = runSeal(['sync', ref, `oci:${fresh}:system`]);
@@ -506,6 +520,20 @@ test('sync mirrors a signed system with its signatures and pinned images; gc kee
   } finally {
     renameSync(`${layout}.away`, layout);
   }
+  const { LayoutStore } = await import('../../src/store/index.ts');
+  const store = await LayoutStore.open(fresh);
+  const entries = (await store.list()).filter((e) => e.name === undefined);
+  assert.ok(entries.length > 0, 'the signatures are untagged entries of index.json');
+  const kept = await store.gc();
+  assert.deepEqual(kept.removed, [], 'nothing of a tagged system goes');
+  assert.equal((await store.list()).length, entries.length + 1);
+  // Its signatures go with the system: nothing else keeps them.
+  const blobs = readdirSync(join(fresh, 'blobs/sha256')).length;
+  await store.untag('system');
+  const gone = await store.gc();
+  assert.deepEqual(await store.list(), [], 'no orphaned signature stays in index.json');
+  assert.equal(gone.removed.length, blobs);
+  assert.deepEqual(readdirSync(join(fresh, 'blobs/sha256')), []);
 });
 
 test('Project Machine install manifests: openssl-signed install.json with its certificate is accepted; tampering is not', async () => {

@@ -20,7 +20,6 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -37,6 +36,7 @@ import {
   type DeviceFixture,
   PRODUCT,
 } from '../helpers/device.ts';
+import { freePort } from '../helpers/net.ts';
 import { CRASH } from '../helpers/uki-vm.ts';
 import { vmKernel } from '../helpers/vm.ts';
 
@@ -49,18 +49,6 @@ function seal(...args: string[]): string {
   const r = runSeal(args);
   assert.equal(r.status, 0, `seal ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
-}
-
-/** A loopback port free now (the verifier listens on it once its reference exists). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 let f: DeviceFixture;

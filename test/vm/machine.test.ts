@@ -15,7 +15,6 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -28,6 +27,7 @@ import {
   buildUki,
   type DeviceFixture,
 } from '../helpers/device.ts';
+import { freePort } from '../helpers/net.ts';
 import { CRASH } from '../helpers/uki-vm.ts';
 import { vmKernel } from '../helpers/vm.ts';
 
@@ -61,18 +61,6 @@ interface Listed {
 
 function listed(name: string): Listed | undefined {
   return (JSON.parse(seal('machine', 'list', '--json')) as Listed[]).find((m) => m.name === name);
-}
-
-/** A loopback port nothing listens on. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 /**

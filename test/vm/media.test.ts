@@ -9,16 +9,23 @@
  *    still the one it found and booted, with the medium beside it.
  *  - The medium swapped (machine stopped) for one carrying version 8, which changes one service:
  *    applied from the medium, only that service restarted, its new image running.
+ *
+ * The same device accepts systems pushed over the network (`seal.push`, reached through a qemu
+ * forward; `seal push` on the host): a rollback is refused before anything but its manifest is
+ * looked at, a stream that is not a layout is refused, and version 9 is applied from only the blobs
+ * the device lacked.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Machine } from '../../src/machine/index.ts';
-import { runSeal } from '../helpers/cli.ts';
+import { type TarWriteEntry, writeTar } from '../../src/tar/index.ts';
+import { runSeal, runSealAsync } from '../helpers/cli.ts';
 import {
   buildBootKit,
   buildFixture,
@@ -29,7 +36,9 @@ import {
   installDisk,
   provisionTpm,
   sealedImage,
+  systemFiles,
 } from '../helpers/device.ts';
+import { freePort } from '../helpers/net.ts';
 import { vmKernel } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-media-vm-'));
@@ -37,6 +46,11 @@ const machines = join(work, 'machines');
 let f: DeviceFixture;
 let session: DeviceSession | undefined;
 let machine: Machine;
+/** The device's push port, and the host's port forwarded to it. */
+const PUSH_PORT = 7000;
+let pushPort: number;
+/** The system of the medium that was applied. */
+let applied8: string;
 
 function seal(...args: string[]): string {
   const r = runSeal(args, { env: { SEAL_MACHINES: machines } });
@@ -66,6 +80,7 @@ function version8(name: string, text: string): { system: string; layer: string }
 }
 
 before(async () => {
+  pushPort = await freePort();
   f = buildFixture(join(work, 'fixture'));
   const kit = buildBootKit(
     f,
@@ -73,7 +88,7 @@ before(async () => {
     execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
   );
   const uki = buildUki(f, kit, join(work, 'seal.efi'), {
-    cmdline: 'console=ttyS0 quiet loglevel=3 panic=-1 seal.media seal.follow-interval=3',
+    cmdline: `console=ttyS0 quiet loglevel=3 panic=-1 seal.media seal.follow-interval=3 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.push=${PUSH_PORT}`,
   });
   const v7 = buildSystem(f, 7);
   const device = { disk: join(work, 'disk.img'), vars: join(work, 'vars.fd'), tpm: join(work, 'tpm') };
@@ -116,6 +131,7 @@ before(async () => {
     tpm: { stateDir: device.tpm, inPlace: true },
     media: bad,
     memory: 2048,
+    forwards: [{ hostPort: pushPort, guestPort: PUSH_PORT }],
   });
 });
 
@@ -168,6 +184,7 @@ test('a medium with a corrupted layer: refused with nothing switched, and not tr
 
 test('the medium swapped for one with version 8: applied from it, only the changed service restarted', async () => {
   const good = version8('web8-media', '8 (media)');
+  applied8 = good.system;
   const image = join(work, 'v8.img');
   seal('media', 'create', image, '--manifest', good.system);
   await machine.setMedia(image);
@@ -182,4 +199,82 @@ test('the medium swapped for one with version 8: applied from it, only the chang
   const since = session.output.slice(from);
   assert.doesNotMatch(since, /service counter: (started|exit)/, 'the unchanged service kept running');
   assert.doesNotMatch(since, /media: vdb skipped/);
+});
+
+/** A PUT of `body` to the device's push port; its status and answer. */
+function putRaw(body: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port: pushPort, method: 'PUT', path: '/seal/system', agent: false },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('pushed over the network: a rollback refused before anything else is read, a stream that is no layout refused, version 9 applied from only the blobs the device lacked', async () => {
+  assert.ok(session, 'the device of the previous test runs on');
+  const device = session;
+  await device.waitFor(new RegExp(`seal: accepting pushed systems on port ${PUSH_PORT}`));
+  const address = `127.0.0.1:${pushPort}`;
+
+  const rollback = buildSystem(f, 6, { tag: 'system-6-push' });
+  const refused = await runSealAsync(['push', address, '--manifest', rollback]);
+  assert.equal(refused.status, 1, refused.stdout + refused.stderr);
+  assert.match(
+    refused.stdout,
+    /device: seal: \[FAIL\] check the update oci:\/run\/seal\/data\/push:system: .*version 6 is older than version 8/,
+  );
+  assert.match(refused.stdout, /; refused: .*version 6 is older than version 8/);
+  assert.doesNotMatch(refused.stdout, /fetch the update/, 'nothing of it copied into the store');
+
+  const from = device.mark();
+  const hostile: TarWriteEntry = {
+    path: '../../run/seal/config/device.json',
+    type: 'file',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: { sec: 0, nsec: 0 },
+    size: 2,
+    body: (async function* () {
+      yield Buffer.from('{}');
+    })(),
+  };
+  const chunks: Uint8Array[] = [];
+  for await (const c of writeTar([hostile])) chunks.push(c);
+  const answer = await putRaw(Buffer.concat(chunks));
+  assert.equal(answer.status, 400, answer.text);
+  assert.match(answer.text, /not a file of an OCI layout/);
+  await device.waitFor(/seal: push: refused: the pushed layout is refused/, from);
+
+  const web9 = sealedImage(f, 'web9-push', { 'etc/web-version': '9 (pushed)\n' });
+  const v9 = buildSystem(f, 9, {
+    tag: 'system-9-push',
+    web: {
+      image: web9,
+      command: ['/bin/sh', '-c', 'echo "web $(cat /etc/web-version) up"; exec httpd -f -p 8080 -h /srv'],
+    },
+  });
+  const held = systemFiles(applied8, work);
+  const lacking = [...systemFiles(v9, work)].filter(([digest]) => !held.has(digest));
+  const pushed = await runSealAsync(['push', address, '--manifest', v9]);
+  assert.equal(pushed.status, 0, pushed.stdout + pushed.stderr);
+  const sent = /: (\d+) of (\d+) blobs sent \((\d+) bytes\); applied: version 8 -> 9/.exec(pushed.stdout);
+  assert.ok(sent, pushed.stdout);
+  assert.deepEqual(
+    [Number(sent[1]), Number(sent[3])],
+    [lacking.length, lacking.reduce((n, [, size]) => n + size, 0)],
+    'only the blobs the device lacked were sent',
+  );
+  assert.ok(Number(sent[2]) > lacking.length);
+  assert.match(pushed.stdout, /device: seal: update applied: version 8 -> 9, restarted web/);
+  await device.waitFor(/\[web\] web 9 \(pushed\) up/, from);
+  assert.doesNotMatch(device.output.slice(from), /service counter: (started|exit)/);
 });

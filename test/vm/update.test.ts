@@ -43,6 +43,7 @@ import {
   installDisk,
   provisionTpm,
   sealedImage,
+  systemFiles,
 } from '../helpers/device.ts';
 import { vmKernel } from '../helpers/vm.ts';
 import { type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from '../registry/harness.ts';
@@ -92,6 +93,22 @@ function publish(system: string): void {
  * The configs and layers (what the device's fetch counts, manifests aside) a system pins and
  * carries, by digest with their sizes: the system synced into a layout of its own and read back.
  */
+const filesOf = (system: string) => systemFiles(system, work);
+
+/**
+ * Waits for the device to say what left its store, and checks that it is exactly the blobs of
+ * `gone` that `kept` does not share (the system a confirmation or fallback left behind).
+ */
+async function collected(gone: Map<string, number>, kept: Map<string, number>, from: number) {
+  const leaving = [...gone].filter(([digest]) => !kept.has(digest));
+  const said = await session.waitFor(/store: (\d+) blobs no system needs removed, (\d+) bytes freed/, from);
+  assert.deepEqual(
+    [Number(said[1]), Number(said[2])],
+    [leaving.length, leaving.reduce((n, [, size]) => n + size, 0)],
+    'the store lost exactly the blobs of the system it left',
+  );
+}
+
 function blobsOf(system: string): Map<string, number> {
   const dir = join(work, `closure-${Math.random().toString(36).slice(2)}`);
   seal('sync', system, `oci:${dir}:x`);
@@ -167,6 +184,7 @@ test('version 8 changes one service: only it restarts, from its new image; only 
   });
   const before7 = blobsOf(stable);
   const after8 = blobsOf(v8);
+  const [files7, files8] = [filesOf(stable), filesOf(v8)];
   const expected = [...after8].filter(([d]) => !before7.has(d)).reduce((n, [, size]) => n + size, 0);
   const from = session.mark();
   publish(v8);
@@ -175,6 +193,8 @@ test('version 8 changes one service: only it restarts, from its new image; only 
     from,
   );
   assert.equal(Number(applied[1]), expected, 'the bytes of the blobs v7 did not have, and no more');
+  // Version 7 stayed in the store until version 8 was confirmed, and then left it.
+  await collected(files7, files8, from);
   await session.waitFor(/\[web\] web 8 up/, from);
   const since = session.output.slice(from);
   assert.doesNotMatch(since, /service counter: (started|exit)/, 'the unchanged service kept running');
@@ -199,7 +219,10 @@ test('refused without a change: another product, a rollback, a corrupted layer',
   ] as const) {
     const mark = session.mark();
     publish(system);
-    await session.waitFor(reason, mark);
+    const refused = await session.waitFor(reason, mark);
+    const said = session.output.slice(mark, refused.index);
+    assert.match(said, /seal: \[FAIL\] check the update docker:\S+: /);
+    assert.doesNotMatch(said, /fetch the update/, 'refused before any of its images was fetched');
   }
   // The new layer of v9, changed in the registry's storage after it was pushed.
   publish(corrupt);
@@ -240,6 +263,7 @@ test('downloads cut short: resumed where they broke, or, when the registry keeps
     (m) => m.annotations?.['org.opencontainers.image.ref.name'] === 'system-9',
   )!.digest;
   const before8 = blobsOf(`oci:${f.layout}:system-8`);
+  const [files8, files9] = [filesOf(`oci:${f.layout}:system-8`), filesOf(v9)];
   const expected = [...blobsOf(v9)].filter(([d]) => !before8.has(d)).reduce((n, [, size]) => n + size, 0);
   const isLayer = (method: string, path: string) => method === 'GET' && path.endsWith(`/blobs/${layer}`);
   const askedFrom = (n: number) =>
@@ -275,23 +299,30 @@ test('downloads cut short: resumed where they broke, or, when the registry keeps
   assert.match(second[2]!, /bytes=\d+-$/, 'and where the reset broke it');
   // From the first check that took v9 up (the corrupt system's checks may still end after `from`).
   const start = session.output.indexOf(`is now ${digest}`, from);
-  assert.ok(start > 0 && start < applied.index);
-  const before = session.output.slice(start, applied.index);
-  assert.equal(before.split(`is now ${digest}`).length - 1, 2, 'two checks took v9 up');
-  assert.match(before, /update refused: .*download of sha256:[0-9a-f]{64} .*failed/, 'the first was refused');
+  const again = session.output.indexOf(`is now ${digest}`, start + 1);
+  assert.ok(start > 0 && again > start && again < applied.index, 'two checks took v9 up');
+  assert.doesNotMatch(session.output.slice(again + 1, applied.index), /is now/, 'and no third');
+  const firstCheck = session.output.slice(start, again);
+  assert.match(
+    firstCheck,
+    /update refused: .*download of sha256:[0-9a-f]{64} .*failed/,
+    'the first was refused',
+  );
   assert.doesNotMatch(
-    before,
+    firstCheck,
     /service (web|counter): (started|exit)|confirm the update/,
-    'nothing switched before',
+    'nothing switched by the first',
   );
   // Nothing of the failed fetch was kept, nothing fetched twice in the second: every blob v8 lacked, once.
   assert.equal(Number(applied[1]), expected);
+  await collected(files8, files9, start);
 });
 
 test('version 10 changes the host: the device reboots into it as a trial, and confirms it', async () => {
   const host10 = sealedImage(f, 'host10', { 'etc/os-release': 'PRETTY_NAME="Seal test host 10"\n' });
   const web8 = 'web8-sealed';
   const v10 = buildSystem(f, 10, { boot: 'boot-7', host: host10, web: { image: web8 } });
+  const [files9, files10] = [filesOf(`oci:${f.layout}:system-9`), filesOf(v10)];
   const from = session.mark();
   publish(v10);
   await session.waitFor(/update: version 10 brings a new host; rebooting to try it \(1 boots?\)/, from);
@@ -299,6 +330,8 @@ test('version 10 changes the host: the device reboots into it as a trial, and co
   await session.waitFor(/seal: \[ ok \] mount the host root \(\d+ ms\): Seal test host 10/, from);
   await session.waitFor(/seal: \[ ok \] confirm the system \(\d+ ms\): version 10 is good/, from);
   await session.waitFor(/history: \S+ version 10 confirmed good/, from);
+  // Version 9 stays in the store through the trial (it is `current`), and leaves it once 10 is good.
+  await collected(files9, files10, from);
   await session.waitFor(/counter: boot 2,/, from);
 });
 
@@ -310,6 +343,7 @@ test('version 11 never brings its service up: the trial boot fails and the devic
     web: { image: 'web8-sealed' },
     counter: { command: ['/bin/sh', '-c', 'echo "counter 11 gives up"; exit 3'], restart: 'no' },
   });
+  const [files10, files11] = [filesOf(`oci:${f.layout}:system-10`), filesOf(v11)];
   const from = session.mark();
   publish(v11);
   await session.waitFor(/rebooting to try it/, from);
@@ -318,6 +352,8 @@ test('version 11 never brings its service up: the trial boot fails and the devic
     /fallback: version 11 did not come up within 1 boot \(last: services not running: counter\); booting version 10/,
     from,
   );
+  // What version 11 brought leaves the store when 10 is back.
+  await collected(files11, files10, from);
   await session.waitFor(/seal: boot complete: \S+ version 10 is running/, from);
   await session.waitFor(/counter: boot 3,/, from);
 });

@@ -1,6 +1,8 @@
 /**
  * `seal media create`: update media for devices booted with `seal.media` — a FAT image holding
  * the signed system and everything it pins as an OCI layout in seal-update/ (src/machine/media.ts).
+ * `seal push`: the same system sent over the network to a device booted with `seal.push`
+ * (src/machine/push.ts).
  */
 import { UsageError } from '../../errors.ts';
 import { writeMedia } from '../../machine/media.ts';
@@ -47,6 +49,38 @@ export const mediaCommands: Command[] = [
         `Wrote ${result.image}: ${options.manifest} (${result.digest}) in seal-update/, ${result.files} files, ${result.layoutBytes} bytes, on ${result.size / (1 << 20)} MiB of FAT32`,
       );
       return 0;
+    },
+  },
+  {
+    path: ['push'],
+    summary: 'Push a signed system to a device that accepts pushes (seal.push=PORT): only the blobs it lacks',
+    args: 'HOST:PORT',
+    arity: [1, 1],
+    details:
+      'Copies --manifest with everything it pins and carries into a scratch layout, asks the device\n' +
+      'which of its blobs it holds, and sends the rest in one stream. The device checks the pushed\n' +
+      'system as it checks one from its registry or a medium — signature, product and version floor\n' +
+      'before anything is copied, every layer after — and applies it; its console lines of the update\n' +
+      'are printed as they come. Exit 0 when the device applied or staged the system (it then reboots\n' +
+      'to try it), or already runs it; 1 when it refused it.',
+    options: {
+      manifest: { type: 'string', value: 'REF', description: 'the signed system manifest (required)' },
+      ...TRANSPORT_OPTIONS,
+    },
+    async run(ctx, [address], options) {
+      if (typeof options.manifest !== 'string') throw new UsageError('--manifest is required');
+      const { pushSystem } = await import('../../machine/push.ts');
+      const result = await pushSystem({
+        manifest: options.manifest,
+        address: address!,
+        transport: registryOptions(options),
+        onLine: (line) => ctx.print(`device: ${line}`),
+      });
+      ctx.result(result);
+      ctx.print(
+        `${options.manifest} (${result.digest}): ${result.sent} of ${result.blobs} blobs sent (${result.bytes} bytes); ${result.outcome}${result.detail ? `: ${result.detail}` : ''}`,
+      );
+      return ['applied', 'staged', 'unchanged', 'disconnected'].includes(result.outcome) ? 0 : 1;
     },
   },
 ];
