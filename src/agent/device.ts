@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
 import { securityVersionOf } from '../manifest/spec.ts';
-import { type VerifyReport, verifySystem } from '../manifest/verify.ts';
+import { type VerifyOptions, type VerifyReport, verifySystem } from '../manifest/verify.ts';
 import { type Certificate, parseCertificates } from '../pki/index.ts';
 import type { LayoutStore } from '../store/index.ts';
 import { raiseAcceptedVersion, readAcceptedVersion, type Tpm } from '../tpm/index.ts';
@@ -101,14 +101,14 @@ export class Device {
     this.secrets = options.secrets;
   }
 
+  /** What the device accepts: its CA, its product, the TPM's floor. */
+  async #accepts(): Promise<VerifyOptions> {
+    return { ca: this.ca, product: this.product, minimumVersion: await readAcceptedVersion(this.tpm) };
+  }
+
   /** Verifies the system under `tag` as the device accepts systems: CA, product, the TPM's floor, every target. */
   async verify(tag: string, deep = false): Promise<VerifyReport> {
-    return verifySystem(`oci:${RUN}/store:${tag}`, {
-      ca: this.ca,
-      product: this.product,
-      minimumVersion: await readAcceptedVersion(this.tpm),
-      deep,
-    });
+    return verifySystem(`oci:${RUN}/store:${tag}`, { ...(await this.#accepts()), deep });
   }
 
   /**
@@ -117,9 +117,7 @@ export class Device {
    */
   async verifySigned(source: string, transport?: { plainHttp?: boolean }): Promise<VerifyReport> {
     return verifySystem(source, {
-      ca: this.ca,
-      product: this.product,
-      minimumVersion: await readAcceptedVersion(this.tpm),
+      ...(await this.#accepts()),
       targets: false,
       ...(transport ? { transport } : {}),
     });

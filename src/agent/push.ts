@@ -18,6 +18,7 @@ import { createRequire } from 'node:module';
 import { validateIndex } from '../oci/validate.ts';
 import { LayoutStore } from '../store/index.ts';
 import { readTar } from '../tar/index.ts';
+import { readBounded } from '../util/read.ts';
 import type { Device } from './device.ts';
 import { RUN } from './device.ts';
 import { AgentError } from './errors.ts';
@@ -70,14 +71,7 @@ export async function receiveLayout(
         blobs++;
       } else if (path === 'index.json' && !index) {
         if (entry.size > DOCUMENT_LIMIT) throw refuse('index.json is too large');
-        const chunks: Uint8Array[] = [];
-        for await (const c of entry.body) chunks.push(c);
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          throw refuse('index.json is not JSON');
-        }
+        const parsed = await readJson(entry.body, DOCUMENT_LIMIT, (why) => refuse(`index.json ${why}`));
         const { manifests } = validateIndex(parsed, 'the pushed index.json');
         await store.updateIndex((i) => {
           i.manifests = manifests;
@@ -108,18 +102,17 @@ async function present(store: LayoutStore, digests: unknown): Promise<string[]> 
   return have;
 }
 
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size > limit) throw new AgentError('AGENT_PUSH', `the request is over ${limit} bytes`);
-    chunks.push(c);
-  }
+/** `body` parsed as JSON, at most `limit` bytes of it; `fail` makes the error of what is wrong. */
+async function readJson(
+  body: AsyncIterable<Uint8Array>,
+  limit: number,
+  fail: (why: string) => Error,
+): Promise<unknown> {
+  const bytes = await readBounded(body, limit, () => fail(`is over ${limit} bytes`));
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return JSON.parse(bytes.toString('utf8'));
   } catch {
-    throw new AgentError('AGENT_PUSH', 'the request is not JSON');
+    throw fail('is not JSON');
   }
 }
 
@@ -154,7 +147,11 @@ export function servePush(device: Device, checker: UpdateChecker, port: number):
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     res.on('error', () => {}); // a sender gone: the update goes on without it
     if (req.method === 'POST' && req.url === PUSH_HAVE) {
-      const body = (await readJson(req, 8 << 20)) as { digests?: unknown } | null;
+      const body = (await readJson(
+        req,
+        8 << 20,
+        (why) => new AgentError('AGENT_PUSH', `the request ${why}`),
+      )) as { digests?: unknown } | null;
       const have = await present(device.store, body?.digests);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ have }));

@@ -4,7 +4,7 @@
  * scratch layout; the device says which of its blobs it holds; the rest goes as a layout tar in
  * one streamed request, and the device's console lines of the update come back as it runs.
  */
-import { createReadStream, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,45 +101,30 @@ export async function pushSystem(options: PushOptions): Promise<PushResult> {
       throw new MachineError('MACHINE_PUSH', `the device refused the question: ${answer.trim()}`);
     const have = new Set((JSON.parse(answer) as { have: string[] }).have);
     const missing = all.filter((hex) => !have.has(`sha256:${hex}`));
-    const file = (path: string, size: number, body: AsyncIterable<Uint8Array>): TarWriteEntry => ({
-      path,
-      type: 'file',
-      mode: 0o644,
-      uid: 0,
-      gid: 0,
-      mtime: { sec: 0, nsec: 0 },
-      size,
-      body,
-    });
-    const index = readFileSync(join(layout, 'index.json'));
-    let bytes = 0;
-    const entries = function* (): Generator<TarWriteEntry> {
-      const marker = readFileSync(join(layout, 'oci-layout'));
-      yield file(
-        'oci-layout',
-        marker.length,
-        (async function* () {
-          yield marker;
+    // The layout as it is on disk, less the blobs the device holds.
+    const sending = ['oci-layout', 'index.json', ...missing.map((hex) => `blobs/sha256/${hex}`)].map(
+      (path) => ({ path, size: statSync(join(layout, path)).size }),
+    );
+    const bytes = sending.slice(2).reduce((n, f) => n + f.size, 0);
+    const entries = sending.map(
+      ({ path, size }): TarWriteEntry => ({
+        path,
+        type: 'file',
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: { sec: 0, nsec: 0 },
+        size,
+        // Opened when the tar reaches it: one file open at a time, however many blobs.
+        body: (async function* () {
+          yield* createReadStream(join(layout, path));
         })(),
-      );
-      yield file(
-        'index.json',
-        index.length,
-        (async function* () {
-          yield index;
-        })(),
-      );
-      for (const hex of missing) {
-        const path = join(blobDir, hex);
-        const size = statSync(path).size;
-        bytes += size;
-        yield file(`blobs/sha256/${hex}`, size, createReadStream(path));
-      }
-    };
+      }),
+    );
     // The device's lines, passed on whole; the last says the outcome.
     let pending = '';
     let last = '';
-    const status2 = await exchange(to, 'PUT', PUSH_SYSTEM, writeTar(entries()), (text) => {
+    const status2 = await exchange(to, 'PUT', PUSH_SYSTEM, writeTar(entries), (text) => {
       pending += text;
       for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
         const line = pending.slice(0, nl);

@@ -10,6 +10,7 @@ import type { ImageDestination, ImageSource } from '../oci/transport.ts';
 import type { Descriptor, Index, Manifest } from '../oci/types.ts';
 import { isManifestType } from '../oci/validate.ts';
 import { markVerified, verifiedDigest } from '../oci/verify.ts';
+import { readBounded } from '../util/read.ts';
 import { isRetryable, RegistryError } from './errors.ts';
 
 export interface MirrorEvent {
@@ -66,21 +67,12 @@ function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
   };
 }
 
-async function collect(
-  stream: AsyncIterable<Uint8Array>,
-  limit: number,
-  subject: string,
-): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of stream) {
-    size += chunk.length;
-    if (size > limit)
-      throw new RegistryError('TOO_LARGE', `${subject} is larger than ${limit} bytes`, { subject });
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
+const collect = (stream: AsyncIterable<Uint8Array>, limit: number, subject: string) =>
+  readBounded(
+    stream,
+    limit,
+    () => new RegistryError('TOO_LARGE', `${subject} is larger than ${limit} bytes`, { subject }),
+  );
 
 function parseDocument(bytes: Uint8Array, subject: string): Manifest | Index {
   try {

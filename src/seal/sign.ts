@@ -18,6 +18,7 @@ import type { Descriptor, Manifest } from '../oci/types.ts';
 import { parseManifest } from '../oci/validate.ts';
 import type { CertificateSource } from '../pki/index.ts';
 import { readImage } from '../store/index.ts';
+import { readBounded } from '../util/read.ts';
 import { fsverityDigest } from '../verity/index.ts';
 import {
   COMPOSEFS_LAYER_ANNOTATION,
@@ -61,16 +62,8 @@ export interface SignSealedResult {
   entries: SignedEntry[];
 }
 
-async function readAll(stream: AsyncIterable<Uint8Array>, limit: number, what: string): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const c of stream) {
-    total += c.length;
-    if (total > limit) throw new ImageVerifyError('IMAGE_SIGNATURE_INVALID', `${what} is too large`);
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks);
-}
+const readAll = (stream: AsyncIterable<Uint8Array>, limit: number, what: string) =>
+  readBounded(stream, limit, () => new ImageVerifyError('IMAGE_SIGNATURE_INVALID', `${what} is too large`));
 
 const hex = async (data: Uint8Array) => (await fsverityDigest(data)).toString('hex');
 

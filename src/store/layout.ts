@@ -438,20 +438,21 @@ export class LayoutStore {
   }
 
   /**
-   * The untagged entries of index.json attached to a manifest (signatures, SBOMs, composefs
-   * metadata) that nothing else keeps: a referrer lives as long as its subject does.
+   * What gc keeps (`kept`: every blob reachable from index.json once `orphans` are gone) and the
+   * untagged entries attached to a manifest (signatures, SBOMs, composefs metadata) that nothing
+   * else keeps (`orphans`): a referrer lives as long as its subject does.
    */
-  async #orphanedReferrers(): Promise<Set<string>> {
+  async #liveBlobs(): Promise<{ kept: Set<string>; orphans: Set<string> }> {
     const entries = (await this.index()).manifests;
+    const tagged = (m: Descriptor) => m.annotations?.[ANNOTATION_REF_NAME] !== undefined;
     const subjects = new Map<string, string>();
     for (const m of entries) {
-      if (m.annotations?.[ANNOTATION_REF_NAME] !== undefined || m.size > 4 << 20) continue;
-      if (!(await this.hasBlob(m.digest))) continue;
+      if (tagged(m) || m.size > 4 << 20 || !(await this.hasBlob(m.digest))) continue;
       const doc = parseManifestOrIndex(await this.readBlob(m), m.digest);
       if (doc.subject) subjects.set(m.digest, doc.subject.digest);
     }
     const kept = await this.#closure(
-      entries.filter((m) => !subjects.has(m.digest)),
+      entries.filter((m) => tagged(m) || !subjects.has(m.digest)),
       true,
     );
     // Referrers of kept manifests are kept, and so are theirs (a signature of an SBOM).
@@ -468,7 +469,7 @@ export class LayoutStore {
         grew = true;
       }
     }
-    return new Set(subjects.keys());
+    return { kept, orphans: new Set(subjects.keys()) };
   }
 
   /** Every blob file's digest; the blob directories must be real directories of the layout. */
@@ -488,7 +489,7 @@ export class LayoutStore {
    * (from index.json too), and leftover temporary files.
    */
   async gc(): Promise<{ removed: string[]; freed: number }> {
-    const orphans = await this.#orphanedReferrers();
+    const { kept: keep, orphans } = await this.#liveBlobs();
     if (orphans.size > 0) {
       await this.updateIndex((index) => {
         index.manifests = index.manifests.filter(
@@ -496,7 +497,6 @@ export class LayoutStore {
         );
       });
     }
-    const keep = await this.reachable();
     const removed: string[] = [];
     let freed = 0;
     for await (const digest of this.#allBlobs()) {

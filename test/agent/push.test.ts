@@ -12,35 +12,13 @@ import { after, test } from 'node:test';
 import { receiveLayout } from '../../src/agent/push.ts';
 import { SealError } from '../../src/errors.ts';
 import { LayoutStore } from '../../src/store/index.ts';
-import { type TarWriteEntry, writeTar } from '../../src/tar/index.ts';
+import type { TarWriteEntry } from '../../src/tar/index.ts';
+import { fileEntry, tarOf } from '../helpers/layout.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'seal-push-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-function entry(path: string, data: Uint8Array | string, extra: Partial<TarWriteEntry> = {}): TarWriteEntry {
-  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-  return {
-    path,
-    type: 'file',
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    mtime: { sec: 0, nsec: 0 },
-    size: bytes.length,
-    body: (async function* () {
-      yield bytes;
-    })(),
-    ...extra,
-  };
-}
-
-async function tarOf(entries: TarWriteEntry[]): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  for await (const c of writeTar(entries)) chunks.push(c);
-  return Buffer.concat(chunks);
-}
 
 async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes;
@@ -78,9 +56,9 @@ const index = JSON.stringify({
   ],
 });
 const good = (): TarWriteEntry[] => [
-  entry('oci-layout', '{"imageLayoutVersion":"1.0.0"}'),
-  entry('index.json', index),
-  ...[layer, config, manifest].map((b) => entry(`blobs/sha256/${sha(b)}`, b)),
+  fileEntry('oci-layout', '{"imageLayoutVersion":"1.0.0"}'),
+  fileEntry('index.json', index),
+  ...[layer, config, manifest].map((b) => fileEntry(`blobs/sha256/${sha(b)}`, b)),
 ];
 
 test('a pushed layout arrives whole: every blob, the index, the system resolvable by its tag', async () => {
@@ -94,9 +72,9 @@ test('a pushed layout arrives whole: every blob, the index, the system resolvabl
   // Leading ./ and directory entries, as tar writes them, are fine.
   const dotted = good().map((e) => ({ ...e, path: `./${e.path}` }));
   const withDirs = [
-    entry('./', '', { type: 'dir', size: 0 }),
-    entry('./blobs/', '', { type: 'dir', size: 0 }),
-    entry('./blobs/sha256/', '', { type: 'dir', size: 0 }),
+    fileEntry('./', '', { type: 'dir', size: 0 }),
+    fileEntry('./blobs/', '', { type: 'dir', size: 0 }),
+    fileEntry('./blobs/sha256/', '', { type: 'dir', size: 0 }),
     ...dotted,
   ];
   assert.equal((await receiveLayout(once(await tarOf(withDirs)), join(work, 'dotted'), 1 << 20)).blobs, 3);
@@ -105,42 +83,54 @@ test('a pushed layout arrives whole: every blob, the index, the system resolvabl
 test('anything but an OCI layout in the stream is refused, and the staging directory is gone', async () => {
   const outside = join(work, 'outside');
   const cases: [string, TarWriteEntry[], RegExp][] = [
-    ['a path up', [...good(), entry('../outside', 'x')], /not a file of an OCI layout/],
-    ['an absolute path', [...good(), entry('/tmp/x', 'x')], /not a file of an OCI layout/],
-    ['a blob path up', [entry(`blobs/sha256/../../outside`, 'x'), ...good()], /not a file of an OCI layout/],
+    ['a path up', [...good(), fileEntry('../outside', 'x')], /not a file of an OCI layout/],
+    ['an absolute path', [...good(), fileEntry('/tmp/x', 'x')], /not a file of an OCI layout/],
+    [
+      'a blob path up',
+      [fileEntry(`blobs/sha256/../../outside`, 'x'), ...good()],
+      /not a file of an OCI layout/,
+    ],
     [
       'a symlink',
-      [entry('blobs/sha256/link', '', { type: 'symlink', linkname: '/etc/passwd', size: 0 })],
+      [fileEntry('blobs/sha256/link', '', { type: 'symlink', linkname: '/etc/passwd', size: 0 })],
       /symlink/,
     ],
     [
       'a hardlink',
       [
         ...good(),
-        entry(`blobs/sha256/${'0'.repeat(64)}`, '', { type: 'hardlink', linkname: 'index.json', size: 0 }),
+        fileEntry(`blobs/sha256/${'0'.repeat(64)}`, '', {
+          type: 'hardlink',
+          linkname: 'index.json',
+          size: 0,
+        }),
       ],
       /hardlink/,
     ],
     [
       'a device node',
-      [entry('blobs/sha256/dev', '', { type: 'char', devmajor: 1, devminor: 3, size: 0 })],
+      [fileEntry('blobs/sha256/dev', '', { type: 'char', devmajor: 1, devminor: 3, size: 0 })],
       /char/,
     ],
     [
       'another algorithm',
-      [...good(), entry(`blobs/sha512/${'a'.repeat(128)}`, 'x')],
+      [...good(), fileEntry(`blobs/sha512/${'a'.repeat(128)}`, 'x')],
       /not a file of an OCI layout/,
     ],
     [
       'an upper-case digest',
-      [...good(), entry(`blobs/sha256/${sha(layer).toUpperCase()}`, layer)],
+      [...good(), fileEntry(`blobs/sha256/${sha(layer).toUpperCase()}`, layer)],
       /not a file/,
     ],
-    ['a second index.json', [...good(), entry('index.json', index)], /not a file of an OCI layout/],
+    ['a second index.json', [...good(), fileEntry('index.json', index)], /not a file of an OCI layout/],
     ['no index.json', good().filter((e) => e.path !== 'index.json'), /no index\.json/],
-    ['an index that is not JSON', [entry('index.json', '{"schemaVersion":')], /not JSON/],
-    ['an index of another shape', [entry('index.json', '{"schemaVersion":2,"manifests":{}}')], /index/],
-    ['a large oci-layout', [entry('oci-layout', 'x'.repeat(2000)), ...good()], /not a file of an OCI layout/],
+    ['an index that is not JSON', [fileEntry('index.json', '{"schemaVersion":')], /not JSON/],
+    ['an index of another shape', [fileEntry('index.json', '{"schemaVersion":2,"manifests":{}}')], /index/],
+    [
+      'a large oci-layout',
+      [fileEntry('oci-layout', 'x'.repeat(2000)), ...good()],
+      /not a file of an OCI layout/,
+    ],
   ];
   for (const [what, entries, reason] of cases) {
     const dir = join(work, 'staged');
@@ -158,7 +148,7 @@ test('a blob that is not what its name says, or more than the room the device ha
   const dir = join(work, 'staged');
   const lying = [
     ...good().slice(0, 2),
-    entry(`blobs/sha256/${sha(layer)}`, Buffer.from(layer).fill(1, 0, 1)),
+    fileEntry(`blobs/sha256/${sha(layer)}`, Buffer.from(layer).fill(1, 0, 1)),
   ];
   await assert.rejects(receiveLayout(once(await tarOf(lying)), dir, 1 << 20), SealError);
   assert.equal(existsSync(dir), false);

@@ -8,16 +8,7 @@
  * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
  * prints it, so one console line proves both run and the data survived.
  */
-import {
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Machine, Swtpm } from '../../src/machine/index.ts';
@@ -32,17 +23,6 @@ function seal(args: string[]): string {
   const r = runSeal(args);
   if (r.status !== 0) throw new Error(`seal ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
-}
-
-/**
- * Every blob file of what a device's store holds of `system` — its manifests, signatures and
- * pinned images, copied as a device copies them — with its size.
- */
-export function systemFiles(system: string, work: string): Map<string, number> {
-  const dir = mkdtempSync(join(work, 'closure-'));
-  seal(['sync', system, `oci:${dir}:x`]);
-  const blobs = join(dir, 'blobs/sha256');
-  return new Map(readdirSync(blobs).map((hex) => [`sha256:${hex}`, statSync(join(blobs, hex)).size]));
 }
 
 /** A busybox root filesystem with `files` (path → contents). */

@@ -21,16 +21,20 @@ export const dirEntry = (path: string, over: Partial<TarWriteEntry> = {}): TarWr
   mtime: t,
   ...over,
 });
-export const fileEntry = (path: string, text: string, over: Partial<TarWriteEntry> = {}): TarWriteEntry => ({
+export const fileEntry = (
+  path: string,
+  data: string | Uint8Array,
+  over: Partial<TarWriteEntry> = {},
+): TarWriteEntry => ({
   path,
   type: 'file',
   mode: 0o644,
   uid: 0,
   gid: 0,
   mtime: t,
-  size: Buffer.byteLength(text),
+  size: Buffer.byteLength(data),
   body: (async function* () {
-    yield Buffer.from(text);
+    yield typeof data === 'string' ? Buffer.from(data) : data;
   })(),
   ...over,
 });

@@ -17,15 +17,15 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Machine } from '../../src/machine/index.ts';
-import { type TarWriteEntry, writeTar } from '../../src/tar/index.ts';
 import { runSeal, runSealAsync } from '../helpers/cli.ts';
+import { closureFiles } from '../helpers/closure.ts';
 import {
   buildBootKit,
   buildFixture,
@@ -36,8 +36,8 @@ import {
   installDisk,
   provisionTpm,
   sealedImage,
-  systemFiles,
 } from '../helpers/device.ts';
+import { fileEntry, tarOf } from '../helpers/layout.ts';
 import { freePort } from '../helpers/net.ts';
 import { vmKernel } from '../helpers/vm.ts';
 
@@ -235,21 +235,8 @@ test('pushed over the network: a rollback refused before anything else is read, 
   assert.doesNotMatch(refused.stdout, /fetch the update/, 'nothing of it copied into the store');
 
   const from = device.mark();
-  const hostile: TarWriteEntry = {
-    path: '../../run/seal/config/device.json',
-    type: 'file',
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    mtime: { sec: 0, nsec: 0 },
-    size: 2,
-    body: (async function* () {
-      yield Buffer.from('{}');
-    })(),
-  };
-  const chunks: Uint8Array[] = [];
-  for await (const c of writeTar([hostile])) chunks.push(c);
-  const answer = await putRaw(Buffer.concat(chunks));
+  const hostile = await tarOf([fileEntry('../../run/seal/config/device.json', '{}')]);
+  const answer = await putRaw(hostile);
   assert.equal(answer.status, 400, answer.text);
   assert.match(answer.text, /not a file of an OCI layout/);
   await device.waitFor(/seal: push: refused: the pushed layout is refused/, from);
@@ -262,8 +249,10 @@ test('pushed over the network: a rollback refused before anything else is read, 
       command: ['/bin/sh', '-c', 'echo "web $(cat /etc/web-version) up"; exec httpd -f -p 8080 -h /srv'],
     },
   });
-  const held = systemFiles(applied8, work);
-  const lacking = [...systemFiles(v9, work)].filter(([digest]) => !held.has(digest));
+  const held = closureFiles(applied8, mkdtempSync(join(work, 'closure-')));
+  const lacking = [...closureFiles(v9, mkdtempSync(join(work, 'closure-')))].filter(
+    ([digest]) => !held.has(digest),
+  );
   const pushed = await runSealAsync(['push', address, '--manifest', v9]);
   assert.equal(pushed.status, 0, pushed.stdout + pushed.stderr);
   const sent = /: (\d+) of (\d+) blobs sent \((\d+) bytes\); applied: version 8 -> 9/.exec(pushed.stdout);

@@ -25,7 +25,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,7 @@ import { after, before, test } from 'node:test';
 import { readTable } from '../../src/gpt/index.ts';
 import { Machine } from '../../src/machine/index.ts';
 import { runSeal } from '../helpers/cli.ts';
+import { closureBlobs, closureFiles } from '../helpers/closure.ts';
 import {
   buildBootKit,
   buildFixture,
@@ -43,7 +44,6 @@ import {
   installDisk,
   provisionTpm,
   sealedImage,
-  systemFiles,
 } from '../helpers/device.ts';
 import { vmKernel } from '../helpers/vm.ts';
 import { type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from '../registry/harness.ts';
@@ -93,7 +93,12 @@ function publish(system: string): void {
  * The configs and layers (what the device's fetch counts, manifests aside) a system pins and
  * carries, by digest with their sizes: the system synced into a layout of its own and read back.
  */
-const filesOf = (system: string) => systemFiles(system, work);
+/** Scratch space for a closure. */
+const scratch = () => mkdtempSync(join(work, 'closure-'));
+const filesOf = (system: string) => closureFiles(system, scratch());
+/** The configs and layers of `system`'s closure, by digest with their sizes. */
+const blobsOf = (system: string) =>
+  new Map([...closureBlobs(system, scratch())].map(([digest, { size }]) => [digest, size]));
 
 /**
  * Waits for the device to say what left its store, and checks that it is exactly the blobs of
@@ -107,23 +112,6 @@ async function collected(gone: Map<string, number>, kept: Map<string, number>, f
     [leaving.length, leaving.reduce((n, [, size]) => n + size, 0)],
     'the store lost exactly the blobs of the system it left',
   );
-}
-
-function blobsOf(system: string): Map<string, number> {
-  const dir = join(work, `closure-${Math.random().toString(36).slice(2)}`);
-  seal('sync', system, `oci:${dir}:x`);
-  const sizes = new Map<string, number>();
-  for (const hex of readdirSync(join(dir, 'blobs/sha256'))) {
-    const text = readFileSync(join(dir, 'blobs/sha256', hex));
-    let doc:
-      | { config?: { digest: string; size: number }; layers?: { digest: string; size: number }[] }
-      | undefined;
-    try {
-      doc = JSON.parse(text.toString('utf8'));
-    } catch {}
-    for (const d of [doc?.config, ...(doc?.layers ?? [])]) if (d?.digest) sizes.set(d.digest, d.size);
-  }
-  return sizes;
 }
 
 before(async () => {
