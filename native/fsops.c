@@ -313,6 +313,16 @@ static napi_value measure_verity(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* syncFilesystem(fd): syncfs(2) — everything written to the filesystem holding `fd` made durable at once. */
+static napi_value sync_filesystem(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!arguments(env, info, 1, argv) || napi_get_value_int32(env, argv[0], &fd) != napi_ok)
+    return fail(env, "ERR_FSOPS", "syncFilesystem: bad arguments");
+  if (syncfs(fd) != 0) return throw_errno(env, "syncfs", errno);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
@@ -321,6 +331,7 @@ NAPI_MODULE_INIT() {
       {"listXattrs", list_xattrs}, {"getXattr", get_xattr},   {"setXattr", set_xattr},
       {"mknod", make_node},        {"setTimes", set_times},   {"openBeneath", open_beneath},
       {"enableVerity", enable_verity}, {"measureVerity", measure_verity},
+      {"syncFilesystem", sync_filesystem},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

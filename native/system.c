@@ -1,7 +1,7 @@
 /*
  * The system calls of an init process that Node.js lacks, for the Seal agent running as PID 1:
  * mounting (and moving, and unmounting) filesystems, changing the root, loading kernel modules
- * from files, and powering off or rebooting. Arguments are strings; failures throw an Error whose
+ * from files, adding keys to the kernel's keyrings, and powering off or rebooting. Arguments are strings; failures throw an Error whose
  * `code` is the errno name, like Node's own.
  */
 #define _GNU_SOURCE
@@ -235,6 +235,47 @@ static napi_value add_default_route(napi_env env, napi_callback_info info) {
   return result == 0 ? NULL : throw_errno(env, "addDefaultRoute", error);
 }
 
+/*
+ * addKey(keyring, type, payload): add_key(2) of a key of `type` (e.g. "asymmetric": an X.509
+ * certificate in DER, its description made by the kernel) to the keyring with this serial number.
+ * Returns the new key's serial number.
+ */
+static napi_value add_key_to(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t keyring = 0;
+  uint8_t *payload = NULL;
+  size_t length = 0;
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 3 &&
+           napi_get_value_int32(env, argv[0], &keyring) == napi_ok;
+  char *type = ok ? string_argument(env, argv[1], &ok) : NULL;
+  ok = ok && type != NULL && bytes(env, argv[2], &payload, &length);
+  if (!ok) {
+    free(type);
+    return fail(env, "ERR_SYSTEM", "addKey: a keyring serial number, a key type and the payload bytes");
+  }
+  long serial = syscall(SYS_add_key, type, "", payload, length, keyring);
+  int error = errno;
+  free(type);
+  if (serial < 0) return throw_errno(env, "add_key", error);
+  napi_value result;
+  napi_create_int32(env, (int32_t)serial, &result);
+  return result;
+}
+
+/* restrictKeyring(keyring): KEYCTL_RESTRICT_KEYRING with no restriction: nothing may be added to it any more. */
+static napi_value restrict_keyring(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t keyring = 0;
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1 &&
+           napi_get_value_int32(env, argv[0], &keyring) == napi_ok;
+  if (!ok) return fail(env, "ERR_SYSTEM", "restrictKeyring: a keyring serial number");
+  /* KEYCTL_RESTRICT_KEYRING is 29. */
+  long result = syscall(SYS_keyctl, 29, keyring, NULL, NULL);
+  return result == 0 ? NULL : throw_errno(env, "keyctl restrict_keyring", errno);
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
@@ -243,6 +284,7 @@ NAPI_MODULE_INIT() {
       {"mount", do_mount}, {"umount", do_umount}, {"chroot", do_chroot},
       {"loadModule", load_module}, {"reboot", do_reboot}, {"interfaceUp", interface_up},
       {"configureInterface", configure_interface}, {"addDefaultRoute", add_default_route},
+      {"addKey", add_key_to}, {"restrictKeyring", restrict_keyring},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -31,6 +31,7 @@ import { type DeviceDisk, findDeviceDisk } from './disk.ts';
 import { AgentError } from './errors.ts';
 import { mountOverlay, type OpenedLayers } from './images.ts';
 import { installOnDevice } from './installer.ts';
+import { activateIpePolicy, IPE_POLICY, initrdKernelSigner, trustForFsverity } from './kernel-trust.ts';
 import { BootLog } from './log.ts';
 import { formatLuks, isLuks, openLuks } from './luks.ts';
 import { manage } from './management.ts';
@@ -179,6 +180,17 @@ function switchRoot(root: string): void {
   process.chdir(root);
   sys.mount(root, '/', null, MS.MOVE, null);
   sys.chroot('.');
+  // The initramfs stays reachable only here, read-only: the kernel trusts its files (IPE's
+  // boot_verified), and crun need not copy itself into memory to be safe from its containers.
+  sys.mount(null, SEAL_ROOT, null, MS.REMOUNT | MS.BIND | MS.RDONLY, null);
+}
+
+/** How a target's image was opened, for the boot log. */
+function describeOpened(o: OpenedLayers): string {
+  const how = o.composefsDigest
+    ? `composefs ${o.composefsDigest}, its files checked by fs-verity`
+    : `${o.lowers.length} layers through dm-verity`;
+  return o.kernelSigned ? `${how}, signatures checked by the kernel` : how;
 }
 
 /** Network boot: tmpfs for the store, the state and the volumes, and the system fetched into the store as `current`. */
@@ -322,6 +334,13 @@ export async function boot(): Promise<void> {
       parseCommandLine(readFileSync('/proc/cmdline', 'utf8')),
     );
     await log.step('load kernel modules', loadModules, (n) => `${n} modules`);
+    const kernelSigner = initrdKernelSigner();
+    if (kernelSigner)
+      await log.step(
+        'trust the kernel signer for fs-verity',
+        () => trustForFsverity(kernelSigner),
+        (subject) => `${subject.replace(/\n/g, ', ')} in .fs-verity, closed`,
+      );
     const net = params.net;
     if (net) {
       await log.step(
@@ -428,6 +447,7 @@ export async function boot(): Promise<void> {
     device = new Device({
       store: await LayoutStore.open(`${RUN}/store`),
       ca: initrdCa(),
+      ...(kernelSigner ? { kernelSigner } : {}),
       product: secrets.product,
       tpm,
       versionAuth: secrets.versionAuth,
@@ -466,12 +486,27 @@ export async function boot(): Promise<void> {
     const hostLayers: OpenedLayers = await log.step(
       `open the host target ${host.name}`,
       () => d.openImage(host),
-      (o) => `${o.lowers.length} layers through dm-verity`,
+      describeOpened,
     );
+    const pinned = params.composefsDigest;
+    if (pinned)
+      await log.step(
+        'check the host root against composefs.digest',
+        () => {
+          if (hostLayers.composefsDigest !== pinned)
+            throw new AgentError(
+              'AGENT_BOOT',
+              hostLayers.composefsDigest
+                ? `the host target's composefs digest is ${hostLayers.composefsDigest}, and the command line pins ${pinned}`
+                : `the command line pins the composefs digest ${pinned}, and the host target is not a composefs image`,
+            );
+        },
+        () => `composefs ${pinned}, as the command line pins`,
+      );
     await log.step(
       'mount the host root',
       () => {
-        mountOverlay(hostLayers.lowers, '/sysroot', `${RUN}/targets/${host.name}/rw`);
+        mountOverlay(hostLayers, '/sysroot', `${RUN}/targets/${host.name}/rw`);
         return Device.osRelease('/sysroot');
       },
       (name) => name,
@@ -481,15 +516,17 @@ export async function boot(): Promise<void> {
     for (const t of services) {
       opened.set(
         t.name,
-        await log.step(
-          `open the service image ${t.name}`,
-          () => d.openImage(t),
-          (o) => `${o.lowers.length} layers through dm-verity`,
-        ),
+        await log.step(`open the service image ${t.name}`, () => d.openImage(t), describeOpened),
       );
     }
     if (params.test === 'before-switch')
       throw new AgentError('AGENT_BOOT', 'stopped before the switch (seal.test)');
+    if (existsSync(IPE_POLICY))
+      await log.step(
+        'activate the IPE policy',
+        () => activateIpePolicy(),
+        (name) => `${name}: only what the kernel verified may execute`,
+      );
     await log.step('switch into the host root', () => switchRoot('/sysroot'));
     await log.step(
       'start the services',

@@ -41,6 +41,10 @@
  *                           each is written to /run/seal/secrets/NAME (tmpfs, root, 0400), which
  *                           every service sees read-only at /run/secrets/NAME
  *   seal.test=NAME          a test-only stop after the named step (for the VM tests of the steps)
+ *   composefs.digest=HEX    the sealed-UKI mode: the host target must be a composefs image with
+ *                           this composefs digest (the fs-verity digest of its composefs image,
+ *                           as the kernel measures it); any other host root is refused. Measured
+ *                           in PCR 11 with the rest of the command line
  */
 import { verifierUrl } from '../attest/client.ts';
 import { NAME as SECRET_NAME } from '../attest/secret.ts';
@@ -76,6 +80,8 @@ export interface AgentParameters {
   /** Attestation at boot: the verifier and the secrets it releases to this device. */
   attest?: { url: string; secrets: string[] };
   test?: string;
+  /** The composefs digest the host root must have (`composefs.digest`: the sealed-UKI mode). */
+  composefsDigest?: string;
 }
 
 const KNOWN = new Set([
@@ -140,8 +146,16 @@ export function parseCommandLine(text: string): AgentParameters {
   for (const word of text.trim().match(/(?:[^\s"]+|"[^"]*")+/g) ?? []) {
     const eq = word.indexOf('=');
     const key = eq < 0 ? word : word.slice(0, eq);
-    if (!key.startsWith('seal.')) continue;
     const value = eq < 0 ? '1' : word.slice(eq + 1).replace(/"/g, '');
+    if (key === 'composefs.digest') {
+      if (!/^[0-9a-f]{64}$/.test(value))
+        throw new AgentError('AGENT_CMDLINE', `composefs.digest is 64 lowercase hex digits, not ${value}`, {
+          subject: key,
+        });
+      params.composefsDigest = value;
+      continue;
+    }
+    if (!key.startsWith('seal.')) continue;
     if (!KNOWN.has(key))
       throw new AgentError('AGENT_CMDLINE', `unknown kernel parameter ${key}`, { subject: key });
     switch (key) {

@@ -9,7 +9,9 @@ import type { SystemManifest, SystemTarget } from '../manifest/spec.ts';
 import { securityVersionOf } from '../manifest/spec.ts';
 import { type VerifyOptions, type VerifyReport, verifySystem } from '../manifest/verify.ts';
 import { type Certificate, parseCertificates } from '../pki/index.ts';
-import type { LayoutStore } from '../store/index.ts';
+import { collectComposefs } from '../seal/composefs-store.ts';
+import { type ImageSignatures, verifyImageSignatures } from '../seal/sign.ts';
+import { LayoutSource, type LayoutStore } from '../store/index.ts';
 import { raiseAcceptedVersion, readAcceptedVersion, type Tpm } from '../tpm/index.ts';
 import { type BootEntries, ESP_MOUNT, type LoaderReport } from './boot-entries.ts';
 import { AgentError } from './errors.ts';
@@ -62,6 +64,8 @@ export interface RunningService {
 export class Device {
   readonly store: LayoutStore;
   readonly ca: Certificate;
+  /** The product's kernel signer, when the initrd carries one: every image must carry its signatures. */
+  readonly kernelSigner: Certificate | undefined;
   readonly product: string;
   readonly tpm: Tpm;
   readonly log: BootLog;
@@ -81,6 +85,7 @@ export class Device {
   constructor(options: {
     store: LayoutStore;
     ca: Certificate;
+    kernelSigner?: Certificate;
     product: string;
     tpm: Tpm;
     versionAuth: Buffer;
@@ -91,6 +96,7 @@ export class Device {
   }) {
     this.store = options.store;
     this.ca = options.ca;
+    this.kernelSigner = options.kernelSigner;
     this.product = options.product;
     this.tpm = options.tpm;
     this.#versionAuth = options.versionAuth;
@@ -140,15 +146,34 @@ export class Device {
     const open = this.#images.get(target.image.digest);
     if (open) return open;
     const id = target.image.digest.slice(7, 19);
+    const signatures = this.kernelSigner ? await this.#signatures(target) : undefined;
     const layers = await openLayers(
       this.store,
       target.image,
       target.name,
       `seal-${id}`,
       `${RUN}/images/${id}`,
+      {
+        ...(signatures ? { signatures } : {}),
+        writingStore: (change) => this.writingStore(change),
+      },
     );
     this.#images.set(target.image.digest, layers);
     return layers;
+  }
+
+  /** The target's kernel signatures by the product's kernel signer: one accepted artifact, or the target is refused. */
+  async #signatures(target: SystemTarget): Promise<ImageSignatures['signatures']> {
+    const src = new LayoutSource(target.name, this.store, target.image.digest);
+    try {
+      return (await verifyImageSignatures(src, [this.kernelSigner!], { image: target.image })).signatures;
+    } catch (error) {
+      throw new AgentError(
+        'AGENT_BOOT',
+        `${target.name}: no signature of the product's kernel signer is accepted: ${(error as Error).message}`,
+        { subject: target.name, cause: error },
+      );
+    }
   }
 
   /** Closes images no running service or the host uses. */
@@ -175,11 +200,20 @@ export class Device {
           doc.targets.filter((t) => t.role === 'host' || t.role === 'service').map((t) => t.image.digest),
         ),
       );
-      const { removed, freed } = await this.writingStore(() => this.store.gc());
+      const { blobs, composefs } = await this.writingStore(async () => ({
+        blobs: await this.store.gc(),
+        composefs: await collectComposefs(this.store),
+      }));
       this.state.garbage = undefined;
       await saveState(`${RUN}/config/device.json`, this.state);
-      if (removed.length > 0)
-        this.log.say(`store: ${removed.length} blobs no system needs removed, ${freed} bytes freed`);
+      if (blobs.removed.length > 0)
+        this.log.say(
+          `store: ${blobs.removed.length} blobs no system needs removed, ${blobs.freed} bytes freed`,
+        );
+      if (composefs.removed > 0)
+        this.log.say(
+          `store: ${composefs.removed} composefs images and objects no system needs removed, ${composefs.freed} bytes freed`,
+        );
     } catch (error) {
       this.log.say(`store: garbage not collected: ${(error as Error).message}`);
     }
@@ -189,7 +223,7 @@ export class Device {
   startService(target: SystemTarget, layers: OpenedLayers): RunningService {
     const handle = superviseService({
       name: target.name,
-      lowers: layers.lowers,
+      image: layers,
       config: layers.config,
       spec: target.service ?? {},
       dir: `${RUN}/services/${target.name}`,

@@ -1,36 +1,74 @@
 /**
- * Mounting a target's sealed image on the device: every layer through dm-verity with its
- * annotated root hash (the kernel then checks each block it reads), the device's status and root
- * hash checked after it is made, each layer mounted read-only; then the layers stacked with
- * overlayfs as atomfs stacks them, over a fresh writable tmpfs each time.
+ * Mounting a target's sealed image on the device. A squashfs/EROFS image: every layer through
+ * dm-verity with its annotated root hash (the kernel then checks each block it reads) and, when
+ * the image's signatures are given, the layer's root-hash signature (the kernel checks it against
+ * the keys it trusts); the device's status and root hash checked after it is made, each layer
+ * mounted read-only. A composefs image: its composefs image in the store with fs-verity (enabled
+ * with its signature, which the kernel checks against its .fs-verity keyring), mounted read-only,
+ * its files in the store's object store, each checked by overlayfs `verity=require` on open.
+ * Either is then stacked with overlayfs over a fresh writable tmpfs each time it is started.
  */
 import { mkdirSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Descriptor, ImageConfig, Manifest } from '../oci/types.ts';
 import { parseConfig, parseManifest } from '../oci/validate.ts';
-import { layerFilesystem, verityRootHash } from '../seal/formats.ts';
+import { composefsObjects, storeComposefsImage } from '../seal/composefs-store.ts';
+import { isComposefsSealed, layerFilesystem, verityRootHash } from '../seal/formats.ts';
+import type { ImageSignatures } from '../seal/sign.ts';
 import { hashOffsetOf } from '../seal/verify.ts';
-import type { LayoutStore } from '../store/index.ts';
+import { LayoutSource, type LayoutStore } from '../store/index.ts';
 import { AgentError } from './errors.ts';
 import { MNT_DETACH, MS, system } from './system.ts';
 import { runProgram } from './tools.ts';
 
-export interface OpenedLayers {
-  /** Where each layer is mounted read-only, bottom first. */
+/** What a target's image is stacked from: read-only layers, and for composefs its object store. */
+export interface ImageLayers {
+  /** Where each layer is mounted read-only, bottom first (composefs: its one composefs image). */
   lowers: string[];
+  /** A composefs image's object store: overlayfs's data-only layer, every file checked against its fs-verity digest. */
+  objects?: string;
+}
+
+export interface OpenedLayers extends ImageLayers {
   /** The dm-verity devices opened, one per layer, bottom first. */
   devices: string[];
   /** The image's config. */
   config: ImageConfig;
+  /** A composefs image's composefs digest (hex): what `composefs.digest=` pins. */
+  composefsDigest?: string;
+  /** The kernel checked the image's signatures (root-hash signatures, the composefs image's fs-verity signature). */
+  kernelSigned: boolean;
 }
 
-/** Opens a layer blob as a dm-verity device and checks the kernel's view of it; returns /dev/mapper/NAME. */
+export interface OpenOptions {
+  /** The image's accepted kernel signatures (verifyImageSignatures): handed to the kernel. */
+  signatures?: ImageSignatures['signatures'];
+  /** Runs a change of the store (a composefs image's objects and image are written into it). */
+  writingStore: <T>(change: () => Promise<T>) => Promise<T>;
+}
+
+/** Why the kernel refused an image, from the errno of the operation it refused. */
+function kernelRefusal(error: unknown, what: string, changed: string): AgentError {
+  // An I/O error reading a verity-protected file or device is data whose hash does not match.
+  const why =
+    (error as NodeJS.ErrnoException).code === 'EIO'
+      ? `the kernel's verity check refused it (I/O error): ${changed}`
+      : `cannot be mounted (${(error as Error).message})`;
+  return new AgentError('AGENT_BOOT', `${what}: ${why}`, { subject: what, cause: error });
+}
+
+/**
+ * Opens a layer blob as a dm-verity device — with `signature` (a file), its root hash signature
+ * checked by the kernel — and checks the kernel's view of it; returns /dev/mapper/NAME.
+ */
 async function openLayer(
   blob: string,
   name: string,
   rootHash: string,
   hashOffset: number,
   what: string,
+  signature: string | undefined,
 ): Promise<string> {
   await runProgram('veritysetup', [
     'open',
@@ -40,6 +78,7 @@ async function openLayer(
     rootHash,
     '--hash-offset',
     String(hashOffset),
+    ...(signature ? [`--root-hash-signature=${signature}`] : []),
   ]).catch((error: Error) => {
     throw new AgentError('AGENT_BOOT', `${what}: dm-verity refused it: ${error.message}`, {
       subject: what,
@@ -47,13 +86,14 @@ async function openLayer(
     });
   });
   const { stdout } = await runProgram('veritysetup', ['status', name]);
-  const status = /status:\s*(\S+)/.exec(stdout)?.[1];
+  const status = /status:\s*(.*)/.exec(stdout)?.[1]?.trim();
   const root = /root hash:\s*([0-9a-f]+)/.exec(stdout)?.[1];
-  if (status !== 'verified' || (root !== undefined && root !== rootHash)) {
+  const wanted = signature ? 'verified (with signature)' : 'verified';
+  if (status !== wanted || (root !== undefined && root !== rootHash)) {
     await runProgram('veritysetup', ['close', name]).catch(() => {});
     throw new AgentError(
       'AGENT_BOOT',
-      `${what}: the dm-verity device is ${status ?? 'in an unknown state'}${root && root !== rootHash ? `, root hash ${root}` : ''}`,
+      `${what}: the dm-verity device is ${status ?? 'in an unknown state'}${root && root !== rootHash ? `, root hash ${root}` : ''}, not ${wanted}`,
       {
         subject: what,
       },
@@ -63,9 +103,9 @@ async function openLayer(
 }
 
 /**
- * Opens every layer of the sealed image `image` (pinned by the verified system manifest) from
- * `store` through dm-verity and mounts it read-only under `scratch`. `devices` prefixes the dm
- * devices; `name` (the target's) names a refused layer in the error.
+ * Opens the sealed image `image` (pinned by the verified system manifest) from `store`, its
+ * layers under `scratch`: through dm-verity (devices named `devices`-N), or as composefs. `name`
+ * (the target's) names a refused layer in the error.
  */
 export async function openLayers(
   store: LayoutStore,
@@ -73,10 +113,17 @@ export async function openLayers(
   name: string,
   devices: string,
   scratch: string,
+  options: OpenOptions,
 ): Promise<OpenedLayers> {
   const manifest: Manifest = parseManifest(await store.readBlob(image), image.digest);
   const config = parseConfig(await store.readBlob(manifest.config), manifest.config.digest);
-  const opened: OpenedLayers = { lowers: [], devices: [], config };
+  if (isComposefsSealed(manifest)) return openComposefs(store, image, name, config, scratch, options);
+  const opened: OpenedLayers = {
+    lowers: [],
+    devices: [],
+    config,
+    kernelSigned: options.signatures !== undefined,
+  };
   const sys = system();
   try {
     for (const [i, layer] of manifest.layers.entries()) {
@@ -88,20 +135,31 @@ export async function openLayers(
           subject: what,
         });
       }
+      let signatureFile: string | undefined;
+      if (options.signatures) {
+        const signature = options.signatures.find((x) => x.what === `layer ${i + 1}`);
+        if (!signature)
+          throw new AgentError('AGENT_BOOT', `${what} has no accepted signature`, { subject: what });
+        mkdirSync(scratch, { recursive: true });
+        signatureFile = join(scratch, `layer-${i}.p7s`);
+        await writeFile(signatureFile, signature.signature);
+      }
       const blob = store.blobPath(layer.digest);
-      const device = await openLayer(blob, `${devices}-${i}`, rootHash, await hashOffsetOf(blob, fs), what);
+      const device = await openLayer(
+        blob,
+        `${devices}-${i}`,
+        rootHash,
+        await hashOffsetOf(blob, fs),
+        what,
+        signatureFile,
+      );
       opened.devices.push(`${devices}-${i}`);
       const at = join(scratch, `layer-${i}`);
       mkdirSync(at, { recursive: true });
       try {
         sys.mount(device, at, fs, MS.RDONLY, null);
       } catch (error) {
-        // An I/O error reading a dm-verity device is a block whose hash does not match.
-        const why =
-          (error as NodeJS.ErrnoException).code === 'EIO'
-            ? 'dm-verity refused a block of it (I/O error): the layer was changed'
-            : `cannot be mounted (${(error as Error).message})`;
-        throw new AgentError('AGENT_BOOT', `${what}: ${why}`, { subject: what, cause: error });
+        throw kernelRefusal(error, what, 'the layer was changed');
       }
       opened.lowers.push(at);
     }
@@ -113,10 +171,63 @@ export async function openLayers(
 }
 
 /**
- * Stacks `lowers` (bottom first) at `target` with overlayfs as atomfs does, over a fresh tmpfs
- * mounted at `rw` (an earlier one there is discarded): nothing a previous mount wrote survives.
+ * A composefs image: its composefs image put into the store with fs-verity (with its signature)
+ * unless the kernel already measures it there, its files in the object store, then the image
+ * mounted read-only (file-backed EROFS) at `scratch`/composefs. The kernel then checks every
+ * file against the digest the image names for it (overlayfs `verity=require`) when it is opened.
  */
-export function mountOverlay(lowers: string[], target: string, rw: string): void {
+async function openComposefs(
+  store: LayoutStore,
+  image: Descriptor,
+  name: string,
+  config: ImageConfig,
+  scratch: string,
+  options: OpenOptions,
+): Promise<OpenedLayers> {
+  const what = `${name} (composefs ${image.digest})`;
+  const src = new LayoutSource(name, store, image.digest);
+  let signature: Buffer | undefined;
+  if (options.signatures) {
+    signature = options.signatures.find((x) => x.what === 'merged')?.signature;
+    if (!signature)
+      throw new AgentError('AGENT_BOOT', `${what}: no accepted signature of its composefs image`, {
+        subject: what,
+      });
+  }
+  const stored = await options
+    .writingStore(() => storeComposefsImage(src, signature))
+    .catch((error: Error) => {
+      throw new AgentError('AGENT_BOOT', `${what}: ${error.message}`, { subject: what, cause: error });
+    });
+  if (!stored)
+    throw new AgentError(
+      'AGENT_BOOT',
+      `${what}: the store's filesystem has no fs-verity, which composefs images need on a device`,
+      { subject: what },
+    );
+  const at = join(scratch, 'composefs');
+  mkdirSync(at, { recursive: true });
+  try {
+    system().mount(stored.path, at, 'erofs', MS.RDONLY, null);
+  } catch (error) {
+    throw kernelRefusal(error, what, 'its composefs image was changed');
+  }
+  return {
+    lowers: [at],
+    objects: composefsObjects(src),
+    devices: [],
+    config,
+    composefsDigest: stored.digest,
+    kernelSigned: signature !== undefined,
+  };
+}
+
+/**
+ * Stacks an image's layers (bottom first) at `target` with overlayfs as atomfs does — a composefs
+ * image over its object store with `verity=require` — over a fresh tmpfs mounted at `rw` (an
+ * earlier one there is discarded): nothing a previous mount wrote survives.
+ */
+export function mountOverlay(image: ImageLayers, target: string, rw: string): void {
   const sys = system();
   for (const m of [target, rw]) {
     try {
@@ -128,14 +239,21 @@ export function mountOverlay(lowers: string[], target: string, rw: string): void
   sys.mount('tmpfs', rw, 'tmpfs', MS.NOSUID | MS.NODEV, 'mode=0755');
   mkdirSync(join(rw, 'upper'));
   mkdirSync(join(rw, 'work'));
-  const lowerdir = [...lowers].reverse().join(':');
-  sys.mount(
-    'overlay',
-    target,
-    'overlay',
-    0,
-    `index=off,xino=on,userxattr,lowerdir=${lowerdir},upperdir=${rw}/upper,workdir=${rw}/work`,
-  );
+  const lowerdir = [...image.lowers].reverse().join(':');
+  const options = image.objects
+    ? ['metacopy=on', 'redirect_dir=on', `lowerdir=${lowerdir}::${image.objects}`, 'verity=require']
+    : ['index=off', 'xino=on', 'userxattr', `lowerdir=${lowerdir}`];
+  try {
+    sys.mount(
+      'overlay',
+      target,
+      'overlay',
+      0,
+      [...options, `upperdir=${rw}/upper,workdir=${rw}/work`].join(','),
+    );
+  } catch (error) {
+    throw kernelRefusal(error, target, 'an image was changed');
+  }
 }
 
 /** Unmounts the layers and closes their dm-verity devices (best effort: every step is tried). */

@@ -9,7 +9,7 @@
  * agent switches into the host target's root (it bind-mounts /seal there):
  *   /init · /seal/node · /seal/app/{agent.blob (the agent, a V8 startup snapshot),package.json,src,build/Release}
  *   /seal/bin/{cryptsetup,veritysetup,crun,mke2fs} · /seal/lib (every shared library, the loader)
- *   /seal/etc/{manifest-ca.pem,policy.json,modules,initrd.json} · /lib/modules/VERSION/…
+ *   /seal/etc/{manifest-ca.pem,policy.json,modules,initrd.json[,kernel-signer.pem,ipe-policy.p7s]} · /lib/modules/VERSION/…
  * The programs run through /seal/lib's own loader, never the host root's libraries. Node's own
  * libraries are also at their usual paths (the same inodes), where the kernel's exec looks.
  */
@@ -30,7 +30,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { constants as zlib, zstdCompressSync } from 'node:zlib';
 import { treeToCpio } from '../cpio/index.ts';
-import { parseCertificates } from '../pki/index.ts';
+import { parseCertificates, parsePkcs7 } from '../pki/index.ts';
 import { bufferContent, type DirInode, emptyDir, type Inode, type Tree } from '../tree/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { projectUrl } from '../util/paths.ts';
@@ -72,6 +72,31 @@ export interface InitrdOptions {
   level?: number;
   /** A signed systemd-boot, for an installer to put on the disks it makes. */
   bootManager?: string;
+  /**
+   * PEM file with the product's kernel-signing certificate (enrolled in db): the agent loads it
+   * into the `.fs-verity` keyring and requires every image's kernel signatures by it.
+   */
+  kernelSigner?: string;
+  /** A signed IPE policy (`seal ipe policy --key --cert`'s OUT.p7s), activated before the switch into the host. */
+  ipePolicy?: string;
+}
+
+/** A signed IPE policy file: PKCS#7 carrying the policy text it signs (what the kernel's new_policy takes). */
+function ipePolicyOf(path: string): Buffer {
+  const der = readFileSync(path);
+  let text: string | undefined;
+  try {
+    text = parsePkcs7(der, path).content?.value.toString('utf8');
+  } catch {}
+  if (!text?.startsWith('policy_name='))
+    throw new AgentError(
+      'AGENT_INITRD',
+      `${path} is not a signed IPE policy (seal ipe policy --key --cert writes one)`,
+      {
+        subject: path,
+      },
+    );
+  return der;
 }
 
 export interface InitrdResult {
@@ -351,6 +376,12 @@ export async function buildInitrd(dest: string, options: InitrdOptions): Promise
     put(root, 'seal/etc/manifest-ca.pem', file(ca));
     if (options.policy) put(root, 'seal/etc/policy.json', file(readFileSync(options.policy)));
     if (options.bootManager) put(root, 'seal/etc/boot-manager.efi', file(readFileSync(options.bootManager)));
+    if (options.kernelSigner) {
+      const signer = readFileSync(options.kernelSigner);
+      parseCertificates(signer.toString('utf8'), options.kernelSigner);
+      put(root, 'seal/etc/kernel-signer.pem', file(signer));
+    }
+    if (options.ipePolicy) put(root, 'seal/etc/ipe-policy.p7s', file(ipePolicyOf(options.ipePolicy)));
 
     const { dir: modulesDir, version } = modulesDirectory(options.kernel, scratch);
     const modules = resolveModules(modulesDir, [...AGENT_MODULES, ...(options.modules ?? [])]);

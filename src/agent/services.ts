@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import type { ServiceSpec } from '../manifest/spec.ts';
 import type { ImageConfig } from '../oci/types.ts';
 import { AgentError } from './errors.ts';
-import { mountOverlay } from './images.ts';
-import { programCommand, runProgram } from './tools.ts';
+import { type ImageLayers, mountOverlay } from './images.ts';
+import { programCommand, programEnvironment, runProgram } from './tools.ts';
 
 /** The capabilities a container gets (the OCI runtimes' usual default set). */
 const CAPABILITIES = [
@@ -205,8 +205,8 @@ export interface ServiceHandle {
 
 export interface ServiceRun {
   name: string;
-  /** Where the verified image's layers are mounted (lowest first). */
-  lowers: string[];
+  /** The verified image's layers, mounted. */
+  image: ImageLayers;
   config: ImageConfig;
   spec: ServiceSpec;
   /** Directory of the service's bundle and writable layer (on tmpfs). */
@@ -258,7 +258,7 @@ export function superviseService(run: ServiceRun): ServiceHandle {
     let rootfs: string;
     try {
       rootfs = join(run.dir, 'rootfs');
-      mountOverlay(run.lowers, rootfs, join(run.dir, 'rw'));
+      mountOverlay(run.image, rootfs, join(run.dir, 'rw'));
       const bundle = join(run.dir, 'bundle');
       mkdirSync(bundle, { recursive: true });
       writeFileSync(
@@ -275,7 +275,10 @@ export function superviseService(run: ServiceRun): ServiceHandle {
       return;
     }
     const [command, args] = programCommand('crun', ['run', '--bundle', join(run.dir, 'bundle'), run.name]);
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: '/seal/bin' } });
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: programEnvironment('crun'),
+    });
     handle.child = child;
     handle.state = 'running';
     run.log(`service ${run.name}: started (run ${handle.starts}, pid ${child.pid})`);

@@ -13,6 +13,10 @@ interface SystemAddon {
   interfaceUp(name: string): void;
   configureInterface(name: string, address: string, netmask: string): void;
   addDefaultRoute(gateway: string): void;
+  /** add_key(2) to the keyring with this serial number; the new key's serial number. */
+  addKey(keyring: number, type: string, payload: Uint8Array): number;
+  /** Closes a keyring: nothing can be added to it afterwards. */
+  restrictKeyring(keyring: number): void;
 }
 
 /** mount(2) flags used by the agent. */

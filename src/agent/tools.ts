@@ -15,6 +15,16 @@ const LOADER = `${SEAL_ROOT}/lib/ld-linux-x86-64.so.2`;
 /** The environment of every program: no udev on a Seal device, locale-free messages. */
 const ENVIRONMENT = { PATH: `${SEAL_ROOT}/bin`, DM_DISABLE_UDEV: '1', LC_ALL: 'C' };
 
+/**
+ * The environment of `program`. crun copies itself into a sealed memory file and runs that, so
+ * that a container cannot overwrite it — unless it runs from a read-only filesystem and this
+ * variable says it may trust that. /seal is read-only once the host root is switched into, and
+ * under an IPE policy a memory file may not execute at all.
+ */
+export function programEnvironment(program: Program): Record<string, string> {
+  return program === 'crun' ? { ...ENVIRONMENT, _LIBCONTAINER_CLONED_BINARY: '1' } : ENVIRONMENT;
+}
+
 /** The command line that runs `program` from the initrd. */
 export function programCommand(program: Program, args: string[]): [string, string[]] {
   return [LOADER, ['--library-path', `${SEAL_ROOT}/lib`, `${SEAL_ROOT}/bin/${program}`, ...args]];
@@ -29,7 +39,7 @@ export interface RunResult {
 export function runProgram(program: Program, args: string[], input?: Uint8Array): Promise<RunResult> {
   const [command, argv] = programCommand(program, args);
   return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { env: ENVIRONMENT, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, argv, { env: programEnvironment(program), stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

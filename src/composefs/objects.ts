@@ -3,12 +3,10 @@
  * fs-verity SHA-256 digest as `objects/XX/REST`, shared by every image written into the store;
  * an existing object is kept.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { readContent } from '../tree/content.ts';
 import {
   type Content,
@@ -19,6 +17,7 @@ import {
   sortedChildren,
   type Tree,
 } from '../tree/model.ts';
+import { syncFilesystem } from '../util/fsops.ts';
 import { sourceUrl } from '../util/paths.ts';
 import { sharedPool } from '../util/pool.ts';
 import { writeFullySync } from '../util/write.ts';
@@ -26,7 +25,6 @@ import { fsverityDigest } from '../verity/index.ts';
 import { type CfsEntry, type CfsNode, INLINE_LIMIT } from './model.ts';
 import type { FileRange } from './object-worker.ts';
 
-const run = promisify(execFile);
 const STAGE_MODULE = sourceUrl('composefs/object-worker.ts').href;
 
 /** The store path of an object: `XX/REST` of its hex digest. */
@@ -95,8 +93,7 @@ export class ObjectWriter {
 
   async commit(): Promise<void> {
     if (this.#staged.length === 0) return;
-    // -f, not --file-system: busybox's sync (a device's initrd) knows only the short form.
-    await run('sync', ['-f', this.dir]);
+    syncFilesystem(this.dir);
     const prefixes = new Set<string>();
     for (const { temp, path } of this.#staged) {
       const prefix = path.slice(0, 2);

@@ -236,6 +236,9 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
         'ext4',
         '-L',
         'seal-store',
+        // fs-verity for composefs images: the agent enables it on their files and the kernel checks them.
+        '-O',
+        'verity',
         '-E',
         `offset=${store.firstLba * SECTOR},root_owner=0:0`,
         '-d',

@@ -9,23 +9,17 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { type CfsNode, composefsTree, mountComposefs, writeComposefsImage } from '../composefs/index.ts';
+import { mountComposefs } from '../composefs/index.ts';
 import { SealError } from '../errors.ts';
 import type { ImageSource } from '../oci/transport.ts';
 import type { CertificateSource } from '../pki/index.ts';
-import { LayoutSource, mergedTree, readImage } from '../store/index.ts';
-import { Spool } from '../tree/index.ts';
-import { temporaryNameFor, writeFileAtomic } from '../util/atomic.ts';
-import { enableKernelVerity, measureKernelVerity, VerityError } from '../verity/index.ts';
-import {
-  COMPOSEFS_MERGED_ANNOTATION,
-  isComposefsSealed,
-  layerFilesystem,
-  verityRootHash,
-} from './formats.ts';
+import { LayoutSource, readImage } from '../store/index.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { composefsImageOf, composefsObjects, storeComposefsImage } from './composefs-store.ts';
+import { isComposefsSealed, layerFilesystem, verityRootHash } from './formats.ts';
 import { type ImageSignatures, verifyImageSignatures } from './sign.ts';
 import { hashOffsetOf, verifyImage } from './verify.ts';
 
@@ -239,23 +233,12 @@ export async function mountImage(
   };
 }
 
-/** The object-store paths of an image's external files. */
-function objectsOf(root: CfsNode): string[] {
-  const found = new Set<string>();
-  (function visit(node: CfsNode) {
-    if (node.payload !== undefined && node.digest !== undefined) found.add(node.payload);
-    for (const e of node.children ?? []) if (!e.link) visit(e.node);
-  })(root);
-  return [...found].sort();
-}
-
 /**
  * A composefs-sealed image: its files go into the store's object store, its composefs image
  * (checked against the annotated digest) into the mount's state directory, and the kernel mounts
  * it over the objects. With accepted signatures (`signed`), the image goes into the store itself
- * and gets fs-verity with its signature, which the kernel checks against its .fs-verity keyring,
- * and every object gets fs-verity too, for overlayfs `verity=require` — where the store's
- * filesystem has fs-verity; elsewhere only Seal checked the signature.
+ * with fs-verity and its signature (storeComposefsImage) — where the store's filesystem has
+ * fs-verity; elsewhere only Seal checked the signature.
  */
 async function mountComposefsImage(
   src: LayoutSource,
@@ -264,95 +247,24 @@ async function mountComposefsImage(
   state: MountState,
   signed?: ImageSignatures,
 ): Promise<MountResult> {
-  const docs = await readImage(src);
-  const spool = await Spool.create();
-  try {
-    const objects = join(src.store.dir, 'composefs-objects');
-    const tree = await mergedTree(src, docs, spool, { symlinkModes: 'header' });
-    const root = await composefsTree(tree, { objects });
-    const { image, digest } = await writeComposefsImage(root, { version: 1 });
-    const expected = docs.manifest.annotations?.[COMPOSEFS_MERGED_ANNOTATION];
-    if (digest.toString('hex') !== expected) {
-      throw new MountError(
-        'MOUNT_FAILED',
-        `${src.name}: the composefs image does not match its annotated digest`,
-        {
-          subject: src.name,
-        },
-      );
-    }
-    let imagePath = join(dir, 'image.cfs');
-    let kernelSignatures: boolean | undefined;
-    const signature = signed?.signatures.find((x) => x.what === 'merged');
-    if (signature) {
-      kernelSignatures = await signedComposefsImage(
-        src,
-        image,
-        expected,
-        signature.signature,
-        objectsOf(root),
-      );
-      if (kernelSignatures) imagePath = join(src.store.dir, 'composefs-images', `${expected}.cfs`);
-    }
-    if (!kernelSignatures) await writeFileAtomic(imagePath, image);
-    const mounted = await mountComposefs(imagePath, target, objects);
-    state.mounts.push(state.target);
-    await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
-    return {
-      target: state.target,
-      layers: docs.manifest.layers.length,
-      runtimeEnforcement: mounted.verity,
-      ...(kernelSignatures !== undefined ? { kernelSignatures } : {}),
-    };
-  } finally {
-    await spool.close();
+  const layers = (await readImage(src)).manifest.layers.length;
+  const signature = signed?.signatures.find((x) => x.what === 'merged');
+  const stored = signature ? await storeComposefsImage(src, signature.signature) : undefined;
+  const kernelSignatures = signature ? stored !== undefined : undefined;
+  let imagePath = stored?.path;
+  if (!imagePath) {
+    imagePath = join(dir, 'image.cfs');
+    await writeFileAtomic(imagePath, (await composefsImageOf(src, composefsObjects(src))).image);
   }
-}
-
-/**
- * Puts the composefs image into the store (`composefs-images/<digest>.cfs`) with fs-verity
- * enabled with its signature, and fs-verity on every object it names. The image is always made
- * afresh (written under a temporary name, verity enabled, renamed), so a file left there cannot
- * stand in for one the kernel checked. False when the store's filesystem has no fs-verity.
- */
-async function signedComposefsImage(
-  src: LayoutSource,
-  image: Uint8Array,
-  digest: string,
-  signature: Uint8Array,
-  objects: string[],
-): Promise<boolean> {
-  const images = join(src.store.dir, 'composefs-images');
-  await mkdir(images, { recursive: true });
-  const path = join(images, `${digest}.cfs`);
-  const temporary = temporaryNameFor(path);
-  await writeFile(temporary, image, { mode: 0o444 });
-  try {
-    try {
-      enableKernelVerity(temporary, { signature });
-    } catch (error) {
-      if (error instanceof VerityError && error.code === 'VERITY_UNSUPPORTED') return false;
-      throw new MountError('MOUNT_FAILED', `${src.name}: ${(error as Error).message}`, {
-        subject: src.name,
-        cause: error,
-      });
-    }
-    const measured = measureKernelVerity(temporary);
-    if (measured?.digest.toString('hex') !== digest) {
-      throw new MountError(
-        'MOUNT_FAILED',
-        `${src.name}: the kernel measured another digest for the composefs image`,
-        {
-          subject: src.name,
-        },
-      );
-    }
-    for (const object of objects) enableKernelVerity(join(src.store.dir, 'composefs-objects', object));
-    await rename(temporary, path);
-    return true;
-  } finally {
-    await rm(temporary, { force: true });
-  }
+  const mounted = await mountComposefs(imagePath, target, composefsObjects(src));
+  state.mounts.push(state.target);
+  await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
+  return {
+    target: state.target,
+    layers,
+    runtimeEnforcement: mounted.verity,
+    ...(kernelSignatures !== undefined ? { kernelSignatures } : {}),
+  };
 }
 
 async function undo(state: MountState): Promise<void> {

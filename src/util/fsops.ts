@@ -4,7 +4,7 @@
  * every text script and command line that used to carry paths and names from inputs
  * (setfattr --restore, getfattr, mknod, mkfifo, touch).
  */
-import { closeSync, constants, fstatSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { loadAddon } from './native.ts';
 import { readFullySync } from './read.ts';
 
@@ -23,6 +23,7 @@ interface FsOps {
     signature: Uint8Array,
   ): void;
   measureVerity(fd: number): { algorithm: number; digest: Buffer };
+  syncFilesystem(fd: number): void;
 }
 
 let addon: FsOps | undefined;
@@ -139,6 +140,16 @@ export function readFileBeneath(root: string | Buffer, path: string | Buffer, li
       throw Object.assign(new Error(`${String(path)} is larger than ${limit} bytes`), { code: 'EFBIG' });
     }
     return buffer.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Makes everything written to the filesystem holding `path` durable, with one syncfs(2). */
+export function syncFilesystem(path: string): void {
+  const fd = openSync(path, constants.O_RDONLY);
+  try {
+    fsops().syncFilesystem(fd);
   } finally {
     closeSync(fd);
   }

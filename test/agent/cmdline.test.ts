@@ -82,6 +82,25 @@ test('seal.push: a TCP port, with the network it needs', () => {
   assert.equal(parseCommandLine('seal.net=10.0.2.15/24').push, undefined);
 });
 
+test('composefs.digest: the sealed-UKI pin of the host root, 64 lowercase hex digits', () => {
+  const digest = 'a3'.repeat(32);
+  assert.equal(parseCommandLine(`console=ttyS0 composefs.digest=${digest} quiet`).composefsDigest, digest);
+  assert.equal(parseCommandLine('console=ttyS0 quiet').composefsDigest, undefined);
+  for (const bad of [
+    'A3'.repeat(32),
+    'a3'.repeat(31),
+    `${'a3'.repeat(32)}00`,
+    `sha256:${'a3'.repeat(32)}`,
+    '',
+    '../x',
+  ])
+    assert.throws(
+      () => parseCommandLine(`composefs.digest=${bad}`),
+      (e) => e instanceof AgentError && e.code === 'AGENT_CMDLINE' && /composefs\.digest/.test(e.message),
+      bad,
+    );
+});
+
 test('seal.attest and seal.attest-secret: the verifier URL normalized, the names in order', () => {
   const p = parseCommandLine(
     'console=ttyS0 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.attest=http://10.0.2.101:7443 seal.attest-secret=join-token,disk.key seal.attest-secret=tls_v2',

@@ -5,13 +5,23 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { AGENT_MODULES, AgentError, buildInitrd, resolveModules } from '../../src/agent/index.ts';
 import { bundleAgent } from '../../src/agent/initrd.ts';
 import { SealError } from '../../src/errors.ts';
+import { ipePolicy, signIpePolicy } from '../../src/ipe/index.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'seal-initrd-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -180,4 +190,44 @@ test('an initrd cannot be made from a CA file without a certificate, or a kernel
     buildInitrd(join(work, 'x.zst'), { manifestCa: join(work, 'ca.pem'), kernel: work, level: 1 }),
     (e) => e instanceof AgentError && e.code === 'AGENT_KERNEL',
   );
+});
+
+test('the kernel signer and the signed IPE policy go into /seal/etc; a file that is neither is refused', async () => {
+  const key = createPrivateKey(readFileSync(join(work, 'ca.key')));
+  const signed = join(work, 'policy.p7s');
+  writeFileSync(
+    signed,
+    signIpePolicy(ipePolicy(), { key, certificate: readFileSync(join(work, 'ca.pem'), 'utf8') }),
+  );
+  const result = await buildInitrd(join(work, 'signed.zst'), {
+    manifestCa: join(work, 'ca.pem'),
+    kernel: deb,
+    kernelSigner: join(work, 'ca.pem'),
+    ipePolicy: signed,
+    level: 1,
+  });
+  const cpio = execFileSync('zstd', ['-dc', result.path], { maxBuffer: 1 << 30 });
+  const read = (path: string) =>
+    execFileSync('cpio', ['-i', '--quiet', '--to-stdout', path], { input: cpio, maxBuffer: 1 << 28 });
+  assert.deepEqual(read('seal/etc/kernel-signer.pem'), readFileSync(join(work, 'ca.pem')));
+  assert.deepEqual(read('seal/etc/ipe-policy.p7s'), readFileSync(signed));
+
+  writeFileSync(join(work, 'unsigned-policy'), ipePolicy());
+  for (const [option, file, code] of [
+    ['kernelSigner', join(work, 'not-a-ca.pem'), 'PKI_BAD_CERTIFICATE'],
+    ['ipePolicy', join(work, 'unsigned-policy'), 'AGENT_INITRD'],
+    ['ipePolicy', join(work, 'ca.pem'), 'AGENT_INITRD'],
+  ] as const) {
+    await assert.rejects(
+      buildInitrd(join(work, 'refused.zst'), {
+        manifestCa: join(work, 'ca.pem'),
+        kernel: deb,
+        level: 1,
+        [option]: file,
+      }),
+      (e) => e instanceof SealError && e.code === code,
+      `${option} ${file}`,
+    );
+    assert.ok(!existsSync(join(work, 'refused.zst')), 'nothing written');
+  }
 });

@@ -8,14 +8,29 @@
  * `web` (busybox httpd) serves that page; counter fetches it through the shared loopback and
  * prints it, so one console line proves both run and the data survived.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import {
+  closeSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readTable, SECTOR } from '../../src/gpt/index.ts';
 import { Machine, Swtpm } from '../../src/machine/index.ts';
 import { runSeal } from './cli.ts';
 import { BOOT_MANAGER_254, opensslCertificate } from './efi.ts';
 import { opensslKeyPair } from './keys.ts';
 import { CRASH } from './uki-vm.ts';
+import { vmKernel } from './vm.ts';
 
 export const PRODUCT = '5e4c1f0a-6d2b-4c8e-9f3a-7b1d2e3c4f50';
 
@@ -54,7 +69,7 @@ function busyboxRoot(dir: string, files: Record<string, string>): void {
   }
 }
 
-const COUNTER = [
+export const COUNTER = [
   'n=$(cat /data/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/boots',
   'if [ -e /marker ]; then echo "rootfs: dirty"; else echo "rootfs: fresh"; fi; touch /marker',
   'echo "<p>boot $n</p>" > /data/index.html; sync',
@@ -208,6 +223,29 @@ export function installDisk(
   ]);
 }
 
+/** A device's disk, its varstore (written by the firmware) and its TPM's state directory. */
+export interface DeviceFiles {
+  disk: string;
+  vars: string;
+  tpm: string;
+}
+
+/** A new device: `seal install` of `system` and `uki` onto its disk, the kit's varstore, its TPM provisioned. */
+export async function newDevice(
+  f: DeviceFixture,
+  kit: BootKit,
+  system: string,
+  uki: string,
+  device: DeviceFiles,
+  options: { verify?: boolean } = {},
+): Promise<DeviceFiles> {
+  installDisk(f, system, device.disk, uki, options);
+  copyFileSync(kit.vars, device.vars);
+  mkdirSync(device.tpm);
+  await provisionTpm(f, device.tpm);
+  return device;
+}
+
 /**
  * The factory step on a device's TPM (a swtpm state directory): provisioned under the product's
  * policy-signing key with the identity of device `serial` (made in the PKI when it is not SN0001).
@@ -251,7 +289,12 @@ export interface BootKit {
   management: { key: string; cert: string };
 }
 
-export function buildBootKit(f: DeviceFixture, vmlinuz: string, kernelPackage: string): BootKit {
+/** The product's boot kit for the test VMs' kernel (`vmlinuz`, and its package for the initrd's modules). */
+export function buildBootKit(
+  f: DeviceFixture,
+  vmlinuz = join(vmKernel(), 'vmlinuz'),
+  kernelPackage = execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
+): BootKit {
   const keys = join(f.work, 'secureboot');
   seal(['secureboot', 'keys', keys]);
   seal(['pki', 'kernel', 'new', f.pki]);
@@ -324,6 +367,8 @@ export function buildUki(
     bootManager?: boolean;
     /** zstd level of the initrd (default 3: quick to build; `seal initrd build` defaults to 12). */
     level?: number;
+    /** Further `seal initrd build` options (--kernel-signer, --ipe-policy). */
+    initrdArgs?: string[];
   } = {},
 ): string {
   const base = out.replace(/\.efi$/, '');
@@ -370,6 +415,7 @@ function buildInitrd(
     management?: boolean;
     bootManager?: boolean;
     level?: number;
+    initrdArgs?: string[];
     probeSigner: { key: string; cert: string };
   },
 ): string {
@@ -413,6 +459,7 @@ function buildInitrd(
     '--policy',
     `${base}.policy.json`,
     ...(options.bootManager ? ['--boot-manager', kit.bootManager] : []),
+    ...(options.initrdArgs ?? []),
     '--level',
     String(options.level ?? 3),
   ]);
@@ -560,4 +607,51 @@ export class DeviceSession {
     this.#abort.abort();
     await this.done.catch(() => {});
   }
+}
+
+/** The byte offset on `disk` of byte `at` of the store file `path` (its ext4 filesystem read with debugfs). */
+export function storeOffset(disk: string, path: string, at: number): number {
+  const store = readTable(disk).partitions.find((p) => p.name === 'seal-store')!;
+  const image = `${disk}?offset=${store.firstLba * SECTOR}`;
+  const blockSize = Number(
+    /Block size:\s+(\d+)/.exec(
+      execFileSync('debugfs', ['-R', 'stats', image], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }),
+    )![1],
+  );
+  const block = Number(
+    execFileSync('debugfs', ['-R', `bmap ${path} ${Math.floor(at / blockSize)}`, image], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim(),
+  );
+  if (!(block > 0)) throw new Error(`${path} has no block ${Math.floor(at / blockSize)} on ${disk}`);
+  return store.firstLba * SECTOR + block * blockSize + (at % blockSize);
+}
+
+/** One byte of `disk` at `offset`, flipped (a tamper). */
+export function flipByte(disk: string, offset: number): void {
+  const fd = openSync(disk, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, offset);
+    b[0]! ^= 0x40;
+    writeSync(fd, b, 0, 1, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `boot` was refused by the agent at `step` for `reason`, and no service started. */
+export function assertRefused(boot: DeviceBoot, step: RegExp, reason: RegExp, what: string): void {
+  assert.ok(boot.failed, `${what}: not refused by the agent\n${boot.output.slice(-3000)}`);
+  assert.match(
+    boot.failed.step,
+    step,
+    `${what}: refused at the wrong step: ${boot.failed.step}: ${boot.failed.message}`,
+  );
+  assert.match(boot.failed.message, reason, `${what}: ${boot.failed.message}`);
+  assert.doesNotMatch(boot.output, /service \w+: started/, `${what}: a service started`);
 }

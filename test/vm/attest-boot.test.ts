@@ -16,7 +16,6 @@
  * Two boots in all.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -38,7 +37,6 @@ import {
 } from '../helpers/device.ts';
 import { freePort } from '../helpers/net.ts';
 import { CRASH } from '../helpers/uki-vm.ts';
-import { vmKernel } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-attest-boot-'));
 const SECRET = Buffer.from('fleet join token 7c1e9a: for this device, in this boot\n');
@@ -91,11 +89,7 @@ async function boot(): Promise<string> {
 
 before(async () => {
   f = buildFixture(join(work, 'fixture'));
-  kit = buildBootKit(
-    f,
-    join(vmKernel(), 'vmlinuz'),
-    execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
-  );
+  kit = buildBootKit(f);
   port = await freePort();
   const cmdline = (extra: string) =>
     [

@@ -16,18 +16,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import {
-  closeSync,
-  copyFileSync,
-  cpSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +27,7 @@ import { extend } from '../../src/measure/index.ts';
 import { lockDigest } from '../../src/tpm/index.ts';
 import { runSeal } from '../helpers/cli.ts';
 import {
+  assertRefused,
   type BootKit,
   bootDevice,
   bootRetries,
@@ -46,12 +36,14 @@ import {
   buildSystem,
   buildUki,
   type DeviceFixture,
+  flipByte,
   installDisk,
+  newDevice,
   PRODUCT,
   predictPcr7,
   provisionTpm,
+  storeOffset,
 } from '../helpers/device.ts';
-import { vmKernel } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-device-vm-'));
 const OTHER_PRODUCT = '0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b';
@@ -86,40 +78,6 @@ function variant(name: string, system: string, bootImage = uki): typeof device {
   return v;
 }
 
-/** The byte offset on `disk` of byte `at` of the store file `path` (its ext4 filesystem read with debugfs). */
-function storeOffset(disk: string, path: string, at: number): number {
-  const store = readTable(disk).partitions.find((p) => p.name === 'seal-store')!;
-  const image = `${disk}?offset=${store.firstLba * SECTOR}`;
-  const blockSize = Number(
-    /Block size:\s+(\d+)/.exec(
-      execFileSync('debugfs', ['-R', 'stats', image], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      }),
-    )![1],
-  );
-  const block = Number(
-    execFileSync('debugfs', ['-R', `bmap ${path} ${Math.floor(at / blockSize)}`, image], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim(),
-  );
-  assert.ok(block > 0, `${path} has a block ${Math.floor(at / blockSize)}`);
-  return store.firstLba * SECTOR + block * blockSize + (at % blockSize);
-}
-
-function flipByte(disk: string, offset: number): void {
-  const fd = openSync(disk, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, offset);
-    b[0]! ^= 0x40;
-    writeSync(fd, b, 0, 1, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** The digest of the first layer of the image a target of `system` pins. */
 function layerOf(system: string, target: string): string {
   const doc = JSON.parse(seal('manifest', 'verify', system, '--ca', f.ca, '--json')).document as {
@@ -130,35 +88,12 @@ function layerOf(system: string, target: string): string {
   return manifest.layers[0].digest as string;
 }
 
-function assertRefused(
-  boot: Awaited<ReturnType<typeof bootDevice>>,
-  step: RegExp,
-  reason: RegExp,
-  what: string,
-): void {
-  assert.ok(boot.failed, `${what}: not refused by the agent\n${boot.output.slice(-3000)}`);
-  assert.match(
-    boot.failed.step,
-    step,
-    `${what}: refused at the wrong step: ${boot.failed.step}: ${boot.failed.message}`,
-  );
-  assert.match(boot.failed.message, reason, `${what}: ${boot.failed.message}`);
-  assert.doesNotMatch(boot.output, /service \w+: started/, `${what}: a service started`);
-}
-
 before(async () => {
   f = buildFixture(join(work, 'fixture'));
-  kit = buildBootKit(
-    f,
-    join(vmKernel(), 'vmlinuz'),
-    execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
-  );
+  kit = buildBootKit(f);
   uki = buildUki(f, kit, join(work, 'seal.efi'));
   v7 = buildSystem(f, 7);
-  installDisk(f, v7, device.disk, uki);
-  copyFileSync(kit.vars, device.vars);
-  mkdirSync(device.tpm);
-  await provisionTpm(f, device.tpm);
+  await newDevice(f, kit, v7, uki, device);
 });
 
 test('first boot: LUKS made, system verified, host switched into, both services running, PCR 7 locked', async () => {

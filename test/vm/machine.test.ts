@@ -12,7 +12,7 @@
  * Run under `flock /tmp/seal-vm.lock` (one VM at a time on the shared host).
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,7 +29,6 @@ import {
 } from '../helpers/device.ts';
 import { freePort } from '../helpers/net.ts';
 import { CRASH } from '../helpers/uki-vm.ts';
-import { vmKernel } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-machine-vm-'));
 const machines = join(work, 'machines');
@@ -126,11 +125,7 @@ let system: string;
 
 before(async () => {
   f = buildFixture(join(work, 'fixture'));
-  kit = buildBootKit(
-    f,
-    join(vmKernel(), 'vmlinuz'),
-    execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
-  );
+  kit = buildBootKit(f);
   uki = buildUki(f, kit, join(work, 'seal.efi'));
   system = buildSystem(f, 3);
 });

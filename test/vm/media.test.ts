@@ -39,7 +39,6 @@ import {
 } from '../helpers/device.ts';
 import { fileEntry, tarOf } from '../helpers/layout.ts';
 import { freePort } from '../helpers/net.ts';
-import { vmKernel } from '../helpers/vm.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-media-vm-'));
 const machines = join(work, 'machines');
@@ -82,11 +81,7 @@ function version8(name: string, text: string): { system: string; layer: string }
 before(async () => {
   pushPort = await freePort();
   f = buildFixture(join(work, 'fixture'));
-  const kit = buildBootKit(
-    f,
-    join(vmKernel(), 'vmlinuz'),
-    execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
-  );
+  const kit = buildBootKit(f);
   const uki = buildUki(f, kit, join(work, 'seal.efi'), {
     cmdline: `console=ttyS0 quiet loglevel=3 panic=-1 seal.media seal.follow-interval=3 seal.net=10.0.2.15/24,gw=10.0.2.2 seal.push=${PUSH_PORT}`,
   });

@@ -45,7 +45,6 @@ import {
   provisionTpm,
   sealedImage,
 } from '../helpers/device.ts';
-import { vmKernel } from '../helpers/vm.ts';
 import { type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from '../registry/harness.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-update-vm-'));
@@ -121,11 +120,7 @@ before(async () => {
   port = proxy.host.split(':')[1]!;
   stable = `docker://${registry.host}/device/system:stable`;
   f = buildFixture(join(work, 'fixture'));
-  kit = buildBootKit(
-    f,
-    join(vmKernel(), 'vmlinuz'),
-    execFileSync('bash', ['scripts/kernel-package.sh'], { encoding: 'utf8' }).trim(),
-  );
+  kit = buildBootKit(f);
   uki7 = buildUki(f, kit, join(work, 'seal-7.efi'), { cmdline: cmdline('7') });
   seal('uki', 'image', uki7, `oci:${f.layout}:boot-7`);
   const v7 = buildSystem(f, 7, { boot: 'boot-7' });

@@ -28,6 +28,18 @@ export const agentCommands: Command[] = [
         value: 'EFI',
         description: 'a signed systemd-boot, which an installer (seal.install) puts on the disks it makes',
       },
+      'kernel-signer': {
+        type: 'string',
+        value: 'PEM',
+        description:
+          "the product's kernel-signing certificate (in db): loaded into .fs-verity; every image must carry its signatures (seal image sign-verity)",
+      },
+      'ipe-policy': {
+        type: 'string',
+        value: 'P7S',
+        description:
+          'a signed IPE policy (seal ipe policy --key --cert), activated before the switch into the host root',
+      },
       extra: { type: 'string', value: 'DIR', description: 'files added to the initrd root' },
       module: {
         type: 'string',
@@ -50,6 +62,8 @@ export const agentCommands: Command[] = [
         kernel: options.kernel,
         policy: options.policy as string | undefined,
         ...(typeof options['boot-manager'] === 'string' ? { bootManager: options['boot-manager'] } : {}),
+        ...(typeof options['kernel-signer'] === 'string' ? { kernelSigner: options['kernel-signer'] } : {}),
+        ...(typeof options['ipe-policy'] === 'string' ? { ipePolicy: options['ipe-policy'] } : {}),
         extra: options.extra as string | undefined,
         modules: options.module as string[] | undefined,
         level,
