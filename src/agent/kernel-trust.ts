@@ -24,16 +24,17 @@ export function initrdKernelSigner(): Certificate | undefined {
   return parseCertificates(readFileSync(KERNEL_SIGNER, 'utf8'), 'the kernel signer of the initrd')[0];
 }
 
-/** The serial number of the kernel's keyring named `name` (as /proc/keys lists it to root). */
-function keyringSerial(name: string): number {
-  for (const line of readFileSync('/proc/keys', 'utf8').split('\n')) {
+/**
+ * The serial number of the keyring named `name` in `procKeys` (/proc/keys: serial in hex, flags,
+ * usage, timeout, permissions, uid, gid, type, `description:` and a summary), or undefined.
+ */
+export function keyringSerial(procKeys: string, name: string): number | undefined {
+  for (const line of procKeys.split('\n')) {
     const fields = line.trim().split(/\s+/);
-    if (fields[7] === 'keyring' && fields[8] === `${name}:`) return Number.parseInt(fields[0]!, 16);
+    if (fields[7] === 'keyring' && fields[8] === `${name}:` && /^[0-9a-f]{1,8}$/.test(fields[0]!))
+      return Number.parseInt(fields[0]!, 16);
   }
-  throw new AgentError(
-    'AGENT_BOOT',
-    `the kernel has no ${name} keyring (fs-verity signatures are not built in)`,
-  );
+  return undefined;
 }
 
 /**
@@ -41,7 +42,12 @@ function keyringSerial(name: string): number {
  * with a signature, and loads a signed file's verity data, only for this signer.
  */
 export function trustForFsverity(cert: Certificate): string {
-  const keyring = keyringSerial('.fs-verity');
+  const keyring = keyringSerial(readFileSync('/proc/keys', 'utf8'), '.fs-verity');
+  if (keyring === undefined)
+    throw new AgentError(
+      'AGENT_BOOT',
+      'the kernel has no .fs-verity keyring (fs-verity signatures are not built in)',
+    );
   const sys = system();
   sys.addKey(keyring, 'asymmetric', new Uint8Array(cert.rawData));
   sys.restrictKeyring(keyring);
