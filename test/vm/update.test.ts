@@ -253,13 +253,31 @@ test('downloads cut short: resumed where they broke, or, when the registry keeps
     proxy.log.slice(n).filter((r) => r.startsWith('GET ') && r.includes(`/blobs/${layer}`));
   // Each fault ends the registry's answer halfway. The first check meets nothing but resets, as
   // many as its download tries; the second a short answer, then a reset, and resumes past both.
-  const failing = { kind: 'reset' as const, match: isLayer, times: 1000 };
-  proxy.faults.push(failing);
+  // Once the layer was asked for, later checks are held at the tag (500s, no "is now") until this
+  // test has seen the first refused: however slowly it sees the console, no other check meets
+  // the resets.
+  let cutting = true;
+  let layerAsked = false;
+  const failing = {
+    kind: 'reset' as const,
+    match: (method: string, path: string) => {
+      if (!cutting || !isLayer(method, path)) return false;
+      layerAsked = true;
+      return true;
+    },
+    times: 1000,
+  };
+  const holding = {
+    kind: '500' as const,
+    match: (_: string, path: string) => cutting && layerAsked && path.endsWith('/manifests/stable'),
+    times: 1000,
+  };
+  proxy.faults.push(failing, holding);
   const seen = proxy.log.length;
   const from = session.mark();
   publish(v9);
   await session.waitFor(/update refused: .*download of sha256:[0-9a-f]{64} .*failed/, from);
-  failing.times = 0;
+  cutting = false;
   const retried = proxy.log.length;
   proxy.faults.push({ kind: 'truncate', match: isLayer }, { kind: 'reset', match: isLayer });
   const applied = await session.waitFor(
