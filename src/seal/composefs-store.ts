@@ -87,6 +87,24 @@ export async function storeComposefsImage(
   const digest = manifest.annotations?.[COMPOSEFS_MERGED_ANNOTATION];
   if (!isComposefsSealed(manifest) || !digest || !/^[0-9a-f]{64}$/.test(digest))
     throw new MountError('MOUNT_FAILED', `${src.name}: not a composefs-sealed image`, { subject: src.name });
+  const path = join(src.store.dir, 'composefs-images', `${digest}.cfs`);
+  if (existsSync(path) && measureKernelVerity(path)?.digest.toString('hex') === digest)
+    return { path, digest };
+  return keepComposefsImage(src, await composefsImageOf(src, composefsObjects(src)), signature);
+}
+
+/**
+ * Keeps `built` (composefsImageOf of `src`) in the store as storeComposefsImage says, made
+ * afresh: written under a temporary name, verity enabled (with `signature`), the kernel's
+ * measurement checked, verity enabled on its objects, renamed. Undefined when the store's
+ * filesystem has no fs-verity.
+ */
+export async function keepComposefsImage(
+  src: LayoutSource,
+  built: { image: Uint8Array; digest: string; objects: string[] },
+  signature?: Uint8Array,
+): Promise<StoredComposefsImage | undefined> {
+  const { digest } = built;
   const images = join(src.store.dir, 'composefs-images');
   const path = join(images, `${digest}.cfs`);
   const refused = (error: unknown) =>
@@ -94,9 +112,6 @@ export async function storeComposefsImage(
       subject: src.name,
       cause: error,
     });
-  if (existsSync(path) && measureKernelVerity(path)?.digest.toString('hex') === digest)
-    return { path, digest };
-  const built = await composefsImageOf(src, composefsObjects(src));
   await mkdir(images, { recursive: true });
   const temporary = temporaryNameFor(path);
   await writeFile(temporary, built.image, { mode: 0o444 });

@@ -18,7 +18,7 @@ import type { ImageSource } from '../oci/transport.ts';
 import type { CertificateSource } from '../pki/index.ts';
 import { LayoutSource, readImage } from '../store/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
-import { composefsImageOf, composefsObjects, storeComposefsImage } from './composefs-store.ts';
+import { composefsImageOf, composefsObjects, keepComposefsImage } from './composefs-store.ts';
 import { isComposefsSealed, layerFilesystem, verityRootHash } from './formats.ts';
 import { type ImageSignatures, verifyImageSignatures } from './sign.ts';
 import { hashOffsetOf, verifyImage } from './verify.ts';
@@ -237,7 +237,7 @@ export async function mountImage(
  * A composefs-sealed image: its files go into the store's object store, its composefs image
  * (checked against the annotated digest) into the mount's state directory, and the kernel mounts
  * it over the objects. With accepted signatures (`signed`), the image goes into the store itself
- * with fs-verity and its signature (storeComposefsImage) — where the store's filesystem has
+ * with fs-verity and its signature (keepComposefsImage: made afresh) — where the store's filesystem has
  * fs-verity; elsewhere only Seal checked the signature.
  */
 async function mountComposefsImage(
@@ -249,12 +249,14 @@ async function mountComposefsImage(
 ): Promise<MountResult> {
   const layers = (await readImage(src)).manifest.layers.length;
   const signature = signed?.signatures.find((x) => x.what === 'merged');
-  const stored = signature ? await storeComposefsImage(src, signature.signature) : undefined;
+  // Built once: kept in the store with its signature where it has fs-verity, else beside the mount.
+  const built = await composefsImageOf(src, composefsObjects(src));
+  const stored = signature ? await keepComposefsImage(src, built, signature.signature) : undefined;
   const kernelSignatures = signature ? stored !== undefined : undefined;
   let imagePath = stored?.path;
   if (!imagePath) {
     imagePath = join(dir, 'image.cfs');
-    await writeFileAtomic(imagePath, (await composefsImageOf(src, composefsObjects(src))).image);
+    await writeFileAtomic(imagePath, built.image);
   }
   const mounted = await mountComposefs(imagePath, target, composefsObjects(src));
   state.mounts.push(state.target);
