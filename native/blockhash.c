@@ -7,14 +7,24 @@
  * hashBlocks(algorithm, data, blockSize, prefix, suffix, out, outOffset, stride)
  *   for each block i of data: out[outOffset + i*stride ...] = H(prefix || block || suffix)
  *
- * hashFileBlocks(fd, position, blockSize, algorithm, prefix, suffix, count, out, stride)
- *     -> Promise<number>
+ * hashFileBlocks(fd, position, blockSize, algorithm, prefix, suffix, count, out, stride,
+ *                multiBuffer) -> Promise<number>
  *   The same for count blocks of a file from byte position (zeros past its end): on a thread of
  *   libuv's pool, which reads them a stretch at a time into a buffer of its own (256 KiB, kept
  *   for the thread's next call) and hashes them there, while it is still in the CPU's cache.
  *   Resolves to the number of bytes the file had. The caller owns out and reuses it once the
  *   promise settles; a file of any size is hashed in a fixed amount of memory, on every core,
- *   with one call for megabytes of data.
+ *   with one call for megabytes of data. With multiBuffer and the engine below, the blocks are
+ *   hashed side by side instead of one after another.
+ *
+ * multiBufferEngine() -> string | undefined
+ *   The multi-buffer engine hashFileBlocks can use, e.g. "intel-ipsec-mb 1.3.0 AVX512", or
+ *   undefined. One core hashes a single message no faster than its SHA instructions' latency
+ *   allows (OpenSSL's SHA-NI code: 1.8 GB/s of 4 KiB SHA-256 blocks on this project's build
+ *   host); Intel's multi-buffer library hashes 16 independent blocks at once in AVX-512 lanes
+ *   (3.7 GB/s there) or 2 interleaved with SHA-NI. Every verity block is its own message, so the
+ *   hot loop is exactly the library's case. It is loaded with dlopen when first asked for: an
+ *   optional x86-64 library (Debian's libipsec-mb1) that a device's initrd need not carry.
  *
  * adviseSequential(fd)
  *   Tells the kernel fd is read from start to end (a larger read-ahead for a cold page cache).
@@ -28,6 +38,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <limits.h>
+#include <sys/uio.h>
+
+#if defined(__x86_64__) && defined(__has_include)
+#if __has_include(<intel-ipsec-mb.h>)
+#define SEAL_MULTI_BUFFER 1
+#define NO_COMPAT_IMB_API_053 /* the old names include SHA1, which is OpenSSL's */
+#include <dlfcn.h>
+#include <intel-ipsec-mb.h>
+#include <pthread.h>
+#include <stdio.h>
+#endif
+#endif
 
 /* The few OpenSSL 3 functions used, declared here so no OpenSSL headers are needed. */
 typedef struct evp_md_st EVP_MD;
@@ -116,10 +139,11 @@ struct file_job {
   int fd;
   int64_t position;
   uint8_t *out, *salt; /* salt: prefix then suffix, copied */
-  size_t count, block_size, prefix_length, suffix_length, stride;
+  size_t count, block_size, prefix_length, suffix_length, stride, digest_size;
   size_t got;
-  int error;   /* errno of a failed read, or ENOMEM */
-  int openssl; /* OpenSSL failed */
+  int multi_buffer; /* hash with the multi-buffer engine */
+  int error;        /* errno of a failed read, or ENOMEM */
+  int hashing;      /* the hash library failed */
 };
 
 /* Bytes read and hashed per step: small enough to stay in a core's cache between the two. */
@@ -128,6 +152,16 @@ struct file_job {
 /* Each of libuv's threads keeps one read buffer for all its calls (freed with the process). */
 static __thread uint8_t *thread_buffer;
 static __thread size_t thread_buffer_size;
+
+/* This thread's read buffer, at least size bytes; NULL when out of memory. */
+static uint8_t *read_buffer(size_t size) {
+  if (thread_buffer_size < size) {
+    free(thread_buffer);
+    thread_buffer = malloc(size);
+    thread_buffer_size = thread_buffer == NULL ? 0 : size;
+  }
+  return thread_buffer;
+}
 
 /* Fills buffer from fd at position; the bytes it got (fewer only at the end of the file), or -1. */
 static ssize_t read_fully(int fd, uint8_t *buffer, size_t length, int64_t position) {
@@ -142,20 +176,24 @@ static ssize_t read_fully(int fd, uint8_t *buffer, size_t length, int64_t positi
   return (ssize_t)done;
 }
 
+#ifdef SEAL_MULTI_BUFFER
+static void file_job_execute_lanes(struct file_job *job);
+#endif
+
 static void file_job_execute(napi_env env, void *data) {
   (void)env;
   struct file_job *job = data;
+#ifdef SEAL_MULTI_BUFFER
+  if (job->multi_buffer) {
+    file_job_execute_lanes(job);
+    return;
+  }
+#endif
   /* Whole blocks per stretch; at least one block (blocks are at most 64 KiB). */
   size_t per_stretch = STRETCH / job->block_size > 0 ? STRETCH / job->block_size : 1;
-  size_t stretch = per_stretch * job->block_size;
-  if (thread_buffer_size < stretch) {
-    free(thread_buffer);
-    thread_buffer = malloc(stretch);
-    thread_buffer_size = thread_buffer == NULL ? 0 : stretch;
-    if (thread_buffer == NULL) {
-      job->error = ENOMEM;
-      return;
-    }
+  if (read_buffer(per_stretch * job->block_size) == NULL) {
+    job->error = ENOMEM;
+    return;
   }
   for (size_t done = 0; done < job->count; done += per_stretch) {
     size_t blocks = job->count - done < per_stretch ? job->count - done : per_stretch;
@@ -169,11 +207,153 @@ static void file_job_execute(napi_env env, void *data) {
     if ((size_t)got < length) memset(thread_buffer + got, 0, length - (size_t)got);
     if (hash_run(job->md, thread_buffer, blocks, job->block_size, job->salt, job->prefix_length,
                  job->salt + job->prefix_length, job->suffix_length, job->out + done * job->stride, job->stride)) {
-      job->openssl = 1;
+      job->hashing = 1;
       return;
     }
   }
 }
+
+#ifdef SEAL_MULTI_BUFFER
+/*
+ * The multi-buffer engine: libIPSec_MB, opened once. Its managers are not thread-safe, so each
+ * of libuv's threads has one of its own. Used only when the library at run time is the version
+ * whose structures this file was compiled against.
+ */
+static struct {
+  IMB_MGR *(*alloc)(uint64_t flags);
+  void (*init)(IMB_MGR *mgr, IMB_ARCH *arch);
+  char name[64];
+} engine;
+/* The longest message it takes (measured: 1.3 fails longer ones); 64 KiB blocks go to OpenSSL. */
+#define ENGINE_MAX_MESSAGE 65534u
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static __thread IMB_MGR *thread_mgr;
+
+static void engine_open(void) {
+  void *library = dlopen("libIPSec_MB.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (library == NULL) return;
+  unsigned (*version)(void) = (unsigned (*)(void))dlsym(library, "imb_get_version");
+  IMB_MGR *(*alloc)(uint64_t) = (IMB_MGR * (*)(uint64_t)) dlsym(library, "alloc_mb_mgr");
+  void (*init)(IMB_MGR *, IMB_ARCH *) = (void (*)(IMB_MGR *, IMB_ARCH *))dlsym(library, "init_mb_mgr_auto");
+  void (*release)(IMB_MGR *) = (void (*)(IMB_MGR *))dlsym(library, "free_mb_mgr");
+  if (version == NULL || alloc == NULL || init == NULL || release == NULL || version() != IMB_VERSION_NUM) {
+    dlclose(library);
+    return;
+  }
+  /* Which code it picks for this CPU, for the name. */
+  IMB_MGR *probe = alloc(0);
+  if (probe == NULL) return;
+  IMB_ARCH arch = IMB_ARCH_NONE;
+  init(probe, &arch);
+  const char *arches[] = {"none", "no AES-NI", "SSE", "AVX", "AVX2", "AVX512"};
+  const char *shani = (arch == IMB_ARCH_SSE && (probe->features & IMB_FEATURE_SHANI)) ? " SHA-NI" : "";
+  snprintf(engine.name, sizeof engine.name, "intel-ipsec-mb %u.%u.%u %s%s", IMB_VERSION_NUM >> 16,
+           (IMB_VERSION_NUM >> 8) & 0xff, IMB_VERSION_NUM & 0xff, arch < IMB_ARCH_NUM ? arches[arch] : "?", shani);
+  release(probe);
+  engine.alloc = alloc;
+  engine.init = init;
+}
+
+static int engine_available(void) {
+  pthread_once(&engine_once, engine_open);
+  return engine.alloc != NULL;
+}
+
+/* Reads up to the iovecs' total from fd at position, resuming after short reads; the bytes got. */
+static ssize_t readv_fully(int fd, struct iovec *iov, int count, int64_t position) {
+  size_t done = 0;
+  while (count > 0) {
+    ssize_t n = preadv(fd, iov, count > IOV_MAX ? IOV_MAX : count, (off_t)(position + (int64_t)done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) break;
+    done += (size_t)n;
+    while (count > 0 && (size_t)n >= iov->iov_len) {
+      n -= (ssize_t)iov->iov_len;
+      iov++;
+      count--;
+    }
+    if (count > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + n;
+      iov->iov_len -= (size_t)n;
+    }
+  }
+  return (ssize_t)done;
+}
+
+/* Takes back the jobs the manager has finished; 0 if one of them failed. */
+static int jobs_done(IMB_MGR *mgr, IMB_JOB *finished) {
+  int ok = 1;
+  for (; finished != NULL; finished = IMB_GET_COMPLETED_JOB(mgr))
+    if (finished->status != IMB_STATUS_COMPLETED) ok = 0;
+  return ok;
+}
+
+/*
+ * Each block is its own message, so the stretch is laid out as slots of prefix ‖ block ‖ suffix:
+ * one preadv fills the blocks in place, then every slot goes to the engine as a job.
+ */
+static void file_job_execute_lanes(struct file_job *job) {
+  if (thread_mgr == NULL) {
+    thread_mgr = engine.alloc(0);
+    if (thread_mgr == NULL) {
+      job->error = ENOMEM;
+      return;
+    }
+    IMB_ARCH arch;
+    engine.init(thread_mgr, &arch);
+  }
+  IMB_MGR *mgr = thread_mgr;
+  IMB_HASH_ALG alg = job->digest_size == 20 ? IMB_AUTH_SHA_1 : job->digest_size == 32 ? IMB_AUTH_SHA_256 : IMB_AUTH_SHA_512;
+  /* At least 16 blocks a stretch, so that AVX-512's 16 lanes are full even for 64 KiB blocks. */
+  size_t per_stretch = STRETCH / job->block_size > 16 ? STRETCH / job->block_size : 16;
+  size_t slot = job->prefix_length + job->block_size + job->suffix_length;
+  uint8_t *buffer = read_buffer(per_stretch * (slot + sizeof(struct iovec)));
+  if (buffer == NULL) {
+    job->error = ENOMEM;
+    return;
+  }
+  struct iovec *iov = (struct iovec *)(buffer + per_stretch * slot);
+  for (size_t done = 0; done < job->count; done += per_stretch) {
+    size_t blocks = job->count - done < per_stretch ? job->count - done : per_stretch;
+    for (size_t i = 0; i < blocks; i++) {
+      uint8_t *s = buffer + i * slot;
+      memcpy(s, job->salt, job->prefix_length);
+      memcpy(s + job->prefix_length + job->block_size, job->salt + job->prefix_length, job->suffix_length);
+      iov[i] = (struct iovec){.iov_base = s + job->prefix_length, .iov_len = job->block_size};
+    }
+    ssize_t got = readv_fully(job->fd, iov, (int)blocks, job->position + (int64_t)(done * job->block_size));
+    if (got < 0) {
+      job->error = errno;
+      return;
+    }
+    job->got += (size_t)got;
+    for (size_t i = (size_t)got / job->block_size; i < blocks; i++) {
+      size_t have = i == (size_t)got / job->block_size ? (size_t)got % job->block_size : 0;
+      memset(buffer + i * slot + job->prefix_length + have, 0, job->block_size - have);
+    }
+    int ok = 1;
+    for (size_t i = 0; i < blocks; i++) {
+      IMB_JOB *j = IMB_GET_NEXT_JOB(mgr);
+      j->cipher_mode = IMB_CIPHER_NULL;
+      j->cipher_direction = IMB_DIR_ENCRYPT;
+      j->chain_order = IMB_ORDER_HASH_CIPHER;
+      j->hash_alg = alg;
+      j->src = buffer + i * slot;
+      j->hash_start_src_offset_in_bytes = 0;
+      j->msg_len_to_hash_in_bytes = slot;
+      j->auth_tag_output = job->out + (done + i) * job->stride;
+      j->auth_tag_output_len_in_bytes = job->digest_size;
+      ok &= jobs_done(mgr, IMB_SUBMIT_JOB(mgr));
+    }
+    for (IMB_JOB *j; (j = IMB_FLUSH_JOB(mgr)) != NULL;) ok &= jobs_done(mgr, j);
+    if (!ok) {
+      job->hashing = 1;
+      return;
+    }
+  }
+}
+#endif
 
 static const char *errno_code(int error) {
   switch (error) {
@@ -202,10 +382,10 @@ static void file_job_complete(napi_env env, napi_status status, void *data) {
     napi_create_string_utf8(env, errno_code(job->error), NAPI_AUTO_LENGTH, &code);
     napi_create_string_utf8(env, strerror(job->error), NAPI_AUTO_LENGTH, &message);
     napi_create_error(env, code, message, &result);
-  } else if (job->openssl) {
+  } else if (job->hashing) {
     napi_value code, message;
     napi_create_string_utf8(env, "ERR_BLOCKHASH", NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, "hashFileBlocks: OpenSSL failed", NAPI_AUTO_LENGTH, &message);
+    napi_create_string_utf8(env, "hashFileBlocks: hashing failed", NAPI_AUTO_LENGTH, &message);
     napi_create_error(env, code, message, &result);
   } else {
     napi_create_double(env, (double)job->got, &result);
@@ -223,10 +403,11 @@ static void file_job_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value hash_file_blocks(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 9)
-    return fail(env, "ERR_BLOCKHASH", "hashFileBlocks takes 9 arguments");
+  size_t argc = 10;
+  napi_value argv[10];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 10)
+    return fail(env, "ERR_BLOCKHASH", "hashFileBlocks takes 10 arguments");
+  bool multi_buffer;
   int32_t fd;
   int64_t position;
   uint32_t block_size, stride, count;
@@ -239,7 +420,8 @@ static napi_value hash_file_blocks(napi_env env, napi_callback_info info) {
       napi_get_value_string_utf8(env, argv[3], name, sizeof name, &name_length) != napi_ok ||
       !bytes(env, argv[4], &prefix, &prefix_length) || !bytes(env, argv[5], &suffix, &suffix_length) ||
       napi_get_value_uint32(env, argv[6], &count) != napi_ok || !bytes(env, argv[7], &out, &out_length) ||
-      napi_get_value_uint32(env, argv[8], &stride) != napi_ok)
+      napi_get_value_uint32(env, argv[8], &stride) != napi_ok ||
+      napi_get_value_bool(env, argv[9], &multi_buffer) != napi_ok)
     return fail(env, "ERR_BLOCKHASH", "hashFileBlocks: bad argument types");
   if (fd < 0 || position < 0) return fail(env, "ERR_BLOCKHASH", "hashFileBlocks: bad file or position");
   if (block_size == 0 || block_size > (1u << 20))
@@ -272,7 +454,13 @@ static napi_value hash_file_blocks(napi_env env, napi_callback_info info) {
       .prefix_length = prefix_length,
       .suffix_length = suffix_length,
       .stride = stride,
+      .digest_size = (size_t)EVP_MD_get_size(md),
+#ifdef SEAL_MULTI_BUFFER
+      .multi_buffer = multi_buffer && prefix_length + block_size + suffix_length <= ENGINE_MAX_MESSAGE &&
+                      engine_available(),
+#endif
   };
+  (void)multi_buffer;
   napi_value promise, resource_name;
   if (napi_create_reference(env, argv[7], 1, &job->out_ref) != napi_ok ||
       napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
@@ -299,6 +487,16 @@ static napi_value advise_sequential(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value multi_buffer_engine(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result = NULL;
+#ifdef SEAL_MULTI_BUFFER
+  if (engine_available()) napi_create_string_utf8(env, engine.name, NAPI_AUTO_LENGTH, &result);
+#endif
+  if (result == NULL) napi_get_undefined(env, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
@@ -307,6 +505,7 @@ NAPI_MODULE_INIT() {
       {"hashBlocks", hash_blocks},
       {"hashFileBlocks", hash_file_blocks},
       {"adviseSequential", advise_sequential},
+      {"multiBufferEngine", multi_buffer_engine},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

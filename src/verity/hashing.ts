@@ -52,12 +52,14 @@ type NativeHashFileBlocks = (
   count: number,
   out: Uint8Array,
   stride: number,
+  multiBuffer: boolean,
 ) => Promise<number>;
 
 interface BlockhashAddon {
   hashBlocks: NativeHashBlocks;
   hashFileBlocks: NativeHashFileBlocks;
   adviseSequential: (fd: number) => void;
+  multiBufferEngine: () => string | undefined;
 }
 
 // Loaded when first used, not when the module is evaluated: the agent's V8 startup snapshot is
@@ -74,6 +76,15 @@ function blockhash(): BlockhashAddon | undefined {
 /** Whether block hashing runs in the native addon. */
 export function nativeHashing(): boolean {
   return blockhash() !== undefined;
+}
+
+/**
+ * The multi-buffer engine that hashes a file's blocks side by side (native/blockhash.c), e.g.
+ * "intel-ipsec-mb 1.3.0 AVX512", or undefined where there is none (not x86-64, or the library
+ * is not installed): then each thread hashes its blocks one by one with OpenSSL.
+ */
+export function multiBufferEngine(): string | undefined {
+  return blockhash()?.multiBufferEngine();
 }
 
 /**
@@ -147,6 +158,8 @@ export interface FileDigestOptions {
   chunkBytes?: number;
   /** Use the addon (default: when it is built); false hashes on the worker pool. */
   native?: boolean;
+  /** Let the addon use its multi-buffer engine (default: where there is one). */
+  multiBuffer?: boolean;
   /** Steps in flight at once (default: one per core, plus one being consumed). */
   window?: number;
 }
@@ -173,7 +186,9 @@ export async function* fileBlockDigests(
   const minRun = blocksOf(options.chunkBytes ?? (native ? MIN_STEP : POOL_STEP));
   const maxRun = Math.min(count, blocksOf(options.chunkBytes ?? (native ? MAX_STEP : POOL_STEP)));
   const window = Math.min(Math.ceil(count / minRun), Math.max(1, options.window ?? threads + 1));
-  const step = native ? nativeStep(native, path, h, stride, maxRun) : poolStep(path, h, stride);
+  const step = native
+    ? nativeStep(native, path, h, stride, maxRun, options.multiBuffer ?? true)
+    : poolStep(path, h, stride);
   const inFlight: { first: number; count: number; slot: number; done: Promise<Uint8Array> }[] = [];
   let next = first;
   const issue = (slot: number) => {
@@ -219,6 +234,7 @@ function nativeStep(
   h: BlockHashing,
   stride: number,
   perRun: number,
+  multiBuffer: boolean,
 ): Step {
   const fd = openSync(path, 'r');
   native.adviseSequential(fd);
@@ -237,6 +253,7 @@ function nativeStep(
         count,
         out,
         stride,
+        multiBuffer,
       );
       return out.subarray(0, count * stride);
     },

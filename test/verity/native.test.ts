@@ -17,6 +17,7 @@ import {
   type HashAlgorithm,
   hashBlocksInto,
   hashBlocksWithNodeCrypto,
+  multiBufferEngine,
   nativeHashing,
 } from '../../src/verity/hashing.ts';
 
@@ -25,6 +26,9 @@ after(() => rmSync(work, { recursive: true, force: true }));
 
 test('the addon is built by setup and used', () => {
   assert.equal(nativeHashing(), true, 'build/Release/blockhash.node is missing: run scripts/setup.sh');
+  // Setup installs Intel's multi-buffer library on x86-64 hosts; elsewhere there is none.
+  if (process.arch === 'x64') assert.match(multiBufferEngine() ?? 'none', /^intel-ipsec-mb \d+\.\d+\.\d+ /);
+  else assert.equal(multiBufferEngine(), undefined);
 });
 
 test('native block hashing equals node:crypto for every algorithm, block size and salt shape', () => {
@@ -126,9 +130,46 @@ test('file blocks: the addon threads, the worker pool and in-memory hashing agre
       { chunkBytes: blockSize, window: 1 },
       { chunkBytes: blockSize * 5, window: 4 },
       { native: false, chunkBytes: blockSize * 3 },
+      { multiBuffer: false },
+      { multiBuffer: false, chunkBytes: blockSize * 5, window: 2 },
     ]) {
       const got = await allDigests(file, offset, first, count, h, stride, options);
       assert.ok(got.equals(expected), `${algorithm} ${blockSize} ${JSON.stringify(options)}`);
+    }
+  }
+});
+
+test('file blocks: the multi-buffer engine equals node:crypto for every algorithm, block size, salt shape and file end', async () => {
+  for (const algorithm of ['sha1', 'sha256', 'sha512'] as HashAlgorithm[]) {
+    for (const blockSize of [512, 4096, 65536]) {
+      // Past a stretch of the engine (256 KiB, at least 16 blocks), with a partial last block.
+      const blocks = Math.max(40, (600 << 10) / blockSize);
+      const data = randomBytes(blocks * blockSize - 333);
+      const file = join(work, `lanes-${algorithm}-${blockSize}.bin`);
+      writeFileSync(file, data);
+      for (const [prefix, suffix] of [
+        [0, 0],
+        [32, 0],
+        [0, 32],
+        [64, 0],
+        [256, 0],
+        [5, 3],
+      ] as const) {
+        const h: BlockHashing = {
+          algorithm,
+          blockSize,
+          prefix: randomBytes(prefix),
+          suffix: randomBytes(suffix),
+        };
+        const stride = DIGEST_SIZE[algorithm] + 8;
+        const count = blocks + 3; // three blocks wholly past the end
+        const padded = Buffer.alloc(count * blockSize);
+        data.copy(padded);
+        const expected = Buffer.alloc(count * stride);
+        hashBlocksWithNodeCrypto(h, padded, expected, 0, stride);
+        const got = await allDigests(file, 0, 0, count, h, stride, { multiBuffer: true });
+        assert.ok(got.equals(expected), `${algorithm} ${blockSize} prefix ${prefix} suffix ${suffix}`);
+      }
     }
   }
 });
@@ -176,38 +217,45 @@ test('the file hashing call refuses bad arguments', async () => {
   const { hashFileBlocks } = createRequire(import.meta.url)('../../build/Release/blockhash.node');
   const none = new Uint8Array(0);
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(63), 32),
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(63), 32, true),
     /too small/,
   );
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 16),
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 16, true),
     /too small/,
   );
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2 ** 32 - 1, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2 ** 32 - 1, new Uint8Array(64), 32, true),
     /too small/,
   );
-  assert.throws(() => hashFileBlocks(0, 0, 0, 'sha256', none, none, 2, new Uint8Array(64), 32), /block size/);
   assert.throws(
-    () => hashFileBlocks(-1, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, 0, 0, 'sha256', none, none, 2, new Uint8Array(64), 32, true),
+    /block size/,
+  );
+  assert.throws(
+    () => hashFileBlocks(-1, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32, true),
     /bad file/,
   );
   assert.throws(
-    () => hashFileBlocks(0, -5, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, -5, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32, true),
     /bad file/,
   );
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'md-none', none, none, 2, new Uint8Array(64), 32),
+    () => hashFileBlocks(0, 0, 4096, 'md-none', none, none, 2, new Uint8Array(64), 32, true),
     /unknown hash/,
   );
   assert.throws(
-    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 'two', new Uint8Array(64), 32),
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 'two', new Uint8Array(64), 32, true),
     /argument/,
   );
-  assert.throws(() => hashFileBlocks(0, 0), /9 arguments/);
+  assert.throws(() => hashFileBlocks(0, 0), /10 arguments/);
+  assert.throws(
+    () => hashFileBlocks(0, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32, 'yes'),
+    /argument/,
+  );
   // A descriptor that is not open: the error comes back through the promise.
   await assert.rejects(
-    hashFileBlocks(1 << 20, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32),
+    hashFileBlocks(1 << 20, 0, 4096, 'sha256', none, none, 2, new Uint8Array(64), 32, true),
     /EBADF|bad file/i,
   );
 });
