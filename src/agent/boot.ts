@@ -32,7 +32,7 @@ import { AgentError } from './errors.ts';
 import { mountOverlay, type OpenedLayers } from './images.ts';
 import { installOnDevice } from './installer.ts';
 import { activateIpePolicy, IPE_POLICY, initrdKernelSigner, trustForFsverity } from './kernel-trust.ts';
-import { BootLog } from './log.ts';
+import { BootLog, peakMemory } from './log.ts';
 import { formatLuks, isLuks, openLuks } from './luks.ts';
 import { manage } from './management.ts';
 import { watchMedia } from './media.ts';
@@ -549,7 +549,7 @@ export async function boot(): Promise<void> {
     for (const e of d.state.events.slice(-3)) log.say(`history: ${e.at} ${e.event}`);
     const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) || 0;
     log.say(
-      `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started)`,
+      `boot complete: ${document.product} version ${document.version} is running (${uptime.toFixed(1)} s since the kernel started); agent peak memory ${peakMemory()}`,
     );
     // One checker for every update source: one check at a time, refused digests skipped.
     const checker = new UpdateChecker(d, { transport, trialBoots: params.trialBoots });

@@ -26,6 +26,14 @@ export interface BootRecord {
   result?: 'running' | 'refused' | 'failed';
 }
 
+/**
+ * The agent's peak resident memory since it started (the kernel's count, e.g. "71.2 MB"): said
+ * when a boot completes and after each update, for the device's memory budget.
+ */
+export function peakMemory(): string {
+  return `${((process.resourceUsage().maxRSS * 1024) / 1e6).toFixed(1)} MB`;
+}
+
 export class BootLog {
   readonly record: BootRecord;
   readonly #path: string;

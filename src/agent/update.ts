@@ -29,6 +29,7 @@ import type { Device } from './device.ts';
 import { RUN } from './device.ts';
 import { AgentError } from './errors.ts';
 import type { OpenedLayers } from './images.ts';
+import { peakMemory } from './log.ts';
 import { recordEvent, rememberRefused, saveState } from './state.ts';
 import { system } from './system.ts';
 
@@ -339,7 +340,7 @@ export class UpdateChecker {
         device.log.say(`update refused: ${outcome.reason}`);
       } else if (outcome.result === 'applied') {
         device.log.say(
-          `update applied: version ${outcome.from} -> ${outcome.to}, restarted ${outcome.restarted.join(', ') || 'nothing'}, ${outcome.bytes} bytes fetched`,
+          `update applied: version ${outcome.from} -> ${outcome.to}, restarted ${outcome.restarted.join(', ') || 'nothing'}, ${outcome.bytes} bytes fetched; agent peak memory ${peakMemory()}`,
         );
       }
       return 'updated';

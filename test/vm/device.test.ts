@@ -44,6 +44,7 @@ import {
   provisionTpm,
   storeOffset,
 } from '../helpers/device.ts';
+import { DEVICE_MEMORY_BUDGET } from '../helpers/memory.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-device-vm-'));
 const OTHER_PRODUCT = '0b0b0b0b-0b0b-4b0b-8b0b-0b0b0b0b0b0b';
@@ -96,7 +97,7 @@ before(async () => {
   await newDevice(f, kit, v7, uki, device);
 });
 
-test('first boot: LUKS made, system verified, host switched into, both services running, PCR 7 locked', async () => {
+test('first boot: LUKS made, system verified, host switched into, both services running, PCR 7 locked', async (t) => {
   const boot = await bootDevice(device);
   assert.ok(boot.booted, boot.output.slice(-4000));
   for (const step of [
@@ -115,6 +116,11 @@ test('first boot: LUKS made, system verified, host switched into, both services 
     assert.match(boot.output, new RegExp(`seal: \\[ ok \\] ${step}`), step);
   assert.equal(boot.counter?.boot, 1);
   assert.equal(boot.counter?.page, '<p>boot 1</p>', 'the counter read the web service');
+  // The agent booted the device (LUKS, TPM, manifest, dm-verity, crun) within the device budget.
+  const peak = /boot complete: .*; agent peak memory ([\d.]+) MB/.exec(boot.output);
+  assert.ok(peak, 'the agent says its peak memory');
+  assert.ok(Number(peak[1]) * 1e6 <= DEVICE_MEMORY_BUDGET, `the agent peaked at ${peak[1]} MB`);
+  t.diagnostic(`agent peak memory at boot complete: ${peak[1]} MB`);
   assert.equal(boot.counter?.rootfs, 'fresh');
   // PCR 7 is the predicted value extended once more with Seal's lock event.
   const predicted = predictPcr7(kit, uki);

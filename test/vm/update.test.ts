@@ -45,6 +45,7 @@ import {
   provisionTpm,
   sealedImage,
 } from '../helpers/device.ts';
+import { DEVICE_MEMORY_BUDGET } from '../helpers/memory.ts';
 import { type FaultProxy, startFaultProxy, startRegistry, type TestRegistry } from '../registry/harness.ts';
 
 const work = await mkdtemp(join(tmpdir(), 'seal-update-vm-'));
@@ -156,7 +157,7 @@ test('the device boots version 7 and follows the registry through the guest forw
   await session.waitFor(/seal: following docker:\/\/10\.0\.2\.100:\d+\/device\/system:stable every 3 s/);
 });
 
-test('version 8 changes one service: only it restarts, from its new image; only the new blobs are fetched', async () => {
+test('version 8 changes one service: only it restarts, from its new image; only the new blobs are fetched', async (t) => {
   const web8 = sealedImage(f, 'web8', { 'etc/web-version': '8\n' });
   const v8 = buildSystem(f, 8, {
     boot: 'boot-7',
@@ -172,10 +173,13 @@ test('version 8 changes one service: only it restarts, from its new image; only 
   const from = session.mark();
   publish(v8);
   const applied = await session.waitFor(
-    /update applied: version 7 -> 8, restarted web, (\d+) bytes fetched/,
+    /update applied: version 7 -> 8, restarted web, (\d+) bytes fetched; agent peak memory ([\d.]+) MB/,
     from,
   );
   assert.equal(Number(applied[1]), expected, 'the bytes of the blobs v7 did not have, and no more');
+  // Fetching, verifying every new layer and applying stayed within the device budget.
+  assert.ok(Number(applied[2]) * 1e6 <= DEVICE_MEMORY_BUDGET, `the agent peaked at ${applied[2]} MB`);
+  t.diagnostic(`agent peak memory after the update: ${applied[2]} MB`);
   // Version 7 stayed in the store until version 8 was confirmed, and then left it.
   await collected(files7, files8, from);
   await session.waitFor(/\[web\] web 8 up/, from);
