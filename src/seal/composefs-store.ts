@@ -152,11 +152,16 @@ export async function collectComposefs(store: LayoutStore): Promise<{ removed: n
   const images = join(store.dir, 'composefs-images');
   const objects = join(store.dir, 'composefs-objects');
   const live = new Set<string>();
-  // Sealed image manifests are small JSON blobs naming their composefs digest.
-  const blobs = join(store.dir, 'blobs', 'sha256');
-  for (const hex of await readdir(blobs).catch(() => [] as string[])) {
-    const path = join(blobs, hex);
-    if ((await lstat(path)).size > 1 << 20) continue;
+  // The sealed image manifests the store keeps (small JSON blobs) name their composefs digests.
+  for (const digest of await store.reachable(false)) {
+    const hex = /^sha256:([0-9a-f]{64})$/.exec(digest)?.[1];
+    if (!hex) continue;
+    const path = join(store.dir, 'blobs', 'sha256', hex);
+    const size = await lstat(path).then(
+      (st) => (st.isFile() ? st.size : -1),
+      () => -1,
+    );
+    if (size < 0 || size > 1 << 20) continue;
     const text = await readFile(path, 'latin1');
     if (!text.includes(COMPOSEFS_MERGED_ANNOTATION)) continue;
     try {
