@@ -242,7 +242,10 @@ static void engine_open(void) {
   }
   /* Which code it picks for this CPU, for the name. */
   IMB_MGR *probe = alloc(0);
-  if (probe == NULL) return;
+  if (probe == NULL) {
+    dlclose(library);
+    return;
+  }
   IMB_ARCH arch = IMB_ARCH_NONE;
   init(probe, &arch);
   const char *arches[] = {"none", "no AES-NI", "SSE", "AVX", "AVX2", "AVX512"};

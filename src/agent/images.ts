@@ -18,6 +18,8 @@ import { isComposefsSealed, layerFilesystem, verityRootHash } from '../seal/form
 import type { ImageSignatures } from '../seal/sign.ts';
 import { hashOffsetOf } from '../seal/verify.ts';
 import { LayoutSource, type LayoutStore } from '../store/index.ts';
+import { VerityError } from '../verity/errors.ts';
+import { openVerityDevice, type VerityDevice } from '../verity/kernel.ts';
 import { AgentError } from './errors.ts';
 import { MNT_DETACH, MS, system } from './system.ts';
 import { runProgram } from './tools.ts';
@@ -58,48 +60,15 @@ function kernelRefusal(error: unknown, what: string, changed: string): AgentErro
   return new AgentError('AGENT_BOOT', `${what}: ${why}`, { subject: what, cause: error });
 }
 
-/**
- * Opens a layer blob as a dm-verity device — with `signature` (a file), its root hash signature
- * checked by the kernel — and checks the kernel's view of it; returns /dev/mapper/NAME.
- */
-async function openLayer(
-  blob: string,
-  name: string,
-  rootHash: string,
-  hashOffset: number,
-  what: string,
-  signature: string | undefined,
-): Promise<string> {
-  await runProgram('veritysetup', [
-    'open',
-    blob,
-    name,
-    blob,
-    rootHash,
-    '--hash-offset',
-    String(hashOffset),
-    ...(signature ? [`--root-hash-signature=${signature}`] : []),
-  ]).catch((error: Error) => {
-    throw new AgentError('AGENT_BOOT', `${what}: dm-verity refused it: ${error.message}`, {
-      subject: what,
-      cause: error,
-    });
-  });
-  const { stdout } = await runProgram('veritysetup', ['status', name]);
-  const status = /status:\s*(.*)/.exec(stdout)?.[1]?.trim();
-  const root = /root hash:\s*([0-9a-f]+)/.exec(stdout)?.[1];
-  const wanted = signature ? 'verified (with signature)' : 'verified';
-  if (status !== wanted || (root !== undefined && root !== rootHash)) {
-    await runProgram('veritysetup', ['close', name]).catch(() => {});
-    throw new AgentError(
-      'AGENT_BOOT',
-      `${what}: the dm-verity device is ${status ?? 'in an unknown state'}${root && root !== rootHash ? `, root hash ${root}` : ''}, not ${wanted}`,
-      {
-        subject: what,
-      },
-    );
+/** Opens a layer as a dm-verity device (openVerityDevice); a refusal names the layer as `what`. */
+async function openLayer(layer: VerityDevice, what: string): Promise<string> {
+  try {
+    return await openVerityDevice(runProgram, layer);
+  } catch (error) {
+    const why =
+      error instanceof VerityError ? error.message : `dm-verity refused it: ${(error as Error).message}`;
+    throw new AgentError('AGENT_BOOT', `${what}: ${why}`, { subject: what, cause: error });
   }
-  return `/dev/mapper/${name}`;
 }
 
 /**
@@ -146,12 +115,14 @@ export async function openLayers(
       }
       const blob = store.blobPath(layer.digest);
       const device = await openLayer(
-        blob,
-        `${devices}-${i}`,
-        rootHash,
-        await hashOffsetOf(blob, fs),
+        {
+          data: blob,
+          hashOffset: await hashOffsetOf(blob, fs),
+          name: `${devices}-${i}`,
+          rootHash,
+          ...(signatureFile ? { signature: signatureFile } : {}),
+        },
         what,
-        signatureFile,
       );
       opened.devices.push(`${devices}-${i}`);
       const at = join(scratch, `layer-${i}`);

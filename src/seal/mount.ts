@@ -18,6 +18,8 @@ import type { ImageSource } from '../oci/transport.ts';
 import type { CertificateSource } from '../pki/index.ts';
 import { LayoutSource, readImage } from '../store/index.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
+import { VerityError } from '../verity/errors.ts';
+import { openVerityDevice, type VerityDevice } from '../verity/kernel.ts';
 import { composefsImageOf, composefsObjects, keepComposefsImage } from './composefs-store.ts';
 import { isComposefsSealed, layerFilesystem, verityRootHash } from './formats.ts';
 import { type ImageSignatures, verifyImageSignatures } from './sign.ts';
@@ -44,39 +46,18 @@ export function hasDeviceMapper(): boolean {
  * Opens a sealed layer as a dm-verity device with its annotated root hash and checks that the
  * kernel reports it verified (atomfs's `V` status); returns the device path.
  */
-async function openVerity(
-  blob: string,
-  name: string,
-  rootHash: string,
-  hashOffset: number,
-  signature?: string,
-): Promise<string> {
+async function openVerity(layer: VerityDevice): Promise<string> {
   try {
-    await run('veritysetup', [
-      'open',
-      blob,
-      name,
-      blob,
-      rootHash,
-      '--hash-offset',
-      String(hashOffset),
-      ...(signature ? [`--root-hash-signature=${signature}`] : []),
-    ]);
-    const { stdout } = await run('veritysetup', ['status', name]);
-    if (!(signature ? /status:\s+verified \(with signature\)/ : /status:\s+verified/).test(stdout)) {
-      await run('veritysetup', ['close', name]).catch(() => {});
-      throw new MountError('MOUNT_FAILED', `dm-verity device ${name} is not verified: ${stdout.trim()}`, {
-        subject: name,
-      });
-    }
+    return await openVerityDevice((program, args) => run(program, args), layer);
   } catch (error) {
-    if (error instanceof MountError) throw error;
-    throw new MountError('MOUNT_FAILED', `opening ${blob} with dm-verity failed: ${commandFailure(error)}`, {
-      subject: blob,
-      cause: error,
-    });
+    if (error instanceof VerityError)
+      throw new MountError('MOUNT_FAILED', error.message, { subject: layer.name, cause: error });
+    throw new MountError(
+      'MOUNT_FAILED',
+      `opening ${layer.data} with dm-verity failed: ${commandFailure(error)}`,
+      { subject: layer.data, cause: error },
+    );
   }
-  return `/dev/mapper/${name}`;
 }
 
 /** What a failed command said, with how it ended (an empty stderr alone explains nothing). */
@@ -196,7 +177,13 @@ export async function mountImage(
           signatureFile = join(dir, `layer-${i}.p7s`);
           await writeFileAtomic(signatureFile, signature.signature);
         }
-        const device = await openVerity(blob, name, rootHash, await hashOffsetOf(blob, fs), signatureFile);
+        const device = await openVerity({
+          data: blob,
+          hashOffset: await hashOffsetOf(blob, fs),
+          name,
+          rootHash,
+          ...(signatureFile ? { signature: signatureFile } : {}),
+        });
         state.devices = [...(state.devices ?? []), name];
         await mountCmd(['-t', fs, '-o', 'ro', device, at], `layer ${i + 1}`);
       } else {

@@ -1,7 +1,9 @@
 /**
- * fs-verity in the running kernel: enabling it on a file (optionally with a built-in signature
- * the kernel checks against its .fs-verity keyring) and reading back the digest it holds, through
- * the FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY ioctls (native/fsops.c).
+ * Verity in the running kernel. fs-verity: enabling it on a file (optionally with a built-in
+ * signature the kernel checks against its .fs-verity keyring) and reading back the digest it
+ * holds, through the FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY ioctls (native/fsops.c).
+ * dm-verity: opening a sealed layer as a device through veritysetup and checking the kernel's
+ * view of it.
  */
 import { closeSync, openSync } from 'node:fs';
 import { enableVerity, measureVerity } from '../util/fsops.ts';
@@ -74,4 +76,50 @@ export function measureKernelVerity(
   } finally {
     closeSync(fd);
   }
+}
+
+/** Runs a program, resolving with its standard output; rejects when it fails. */
+export type ProgramRunner = (program: 'veritysetup', args: string[]) => Promise<{ stdout: string }>;
+
+export interface VerityDevice {
+  /** The layer: its data, and its hash tree from `hashOffset` (the stacker/atomfs layout). */
+  data: string;
+  hashOffset: number;
+  /** The device's name under /dev/mapper. */
+  name: string;
+  rootHash: string;
+  /** A file with the root hash's PKCS#7 signature, for the kernel to check. */
+  signature?: string;
+}
+
+/**
+ * Opens a sealed layer as the dm-verity device /dev/mapper/NAME through veritysetup, run by `run`
+ * (a device's initrd and a host find it differently), and checks the kernel's view of it:
+ * verified — "with signature" when one was given — with the same root hash. A failed open
+ * rejects with the runner's error; a device in any other state is closed again and refused.
+ */
+export async function openVerityDevice(run: ProgramRunner, d: VerityDevice): Promise<string> {
+  await run('veritysetup', [
+    'open',
+    d.data,
+    d.name,
+    d.data,
+    d.rootHash,
+    '--hash-offset',
+    String(d.hashOffset),
+    ...(d.signature ? [`--root-hash-signature=${d.signature}`] : []),
+  ]);
+  const { stdout } = await run('veritysetup', ['status', d.name]);
+  const status = /status:\s*(.*)/.exec(stdout)?.[1]?.trim();
+  const root = /root hash:\s*([0-9a-f]+)/.exec(stdout)?.[1];
+  const wanted = d.signature ? 'verified (with signature)' : 'verified';
+  if (status !== wanted || (root !== undefined && root !== d.rootHash)) {
+    await run('veritysetup', ['close', d.name]).catch(() => {});
+    throw new VerityError(
+      'VERITY_KERNEL_REFUSED',
+      `the dm-verity device ${d.name} is ${status ?? 'in an unknown state'}${root && root !== d.rootHash ? `, root hash ${root}` : ''}, not ${wanted}`,
+      { subject: d.name },
+    );
+  }
+  return `/dev/mapper/${d.name}`;
 }

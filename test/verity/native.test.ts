@@ -21,6 +21,11 @@ import {
   nativeHashing,
 } from '../../src/verity/hashing.ts';
 
+/** Block hashing with a random prefix and suffix of these lengths. */
+function salted(algorithm: HashAlgorithm, blockSize: number, prefix: number, suffix: number): BlockHashing {
+  return { algorithm, blockSize, prefix: randomBytes(prefix), suffix: randomBytes(suffix) };
+}
+
 const work = mkdtempSync(join(tmpdir(), 'seal-blockhash-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
@@ -41,12 +46,7 @@ test('native block hashing equals node:crypto for every algorithm, block size an
         [256, 0],
         [blockSize === 512 ? 5 : 64, 0],
       ] as const) {
-        const h: BlockHashing = {
-          algorithm,
-          blockSize,
-          prefix: randomBytes(prefix),
-          suffix: randomBytes(suffix),
-        };
+        const h = salted(algorithm, blockSize, prefix, suffix);
         const blocks = blockSize === 65536 ? 3 : 17;
         const data = randomBytes(blocks * blockSize);
         const stride = DIGEST_SIZE[algorithm] + 12;
@@ -111,12 +111,7 @@ test('file blocks: the addon threads, the worker pool and in-memory hashing agre
     ['sha1', 512, 0, 7],
     ['sha512', 1024, 0, 0],
   ] as const) {
-    const h: BlockHashing = {
-      algorithm,
-      blockSize,
-      prefix: randomBytes(prefix),
-      suffix: randomBytes(suffix),
-    };
+    const h = salted(algorithm, blockSize, prefix, suffix);
     const stride = DIGEST_SIZE[algorithm] + 4;
     const offset = 3 * blockSize;
     const count = Math.ceil((data.length - offset) / blockSize) + 2; // two blocks wholly past the end
@@ -155,12 +150,7 @@ test('file blocks: the multi-buffer engine equals node:crypto for every algorith
         [256, 0],
         [5, 3],
       ] as const) {
-        const h: BlockHashing = {
-          algorithm,
-          blockSize,
-          prefix: randomBytes(prefix),
-          suffix: randomBytes(suffix),
-        };
+        const h = salted(algorithm, blockSize, prefix, suffix);
         const stride = DIGEST_SIZE[algorithm] + 8;
         const count = blocks + 3; // three blocks wholly past the end
         const padded = Buffer.alloc(count * blockSize);
