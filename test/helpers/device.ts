@@ -572,6 +572,12 @@ export class DeviceSession {
     return this.#output;
   }
 
+  /** The console from `from` on, for a failure: its start (what led there) and its end. */
+  #since(from: number): string {
+    const text = this.#output.slice(from);
+    return text.length <= 6000 ? text : `${text.slice(0, 3000)}\n[…]\n${text.slice(-3000)}`;
+  }
+
   /** Where the console is now: later waits look only at what comes after. */
   mark(): number {
     return this.#output.length;
@@ -581,7 +587,7 @@ export class DeviceSession {
   waitFor(re: RegExp, from = 0, timeoutMs = 240_000): Promise<RegExpExecArray> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => finish(new Error(`no ${re} within ${timeoutMs} ms:\n${this.#output.slice(-3000)}`)),
+        () => finish(new Error(`no ${re} within ${timeoutMs} ms:\n${this.#since(from)}`)),
         timeoutMs,
       );
       const finish = (error?: Error, match?: RegExpExecArray) => {
@@ -595,8 +601,7 @@ export class DeviceSession {
         if (m) {
           m.index += from; // where it is in `output`, not in the slice
           finish(undefined, m);
-        } else if (this.#ended)
-          finish(new Error(`the machine ended before ${re}:\n${this.#output.slice(-3000)}`));
+        } else if (this.#ended) finish(new Error(`the machine ended before ${re}:\n${this.#since(from)}`));
       };
       this.#listeners.add(check);
       check();
