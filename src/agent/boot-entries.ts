@@ -83,6 +83,17 @@ export function loaderReport(efivars = EFIVARS): LoaderReport | undefined {
   return { loader, ...(booted ? { booted } : {}) };
 }
 
+/**
+ * The entry this boot is a counted try of, when a plain entry remains to fall back to: a boot
+ * that fails then reboots, so that systemd-boot counts the failure and, once the tries are
+ * spent, starts the plain (good) entry. Undefined for any other boot.
+ */
+export function countedTry(entries: BootEntries, loader: LoaderReport): BootEntry | undefined {
+  const booted = loader.booted && entries.find(loader.booted.id);
+  if (booted?.triesLeft === undefined) return undefined;
+  return entries.list().some((e) => e.id !== booted.id && e.triesLeft === undefined) ? booted : undefined;
+}
+
 function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
   try {

@@ -11,8 +11,9 @@
  *   rises only now) → optionally, a registry tag followed for updates.
  *
  * Any failure names its step and reason on the console and ends the boot as the command line
- * says (poweroff by default) — a failed trial boot reboots instead, until its boots run out and
- * the good system comes back by itself. Nothing is written that would make a later boot accept
+ * says (poweroff by default) — a failed trial boot reboots instead (so does a counted try of a
+ * new UKI that fails before the device's state is read, at attestation say), until its boots run
+ * out and the good system comes back by itself. Nothing is written that would make a later boot accept
  * what this one refused.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -24,7 +25,14 @@ import { syncImage } from '../registry/sync.ts';
 import { LayoutStore, openDestination, openSource } from '../store/index.ts';
 import { lockPcr7, parsePolicy, readAcceptedVersion, Tpm, unlock } from '../tpm/index.ts';
 import { fetchBootSecrets, SECRETS_DIR, writeBootSecrets } from './attest.ts';
-import { type BootEntries, type LoaderReport, loaderReport, mountEsp } from './boot-entries.ts';
+import {
+  type BootEntries,
+  type BootEntry,
+  countedTry,
+  type LoaderReport,
+  loaderReport,
+  mountEsp,
+} from './boot-entries.ts';
 import { type AgentParameters, parseCommandLine } from './cmdline.ts';
 import { Device, initrdCa, mountStore, RUN } from './device.ts';
 import { type DeviceDisk, findDeviceDisk } from './disk.ts';
@@ -154,7 +162,19 @@ async function openEncrypted(
  * The ESP's boot entries, when systemd-boot started this boot (a UKI that boots alone has none
  * to manage): the ESP mounted read-only (a change remounts it).
  */
-function mountBootEntries(device: string): { entries: BootEntries; loader: LoaderReport } | undefined {
+type EspEntries = { entries: BootEntries; loader: LoaderReport };
+
+/** The counted try a failed boot came from (countedTry), reading the ESP if the boot had not. */
+function failedTry(found: { disk?: DeviceDisk; esp?: EspEntries }): BootEntry | undefined {
+  try {
+    const esp = found.esp ?? (found.disk ? mountBootEntries(found.disk.partitions.esp.device) : undefined);
+    return esp ? countedTry(esp.entries, esp.loader) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function mountBootEntries(device: string): EspEntries | undefined {
   // systemd-boot's variables (which entry it started) are read from efivarfs (a module: loaded by now).
   if (!existsSync('/sys/firmware/efi')) return undefined;
   system().mount(
@@ -321,6 +341,8 @@ export async function boot(): Promise<void> {
   let params: AgentParameters | undefined;
   let device: Device | undefined;
   let trial: TrialState | undefined;
+  // What a failure before the device's state is read needs to tell a counted try of a new UKI.
+  const found: { disk?: DeviceDisk; esp?: EspEntries } = {};
   try {
     log.say(`agent started, Node.js ${process.versions.node}, PID ${process.pid}`);
     await log.step('mount the API filesystems', mountApiFilesystems);
@@ -365,6 +387,7 @@ export async function boot(): Promise<void> {
           () => findDeviceDisk(),
           (d) => d.device,
         );
+    found.disk = disk;
     const tpm = await Tpm.open(TPM_DEVICE);
     if (params.management) {
       if (!disk) throw new AgentError('AGENT_BOOT', 'the management image needs the device disk');
@@ -402,7 +425,7 @@ export async function boot(): Promise<void> {
       await log.step('lock PCR 7', () => lockPcr7(tpm));
     }
     const transport = { plainHttp: params.registryInsecure };
-    let esp: { entries: BootEntries; loader: LoaderReport } | undefined;
+    let esp: EspEntries | undefined;
     if (disk) {
       await log.step(
         'open the config partition',
@@ -434,6 +457,7 @@ export async function boot(): Promise<void> {
               }`
             : 'not started by systemd-boot: the UKI boots alone',
       );
+      found.esp = esp;
     } else {
       // Network boot: the store, the state and the volumes live in memory for this boot.
       const source = params.boot!;
@@ -582,6 +606,14 @@ export async function boot(): Promise<void> {
       // A trial that failed after it verified: noted, and rebooted until its boots run out.
       trial.lastFailure = (error as Error).message;
       await saveState(`${RUN}/config/device.json`, device.state).catch(() => {});
+      end('reboot', log);
+    }
+    const tried = failedTry(found);
+    if (tried) {
+      // Before the device state is read (attestation, say), a failure can only be counted.
+      log.say(
+        `version ${tried.version}'s UKI is being tried (${tried.triesLeft} more boot${tried.triesLeft === 1 ? '' : 's'}): systemd-boot counts this failed boot`,
+      );
       end('reboot', log);
     }
     end(params?.onFailure ?? 'poweroff', log);

@@ -4,7 +4,7 @@
  * entry, and systemd-boot's variables as efivarfs shows them.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { after, test } from 'node:test';
 import {
   BootEntries,
   bootEntryName,
+  countedTry,
   loaderReport,
   loaderVariable,
   parseBootEntry,
@@ -143,4 +144,27 @@ test("systemd-boot's variables: the loader, and the entry it started with its co
   });
   efivar(vars, 'LoaderEntrySelected', 'auto-reboot-to-firmware-setup');
   assert.deepEqual(loaderReport(vars), { loader: 'systemd-boot 254.16-1~bpo12+1' });
+});
+
+test('a counted try with a plain entry to fall back to is told apart from every other boot', () => {
+  const esp = join(work, 'counted');
+  const dir = join(esp, 'EFI/Linux');
+  mkdirSync(dir, { recursive: true });
+  const entries = new BootEntries(esp);
+  const loader = (selected: string) => ({ loader: 'systemd-boot 254', booted: parseBootEntry(selected)! });
+  writeFileSync(join(dir, 'seal-3.efi'), 'good');
+  // systemd-boot renamed the new UKI's file as it started it; the variable may name it either way.
+  writeFileSync(join(dir, 'seal-4+1-1.efi'), 'new');
+  for (const selected of ['seal-4.efi', 'seal-4+2.efi', 'seal-4+1-1.efi'])
+    assert.equal(countedTry(entries, loader(selected))?.file, 'seal-4+1-1.efi', selected);
+  assert.equal(countedTry(entries, loader('seal-3.efi')), undefined, 'the good entry is no try');
+  assert.equal(countedTry(entries, { loader: 'systemd-boot 254' }), undefined, 'an entry not of Seal');
+  assert.equal(countedTry(entries, loader('seal-5.efi')), undefined, 'an entry not on the ESP');
+  // Its last try: rebooting still reaches the good entry.
+  rmSync(join(dir, 'seal-4+1-1.efi'));
+  writeFileSync(join(dir, 'seal-4+0-2.efi'), 'new');
+  assert.equal(countedTry(entries, loader('seal-4+0-2.efi'))?.triesLeft, 0);
+  // Without a plain entry, systemd-boot would start the same try again: no reboot loop.
+  rmSync(join(dir, 'seal-3.efi'));
+  assert.equal(countedTry(entries, loader('seal-4+0-2.efi')), undefined);
 });

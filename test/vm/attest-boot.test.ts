@@ -12,17 +12,24 @@
  *  - With a reference of another UKI only (same kernel and initrd, another command line), the
  *    verifier refuses naming the event that differs, the agent's step fails with that
  *    code and message, and the boot ends there: no secret released, no service started.
+ *  - A new UKI on trial (a counted entry beside the good one, as an update stages it) that the
+ *    verifier does not accept: the failure comes before the device's state can be read, so the
+ *    agent reboots and systemd-boot counts it; with its tries spent, systemd-boot starts the good
+ *    UKI, which attests and boots.
  *
- * Two boots in all.
+ * The machine boots through systemd-boot (its UKI a boot entry), as a device that takes new UKIs
+ * by update does; the references name it. Five boots in all.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Decision, parseReference, startVerifier, type Verifier } from '../../src/attest/index.ts';
+import { readTable } from '../../src/gpt/index.ts';
 import { Machine } from '../../src/machine/index.ts';
 import { parseCertificate } from '../../src/pki/index.ts';
 import { runSeal } from '../helpers/cli.ts';
@@ -61,7 +68,19 @@ const decisions: Decision[] = [];
 async function serve(ukiFile: string): Promise<void> {
   await verifier?.close();
   const ref = join(work, `${ukiFile.split('/').at(-1)}.ref.json`);
-  seal('attest', 'reference', '--product', PRODUCT, '--uki', ukiFile, '--vars', kit.vars, ref);
+  seal(
+    'attest',
+    'reference',
+    '--product',
+    PRODUCT,
+    '--uki',
+    ukiFile,
+    '--boot-manager',
+    kit.bootManager,
+    '--vars',
+    kit.vars,
+    ref,
+  );
   verifier = await startVerifier({
     reference: parseReference(readFileSync(ref)),
     deviceCa: parseCertificate(readFileSync(join(f.pki, 'device-ca.pem'))),
@@ -71,16 +90,21 @@ async function serve(ukiFile: string): Promise<void> {
   });
 }
 
-/** Boots the machine until the boot completes (and web printed the secret's digest) or ends. */
-async function boot(): Promise<string> {
+/**
+ * Boots the machine until the boot completes (and web printed the secret's digest) or ends; with
+ * `reboots`, through the reboots an ended boot asks for.
+ */
+async function boot(reboots = false): Promise<string> {
+  const ended = reboots ? /seal: the boot ends: (?!reboot)/ : /seal: the boot ends/;
   for (let attempt = 1; ; attempt++) {
     const result = await machine.start({
-      timeoutMs: 300_000,
-      noReboot: true,
-      stopOn:
-        /secret: [0-9a-f]{64}[^\n]*\n[\s\S]*seal: boot complete.*\n|seal: boot complete.*\n[\s\S]*secret: [0-9a-f]{64}.*\n|seal: the boot ends|Access Denied/,
+      timeoutMs: reboots ? 600_000 : 300_000,
+      noReboot: !reboots,
+      stopOn: new RegExp(
+        `secret: [0-9a-f]{64}[^\\n]*\\n[\\s\\S]*seal: boot complete.*\\n|seal: boot complete.*\\n[\\s\\S]*secret: [0-9a-f]{64}.*\\n|${ended.source}|Access Denied`,
+      ),
     });
-    const done = /seal: boot complete|seal: the boot ends|Access Denied/.test(result.output);
+    const done = new RegExp(`seal: boot complete|${ended.source}|Access Denied`).test(result.output);
     if (done || attempt === 3 || (!CRASH.test(result.output) && !result.timedOut)) return result.output;
     retries++;
     console.error(`the device VM crashed or hung; booting it again (attempt ${attempt + 1})`);
@@ -117,7 +141,7 @@ before(async () => {
     root: join(work, 'machines'),
     name: 'attesting',
     uki,
-    install: { manifest: system, ca: f.ca },
+    install: { manifest: system, ca: f.ca, bootManager: kit.bootManager },
     vars: { path: vars, inPlace: true },
     diskSize: 2 * 2 ** 30,
     provision: {
@@ -191,4 +215,44 @@ test('a boot the reference does not accept is refused at the attest step: nothin
     decisions.map((x) => (x.released ? 'released' : x.code)),
     ['ATTEST_REFERENCE_MISMATCH'],
   );
+});
+
+/** Runs an mtools command on the machine's ESP (the first partition of its disk). */
+function onEsp(command: string, args: string[]): string {
+  const disk = join(machine.dir, 'disk.img');
+  const esp = readTable(disk, statSync(disk).size).partitions[0]!;
+  return execFileSync(command, ['-i', `${disk}@@${esp.firstLba * 512}`, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, MTOOLS_SKIP_CHECK: '1' },
+  });
+}
+
+test('a new UKI on trial that fails attestation is counted by systemd-boot; the good UKI then boots', async () => {
+  decisions.length = 0;
+  await serve(uki);
+  // As an update stages it: version 4's UKI beside version 3's, counted with one try.
+  onEsp('mcopy', [otherUki, '::/EFI/Linux/seal-4+1.efi']);
+  const output = await boot(true);
+  const failed = /seal: \[FAIL\] attest to \S+: (.*)\n/.exec(output);
+  assert.ok(failed, output.slice(-4000));
+  assert.match(failed[1]!, /ATTEST_REFERENCE_MISMATCH/);
+  assert.match(
+    output,
+    /seal: version 4's UKI is being tried \(0 more boots\): systemd-boot counts this failed boot\n[\s\S]*seal: the boot ends: reboot/,
+  );
+  const after = output.slice(output.indexOf('seal: the boot ends: reboot'));
+  // systemd-boot marked the try spent and started the good entry.
+  assert.match(
+    after,
+    /read the boot entries \(\d+ ms\): systemd-boot [^,]+, started seal-3\.efi; entries: seal-4\+0-1\.efi, seal-3\.efi/,
+  );
+  assert.match(after, /seal: boot complete/, after.slice(-3000));
+  assert.match(after, /\[web\] secret: [0-9a-f]{64}/);
+  assert.deepEqual(
+    decisions.map((x) => (x.released ? 'released' : x.code)),
+    ['ATTEST_REFERENCE_MISMATCH', 'released'],
+  );
+  // Its confirmation leaves the good entry alone on the ESP.
+  assert.match(after, /boot entries: seal-3 kept, seal-4\+0-1\.efi removed/);
+  assert.equal(onEsp('mdir', ['-b', '::/EFI/Linux']).trim(), '::/EFI/Linux/seal-3.efi');
 });
