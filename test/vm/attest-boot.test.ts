@@ -95,7 +95,8 @@ async function serve(ukiFile: string): Promise<void> {
  * `reboots`, through the reboots an ended boot asks for.
  */
 async function boot(reboots = false): Promise<string> {
-  const ended = reboots ? /seal: the boot ends: (?!reboot)/ : /seal: the boot ends/;
+  // Whole lines only: the console arrives in pieces, and "ends: re" is not yet a reboot.
+  const ended = reboots ? /seal: the boot ends: (?!reboot\r?\n)[^\n]*\n/ : /seal: the boot ends/;
   for (let attempt = 1; ; attempt++) {
     const result = await machine.start({
       timeoutMs: reboots ? 600_000 : 300_000,
