@@ -285,7 +285,8 @@ test('downloads cut short: resumed where they broke, or, when the registry keeps
     // Its tries end in resets: the download's own, or, when a reset comes before the answer's
     // head reached the device, the request's.
     const taken = await session.waitFor(new RegExp(`is now ${digest}`), from);
-    const refused = await session.waitFor(/update (refused|check of \S+ failed): (.*)/, taken.index);
+    // Whole lines: the console arrives in pieces.
+    const refused = await session.waitFor(/update (refused|check of \S+ failed): (.*)\n/, taken.index);
     assert.equal(refused[1], 'refused', refused[0]);
     assert.match(refused[2]!, /download of sha256:[0-9a-f]{64} .*failed|ECONNRESET|socket hang up|aborted/);
   } finally {
