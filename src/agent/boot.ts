@@ -13,8 +13,8 @@
  * Any failure names its step and reason on the console and ends the boot as the command line
  * says (poweroff by default) — a failed trial boot reboots instead (so does a counted try of a
  * new UKI that fails before the device's state is read, at attestation say), until its boots run
- * out and the good system comes back by itself. Nothing is written that would make a later boot accept
- * what this one refused.
+ * out and the good system comes back by itself. Nothing is written that would make a later boot
+ * accept what this one refused.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -158,22 +158,26 @@ async function openEncrypted(
   return created ? 'created' : 'opened';
 }
 
-/**
- * The ESP's boot entries, when systemd-boot started this boot (a UKI that boots alone has none
- * to manage): the ESP mounted read-only (a change remounts it).
- */
 type EspEntries = { entries: BootEntries; loader: LoaderReport };
 
+/** What the boot found so far; `esp` is null once read and found not started by systemd-boot. */
+type Found = { disk?: DeviceDisk; esp?: EspEntries | null };
+
 /** The counted try a failed boot came from (countedTry), reading the ESP if the boot had not. */
-function failedTry(found: { disk?: DeviceDisk; esp?: EspEntries }): BootEntry | undefined {
+function failedTry(found: Found): BootEntry | undefined {
   try {
-    const esp = found.esp ?? (found.disk ? mountBootEntries(found.disk.partitions.esp.device) : undefined);
+    const esp =
+      found.esp !== undefined ? found.esp : found.disk && mountBootEntries(found.disk.partitions.esp.device);
     return esp ? countedTry(esp.entries, esp.loader) : undefined;
   } catch {
     return undefined;
   }
 }
 
+/**
+ * The ESP's boot entries, when systemd-boot started this boot (a UKI that boots alone has none
+ * to manage): the ESP mounted read-only (a change remounts it).
+ */
 function mountBootEntries(device: string): EspEntries | undefined {
   // systemd-boot's variables (which entry it started) are read from efivarfs (a module: loaded by now).
   if (!existsSync('/sys/firmware/efi')) return undefined;
@@ -342,7 +346,7 @@ export async function boot(): Promise<void> {
   let device: Device | undefined;
   let trial: TrialState | undefined;
   // What a failure before the device's state is read needs to tell a counted try of a new UKI.
-  const found: { disk?: DeviceDisk; esp?: EspEntries } = {};
+  const found: Found = {};
   try {
     log.say(`agent started, Node.js ${process.versions.node}, PID ${process.pid}`);
     await log.step('mount the API filesystems', mountApiFilesystems);
@@ -457,7 +461,7 @@ export async function boot(): Promise<void> {
               }`
             : 'not started by systemd-boot: the UKI boots alone',
       );
-      found.esp = esp;
+      found.esp = esp ?? null;
     } else {
       // Network boot: the store, the state and the volumes live in memory for this boot.
       const source = params.boot!;
